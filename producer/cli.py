@@ -1,0 +1,258 @@
+"""The ``batch-router`` command line."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from routing.errors import BatchRouterError
+from routing.policy import Policy, load_policy
+from workers.settings import Settings
+from workers.storage import Storage
+
+app = typer.Typer(
+    help="Route large LLM prompt batches to the cheapest adequate model tier.",
+    no_args_is_help=True,
+    add_completion=False,
+    rich_markup_mode="markdown",
+)
+console = Console()
+err = Console(stderr=True)
+
+OutputOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--output",
+        "-o",
+        help="output root (local path or s3://bucket/prefix); default BATCH_ROUTER_OUTPUT",
+    ),
+]
+PolicyOpt = Annotated[
+    Path | None, typer.Option("--policy", help="routing policy YAML (default: the packaged policy)")
+]
+TenantOpt = Annotated[str | None, typer.Option(help="tenant the job is billed to")]
+JobIdOpt = Annotated[str | None, typer.Option("--job-id", help="job id (default: generated)")]
+
+
+def _settings(ctx: typer.Context) -> Settings:
+    settings: Settings = ctx.obj
+    return settings
+
+
+def _policy(settings: Settings, path: Path | None) -> Policy:
+    return load_policy(path or settings.policy_path)
+
+
+def _output(settings: Settings, output: str | None) -> str:
+    out = output or settings.output
+    if not out:
+        raise typer.BadParameter("give --output or set BATCH_ROUTER_OUTPUT", param_hint="--output")
+    return out
+
+
+def _progress() -> Progress:
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err,
+        transient=False,
+    )
+
+
+@app.callback()
+def _main(ctx: typer.Context) -> None:
+    ctx.obj = Settings()
+
+
+@app.command()
+def run(
+    ctx: typer.Context,
+    input_uri: Annotated[
+        str | None, typer.Argument(metavar="INPUT", help="Parquet file or folder (local or s3://)")
+    ] = None,
+    output: OutputOpt = None,
+    sample: Annotated[
+        int | None, typer.Option(help="generate N sample prompts instead of reading INPUT", min=10)
+    ] = None,
+    job_id: JobIdOpt = None,
+    tenant: TenantOpt = None,
+    policy: PolicyOpt = None,
+    threads: Annotated[int, typer.Option(help="chunks run in parallel (local executor)")] = 2,
+    as_json: Annotated[bool, typer.Option("--json", help="print the manifest as JSON")] = False,
+) -> None:
+    """Run a whole job and wait; prints the cost report.
+
+    Uses the local executor when no broker is configured (BATCH_ROUTER_BROKER_URL unset).
+
+    Example: `batch-router run prompts.parquet --output ./out`
+    """
+    from producer import jobs
+
+    settings = _settings(ctx)
+    out = _output(settings, output)
+    if sample is not None:
+        from producer.sample import write_sample
+
+        input_uri = str(write_sample(Path(out) / "_sample" / "prompts.parquet", sample))
+    if input_uri is None:
+        raise typer.BadParameter("give INPUT or --sample N", param_hint="INPUT")
+    manifest = jobs.run(
+        settings, _policy(settings, policy), input_uri, out, job_id, tenant, threads, _progress()
+    )
+    _print_manifest(manifest, as_json)
+
+
+@app.command()
+def submit(
+    ctx: typer.Context,
+    input_uri: Annotated[str, typer.Argument(metavar="INPUT", help="s3:// prefix or file")],
+    output: OutputOpt = None,
+    job_id: JobIdOpt = None,
+    tenant: TenantOpt = None,
+    policy: PolicyOpt = None,
+    wait: Annotated[bool, typer.Option("--wait", help="wait with a progress bar")] = False,
+) -> None:
+    """Plan a job from Parquet footers and enqueue it on the Celery fleet.
+
+    Example: `batch-router submit s3://in/nightly/ --output s3://out/ --tenant acme --wait`
+    """
+    from producer import jobs
+
+    settings = _settings(ctx)
+    if not settings.distributed:
+        raise typer.BadParameter("submit needs BATCH_ROUTER_BROKER_URL (or use `run`)")
+    plan = jobs.submit_job(
+        settings, _policy(settings, policy), input_uri, _output(settings, output), job_id, tenant
+    )
+    console.print(
+        f"submitted job [bold]{plan.context.job_id}[/]: {plan.rows_total:,} rows in "
+        f"{plan.context.total_chunks} chunks → {plan.context.job_root}"
+    )
+    if wait:
+        status = jobs.wait_with_progress(settings, plan.context.job_id, _progress())
+        if status.state != "succeeded":
+            err.print(f"[red]job {status.job_id} {status.state}[/]")
+            raise typer.Exit(1)
+        _print_manifest(jobs.manifest_of(settings, plan.context.job_root), False)
+
+
+@app.command()
+def status(
+    ctx: typer.Context,
+    job_id: Annotated[str | None, typer.Argument(help="job id (default: list recent jobs)")] = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Show a job's progress: chunks done / total and rows by status.
+
+    Example: `batch-router status 20261128T021500Z-3fa2c1`
+    """
+    from producer.submit import tracker
+
+    jobs = tracker(_settings(ctx))
+    ids = [job_id] if job_id else jobs.list_jobs()
+    table = Table("job", "state", "chunks", "rows done", "by status", "cost so far")
+    rows = []
+    for jid in ids:
+        st = jobs.status(jid)
+        if st is None:
+            err.print(f"[red]unknown job {jid}[/]")
+            raise typer.Exit(1)
+        rows.append(
+            {
+                "job_id": st.job_id,
+                "state": st.state,
+                "chunks_done": st.chunks_done,
+                "total_chunks": st.total_chunks,
+                "rows_total": st.rows_total,
+                "rows_by_status": st.rows_by_status,
+                "cost_usd": st.cost_usd,
+            }
+        )
+        table.add_row(
+            st.job_id,
+            st.state,
+            f"{st.chunks_done}/{st.total_chunks}",
+            f"{st.rows_done:,}/{st.rows_total:,}",
+            ", ".join(f"{k} {v:,}" for k, v in sorted(st.rows_by_status.items())),
+            f"${st.cost_usd:,.4f}",
+        )
+    if as_json:
+        console.print_json(json.dumps(rows))
+    else:
+        console.print(table)
+
+
+@app.command()
+def report(
+    ctx: typer.Context,
+    path: Annotated[str, typer.Argument(help="a job folder (…/job_id=ID) or its output root")],
+    as_json: Annotated[bool, typer.Option("--json", help="print the manifest as JSON")] = False,
+) -> None:
+    """Print a finished job's cost report.
+
+    Example: `batch-router report ./out/job_id=20261128T021500Z-3fa2c1`
+    """
+    from producer.report import find_job_root, load_manifest
+
+    storage = Storage(_settings(ctx).s3)
+    _print_manifest(load_manifest(storage, find_job_root(storage, path)), as_json)
+
+
+@app.command("sim-provider")
+def sim_provider(
+    host: Annotated[str, typer.Option(help="address to bind")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="port to listen on")] = 8000,
+    latency_ms: Annotated[float, typer.Option(help="mean latency per request")] = 0.0,
+    latency_jitter_ms: Annotated[float, typer.Option(help="uniform ± jitter")] = 0.0,
+    error_rate: Annotated[float, typer.Option(help="share of HTTP 500s")] = 0.0,
+    rate_limit_rate: Annotated[float, typer.Option(help="share of HTTP 429s")] = 0.0,
+    retry_after: Annotated[float, typer.Option(help="Retry-After of a 429, s")] = 1.0,
+    hang_rate: Annotated[float, typer.Option(help="share of requests that hang")] = 0.0,
+    hang_s: Annotated[float, typer.Option(help="how long a hang lasts, s")] = 30.0,
+    seed: Annotated[int, typer.Option(help="random seed")] = 0,
+) -> None:
+    """Serve the simulated OpenAI-compatible provider (chat completions, logprobs,
+    latency and error injection, counters at /_sim/stats).
+
+    Example: `batch-router sim-provider --port 8000 --latency-ms 50 --rate-limit-rate 0.02`
+    """
+    from workers.simprovider import SimConfig, serve
+
+    config = SimConfig(
+        latency_ms_mean=latency_ms,
+        latency_ms_jitter=latency_jitter_ms,
+        error_rate=error_rate,
+        rate_limit_rate=rate_limit_rate,
+        retry_after_s=retry_after,
+        hang_rate=hang_rate,
+        hang_s=hang_s,
+        seed=seed,
+    )
+    err.print(f"simulated provider on http://{host}:{port}/v1")
+    serve(host, port, config)
+
+
+def _print_manifest(manifest: dict[str, object], as_json: bool) -> None:
+    from producer.report import render
+
+    if as_json:
+        console.print_json(json.dumps(manifest))
+    else:
+        console.print(render(manifest))
+
+
+def main() -> None:
+    try:
+        app()
+    except BatchRouterError as exc:
+        err.print(f"[red]error:[/] {exc}")
+        sys.exit(2)

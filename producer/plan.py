@@ -1,0 +1,81 @@
+"""Plan a job from Parquet footers only, and store the plan and policy with the job."""
+
+from __future__ import annotations
+
+import json
+import secrets
+from datetime import UTC, datetime
+
+from routing.errors import InputError
+from routing.plan import FileInfo, JobContext, JobPlan, plan_chunks
+from routing.policy import Policy
+from routing.validate import check_schema
+from workers import layout
+from workers.storage import Storage
+
+
+def new_job_id() -> str:
+    """Sortable and unique: UTC timestamp plus 6 random hex digits."""
+    return datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ") + "-" + secrets.token_hex(3)
+
+
+def read_footers(storage: Storage, input_uri: str) -> list[FileInfo]:
+    """List the Parquet files under ``input_uri`` and read their footers (no row data).
+
+    Every file's schema is checked; all problems are reported together.
+    """
+    uris = storage.list_files(input_uri, ".parquet")
+    if not uris:
+        raise InputError(f"{input_uri}: no .parquet files found")
+    files, problems = [], []
+    for uri in uris:
+        try:
+            parquet = storage.parquet_file(uri)
+            check_schema(parquet.schema_arrow, uri)
+        except InputError as exc:
+            problems.append(str(exc))
+            continue
+        except Exception as exc:  # a corrupt footer is a rejected file, not a crash
+            problems.append(f"{uri}: not a readable Parquet file ({exc})")
+            continue
+        meta = parquet.metadata
+        groups = tuple(meta.row_group(i).num_rows for i in range(meta.num_row_groups))
+        files.append(FileInfo(uri=uri, rows=meta.num_rows, row_groups=groups))
+    if problems:
+        raise InputError("input rejected:\n  " + "\n  ".join(problems))
+    return files
+
+
+def build_plan(
+    storage: Storage,
+    policy: Policy,
+    input_uri: str,
+    output_root: str,
+    rows_per_chunk: int,
+    job_id: str | None = None,
+    tenant: str | None = None,
+) -> JobPlan:
+    """Plan the job and write ``_job/plan.json`` and ``_job/policy.yaml`` under its root."""
+    job_id = job_id or new_job_id()
+    root = layout.job_root(output_root, job_id)
+    files = read_footers(storage, input_uri)
+    chunks = plan_chunks(files, rows_per_chunk)
+    ctx = JobContext(
+        job_id=job_id,
+        job_root=root,
+        tenant=tenant,
+        policy_uri=layout.policy(root),
+        policy_version=policy.version,
+        total_chunks=len(chunks),
+    )
+    plan = JobPlan(
+        context=ctx,
+        input_uri=input_uri,
+        files=tuple(files),
+        chunks=tuple(chunks),
+        rows_total=sum(f.rows for f in files),
+        created_at=datetime.now(UTC).isoformat(timespec="seconds"),
+    )
+    storage.write_bytes(layout.policy(root), policy.to_yaml().encode())
+    storage.write_bytes(layout.plan(root), json.dumps(plan.model_dump(mode="json")).encode())
+    return plan

@@ -1,0 +1,65 @@
+"""The cost report of a finished job, from its ``manifest.json``."""
+
+from __future__ import annotations
+
+import json
+from decimal import Decimal
+from typing import Any
+
+from rich.console import Group
+from rich.table import Table
+
+from workers import layout
+from workers.storage import Storage
+
+
+def find_job_root(storage: Storage, path: str) -> str:
+    """``path`` is a job root (…/job_id=<id>) or an output root holding exactly one job."""
+    if "job_id=" in path.rstrip("/").rsplit("/", 1)[-1]:
+        return path.rstrip("/")
+    manifests = [u for u in storage.list_files(path, "manifest.json") if "/job_id=" in u]
+    roots = sorted({m.rsplit("/", 1)[0] for m in manifests})
+    if len(roots) != 1:
+        found = ", ".join(r.rsplit("/", 1)[-1] for r in roots) or "none"
+        raise FileNotFoundError(f"{path}: expected one finished job, found {found}")
+    return roots[0]
+
+
+def load_manifest(storage: Storage, job_root: str) -> dict[str, Any]:
+    return dict(json.loads(storage.read_bytes(layout.manifest(job_root))))
+
+
+def _usd(value: str | Decimal) -> str:
+    amount = Decimal(value)
+    return f"${amount:,.4f}" if amount < 100 else f"${amount:,.2f}"
+
+
+def render(manifest: dict[str, Any]) -> Group:
+    """A terminal report: totals, then cost by tier against the all-expert baseline."""
+    totals = manifest["totals"]
+    by_tier = Table(title=f"job {manifest['job_id']} — cost by tier", title_justify="left")
+    for col in ("tier", "rows", "cost", "all-expert baseline"):
+        by_tier.add_column(col, justify="left" if col == "tier" else "right")
+    for tier, entry in sorted(manifest["by_tier"].items()):
+        by_tier.add_row(
+            tier, f"{entry['rows']:,}", _usd(entry["cost_usd"]), _usd(entry["baseline_cost_usd"])
+        )
+    by_tier.add_section()
+    by_tier.add_row(
+        "total",
+        f"{manifest['rows_out']:,}",
+        _usd(totals["cost_usd"]),
+        _usd(totals["baseline_cost_usd"]),
+    )
+    summary = Table.grid(padding=(0, 2))
+    statuses = ", ".join(f"{k} {v:,}" for k, v in manifest["rows_by_status"].items() if v)
+    summary.add_row(
+        "rows",
+        f"{manifest['rows_in']:,} in, {manifest['rows_out']:,} out "
+        f"({statuses}); {manifest['duplicates']:,} duplicates answered once",
+    )
+    summary.add_row(
+        "saving", f"{_usd(totals['saving_usd'])} ({totals['saving_pct']:.1f}% vs all-expert)"
+    )
+    summary.add_row("policy", manifest["policy_version"])
+    return Group(by_tier, summary)

@@ -1,0 +1,62 @@
+"""Distributed submission: register the job in Redis and enqueue one ingest per chunk."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from routing.plan import JobPlan
+from workers.app import INGEST_QUEUE, make_app
+from workers.jobstate import JobStatus, RedisJobTracker
+from workers.settings import Settings
+
+FINAL_STATES = ("succeeded", "failed")
+
+
+def tracker(settings: Settings) -> RedisJobTracker:
+    return RedisJobTracker.from_url(settings.state_redis(), settings.job_ttl_s)
+
+
+def submit(settings: Settings, plan: JobPlan) -> None:
+    """Register ``plan`` and enqueue its chunk references on ``ingest``."""
+    ctx = plan.context
+    tracker(settings).register(
+        ctx.job_id,
+        {
+            "total_chunks": ctx.total_chunks,
+            "rows_total": plan.rows_total,
+            "job_root": ctx.job_root,
+            "input_uri": plan.input_uri,
+            "created_at": plan.created_at,
+            "tenant": ctx.tenant or "",
+        },
+    )
+    app = make_app(settings)
+    message = ctx.model_dump()
+    with app.producer_or_acquire() as producer:
+        for chunk in plan.chunks:
+            app.send_task(
+                "ingest", args=[message, chunk.model_dump()], queue=INGEST_QUEUE, producer=producer
+            )
+
+
+def wait(
+    settings: Settings,
+    job_id: str,
+    on_progress: Callable[[JobStatus], None],
+    poll_s: float = 0.5,
+    timeout_s: float | None = None,
+) -> JobStatus:
+    """Poll the job until it succeeds or fails (or ``timeout_s`` passes)."""
+    jobs = tracker(settings)
+    deadline = None if timeout_s is None else time.monotonic() + timeout_s
+    while True:
+        status = jobs.status(job_id)
+        if status is None:
+            raise KeyError(f"unknown job {job_id}")
+        on_progress(status)
+        if status.state in FINAL_STATES:
+            return status
+        if deadline is not None and time.monotonic() > deadline:
+            raise TimeoutError(f"job {job_id} not finished after {timeout_s} s")
+        time.sleep(poll_s)

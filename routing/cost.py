@@ -1,0 +1,32 @@
+"""Exact cost arithmetic.
+
+Money is :class:`decimal.Decimal`, quantised to 12 fractional digits (the ``MONEY``
+Parquet type), so sums over millions of rows do not drift.
+
+Attribution rules:
+
+- ``cost_usd`` = input tokens × the serving model's input price + output tokens × its
+  output price, from the provider's reported usage.
+- ``baseline_cost_usd`` = the same tokens at the prices of the policy's most expensive
+  tier (its primary model): what sending this prompt to the expert tier would have cost.
+  Output tokens are those of the answer actually received (a documented estimate: an
+  expert answer may be longer or shorter).
+- A duplicate row (``dedupe_of`` set) costs 0; its baseline is its canonical row's
+  baseline (the all-expert baseline makes every call).
+- Rejected and failed rows cost 0 and have a baseline of 0.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from routing.policy import ModelSpec
+
+QUANTUM = Decimal("1e-12")
+ZERO = Decimal(0).quantize(QUANTUM)
+
+
+def call_cost(model: ModelSpec, input_tokens: int, output_tokens: int) -> Decimal:
+    """USD for one call of ``model`` with the given usage."""
+    raw = model.input_per_token * input_tokens + model.output_per_token * output_tokens
+    return raw.quantize(QUANTUM)

@@ -1,0 +1,37 @@
+"""Exact-duplicate fingerprints, vectorised with polars.
+
+Normalisation (documented contract): the system prompt and the prompt are each
+whitespace-collapsed and stripped, then joined with a unit separator; the fingerprint is
+polars' 64-bit hash of that string, rendered in decimal. Two rows with the same
+fingerprint in one chunk are the same request: the first is answered, the others carry
+``dedupe_of`` = the first row's ``prompt_id``.
+"""
+
+from __future__ import annotations
+
+import polars as pl
+
+_SEP = "\x1f"
+
+
+def fingerprint_expr(prompt: str = "prompt", system: str = "system") -> pl.Expr:
+    def norm(name: str) -> pl.Expr:
+        return pl.col(name).fill_null("").str.replace_all(r"\s+", " ").str.strip_chars()
+
+    return (
+        pl.concat_str([norm(system), norm(prompt)], separator=_SEP)
+        .hash(seed=0x5EED)
+        .cast(pl.String)
+    )
+
+
+def mark_duplicates(df: pl.DataFrame) -> pl.DataFrame:
+    """Add ``fingerprint`` and ``dedupe_of`` (null for the first occurrence) to ``df``.
+
+    ``df`` needs ``prompt_id``, ``prompt`` and ``system`` columns.
+    """
+    with_fp = df.with_columns(fingerprint_expr().alias("fingerprint"))
+    first = pl.col("prompt_id").first().over("fingerprint")
+    return with_fp.with_columns(
+        pl.when(first != pl.col("prompt_id")).then(first).otherwise(None).alias("dedupe_of")
+    )

@@ -1,0 +1,160 @@
+"""The routing policy: tiers, models, prices, thresholds, retry and limits.
+
+A policy is a YAML file validated into frozen pydantic models. Its version is the
+hash of its normalised content, so two files that mean the same thing have the same
+``policy_version`` and any change of meaning gives a new one. The version is stamped
+on every routed row.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from decimal import Decimal
+from importlib import resources
+from pathlib import Path
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from routing.errors import PolicyError
+
+SIMULATED = "simulated"
+_MTOK = Decimal(1_000_000)
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class ProviderSpec(_Frozen):
+    """An endpoint speaking a provider wire protocol."""
+
+    kind: str = Field("openai", pattern="^(openai)$")
+    base_url: str
+    api_key_env: str | None = None
+    timeout_s: float = Field(60.0, gt=0)
+
+    @property
+    def simulated(self) -> bool:
+        return self.base_url == SIMULATED
+
+
+class ModelSpec(_Frozen):
+    """A model and its prices in USD per million tokens."""
+
+    name: str
+    provider: str
+    input_per_mtok: Decimal = Field(ge=0)
+    output_per_mtok: Decimal = Field(ge=0)
+
+    @property
+    def input_per_token(self) -> Decimal:
+        return self.input_per_mtok / _MTOK
+
+    @property
+    def output_per_token(self) -> Decimal:
+        return self.output_per_mtok / _MTOK
+
+
+class TierSpec(_Frozen):
+    """One tier: its models (first is primary), score threshold, token limits, concurrency."""
+
+    name: str = Field(pattern=r"^[a-z][a-z0-9_-]*$")
+    models: tuple[ModelSpec, ...] = Field(min_length=1)
+    max_score: float | None = Field(None, ge=0, le=1)
+    max_input_tokens: int = Field(128_000, gt=0)
+    max_output_tokens: int = Field(1024, gt=0)
+    concurrency: int = Field(16, gt=0, le=1024)
+
+    @property
+    def primary(self) -> ModelSpec:
+        return self.models[0]
+
+
+class RetrySpec(_Frozen):
+    max_attempts: int = Field(3, ge=1, le=10)
+    base_delay_s: float = Field(0.2, ge=0)
+    max_delay_s: float = Field(8.0, ge=0)
+
+
+class LimitsSpec(_Frozen):
+    max_prompt_chars: int = Field(200_000, gt=0)
+
+
+class Policy(_Frozen):
+    """A whole routing policy. Tiers are ordered cheapest first."""
+
+    name: str = "default"
+    providers: dict[str, ProviderSpec]
+    tiers: tuple[TierSpec, ...] = Field(min_length=1)
+    retry: RetrySpec = RetrySpec()
+    limits: LimitsSpec = LimitsSpec()
+
+    @model_validator(mode="after")
+    def _check(self) -> Policy:
+        names = [t.name for t in self.tiers]
+        if len(set(names)) != len(names):
+            raise ValueError(f"tier names must be unique: {names}")
+        for tier in self.tiers:
+            for m in tier.models:
+                if m.provider not in self.providers:
+                    raise ValueError(f"tier {tier.name}: unknown provider {m.provider!r}")
+        scores = [t.max_score for t in self.tiers[:-1]]
+        if any(s is None for s in scores):
+            raise ValueError("every tier but the last needs max_score")
+        if scores != sorted(scores):
+            raise ValueError(f"max_score must increase with the tier order: {scores}")
+        return self
+
+    @property
+    def version(self) -> str:
+        """Content hash of the normalised policy (stable across formatting and comments)."""
+        canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True)
+        return "p-" + hashlib.sha256(canonical.encode()).hexdigest()[:12]
+
+    @property
+    def tier_names(self) -> tuple[str, ...]:
+        return tuple(t.name for t in self.tiers)
+
+    @property
+    def baseline_tier(self) -> TierSpec:
+        """The most expensive tier (by its primary model's output price, then input price)."""
+        return max(self.tiers, key=lambda t: (t.primary.output_per_mtok, t.primary.input_per_mtok))
+
+    def tier(self, name: str) -> TierSpec:
+        for t in self.tiers:
+            if t.name == name:
+                return t
+        raise PolicyError(f"unknown tier {name!r}; tiers are {self.tier_names}")
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+
+
+def parse_policy(text: str, source: str = "<policy>") -> Policy:
+    """Parse and validate policy YAML; raise :class:`PolicyError` naming the source."""
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise PolicyError(f"{source}: not valid YAML: {exc}") from exc
+    if not isinstance(data, dict):
+        raise PolicyError(f"{source}: a policy is a YAML mapping")
+    try:
+        return Policy.model_validate(data)
+    except ValidationError as exc:
+        raise PolicyError(f"{source}: invalid policy:\n{exc}") from exc
+
+
+def default_policy_text() -> str:
+    return resources.files("routing").joinpath("default_policy.yaml").read_text()
+
+
+def load_policy(path: str | Path | None = None) -> Policy:
+    """Load a policy file, or the packaged default when ``path`` is None."""
+    if path is None:
+        return parse_policy(default_policy_text(), "default_policy.yaml")
+    p = Path(path)
+    if not p.is_file():
+        raise PolicyError(f"policy file not found: {p}")
+    return parse_policy(p.read_text(), str(p))

@@ -1,0 +1,94 @@
+"""Parquet contracts: the input a job reads and the output it writes.
+
+Input: one row per prompt. ``prompt_id`` and ``prompt`` (strings) are required; the
+optional columns below are typed; any other column is carried through untouched.
+
+Output: one row per input row, always (``row count out = row count in``). The
+columns of :data:`RESULT_FIELDS` come first, then the optional input columns that
+were present, then unknown input columns in input order.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+import pyarrow as pa
+
+# Money is exact: decimal with 12 fractional digits (prices are per token, ~1e-7..1e-4 USD).
+MONEY = pa.decimal128(24, 12)
+
+
+class Status(StrEnum):
+    """Final status of an output row."""
+
+    OK = "ok"
+    FAILED = "failed"
+    REJECTED = "rejected"
+    OVER_BUDGET = "over_budget"
+
+
+REQUIRED_INPUT: dict[str, pa.DataType] = {"prompt_id": pa.string(), "prompt": pa.string()}
+
+OPTIONAL_INPUT: dict[str, pa.DataType] = {
+    "tenant": pa.string(),
+    "system": pa.string(),
+    "max_output_tokens": pa.int64(),
+    "customer_tier": pa.string(),
+    "domain": pa.string(),
+    "metadata": pa.string(),
+}
+
+RESULT_FIELDS: list[pa.Field] = [
+    pa.field("job_id", pa.string(), nullable=False),
+    pa.field("prompt_id", pa.string()),
+    pa.field("tenant", pa.string()),
+    pa.field("status", pa.string(), nullable=False),
+    pa.field("tier", pa.string()),
+    pa.field("model", pa.string()),
+    pa.field("provider", pa.string()),
+    pa.field("response", pa.string()),
+    pa.field("finish_reason", pa.string()),
+    pa.field("input_tokens", pa.int64()),
+    pa.field("output_tokens", pa.int64()),
+    pa.field("cost_usd", MONEY),
+    pa.field("baseline_cost_usd", MONEY),
+    pa.field("latency_ms", pa.float64()),
+    pa.field("attempts", pa.int32()),
+    pa.field("escalated_from", pa.string()),
+    pa.field("dedupe_of", pa.string()),
+    pa.field("cache_hit", pa.bool_()),
+    pa.field("complexity_score", pa.float64()),
+    pa.field("confidence", pa.float64()),
+    pa.field("route_reason", pa.string()),
+    pa.field("policy_version", pa.string()),
+    pa.field("error", pa.string()),
+    pa.field("input_file", pa.string()),
+    pa.field("input_row", pa.int64()),
+]
+RESULT_SCHEMA = pa.schema(RESULT_FIELDS)
+RESULT_COLUMNS: tuple[str, ...] = tuple(f.name for f in RESULT_FIELDS)
+
+# Output names an input column may not keep: such a column is carried through as src_<name>.
+RESERVED = frozenset(RESULT_COLUMNS) - set(REQUIRED_INPUT) - {"tenant"}
+
+# Columns of the cost summary written by the finalizer under cost/.
+COST_SUMMARY_SCHEMA = pa.schema(
+    [
+        pa.field("job_id", pa.string()),
+        pa.field("tenant", pa.string()),
+        pa.field("tier", pa.string()),
+        pa.field("model", pa.string()),
+        pa.field("status", pa.string()),
+        pa.field("rows", pa.int64()),
+        pa.field("input_tokens", pa.int64()),
+        pa.field("output_tokens", pa.int64()),
+        pa.field("cost_usd", MONEY),
+        pa.field("baseline_cost_usd", MONEY),
+    ]
+)
+
+
+def output_schema(input_schema: pa.Schema) -> pa.Schema:
+    """The result schema for a given (already validated) input schema."""
+    extra = [f for f in input_schema if f.name not in RESULT_COLUMNS]
+    return pa.schema([*RESULT_FIELDS, *extra])

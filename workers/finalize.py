@@ -1,0 +1,139 @@
+"""The job finalizer: runs once all chunks are written (and is safe to run again).
+
+It reads the result parts (only the columns it needs), checks that row count out equals
+row count in, writes the cost summary, then ``manifest.json``, then ``_SUCCESS`` —
+in that order, so a reader that sees ``_SUCCESS`` sees a complete job.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from routing.plan import JobContext
+from routing.schema import COST_SUMMARY_SCHEMA, Status
+from workers import layout
+from workers.stages import Runtime
+
+_COLUMNS = [
+    "tenant",
+    "tier",
+    "model",
+    "status",
+    "input_tokens",
+    "output_tokens",
+    "cost_usd",
+    "baseline_cost_usd",
+    "dedupe_of",
+]
+_KEYS = ["tenant", "tier", "model", "status"]
+
+
+def cost_summary(table: pa.Table, job_id: str) -> pa.Table:
+    """Rows, tokens, cost and baseline by tenant, tier, model and status."""
+    grouped = table.group_by(_KEYS, use_threads=False).aggregate(
+        [
+            ("status", "count"),
+            ("input_tokens", "sum"),
+            ("output_tokens", "sum"),
+            ("cost_usd", "sum"),
+            ("baseline_cost_usd", "sum"),
+        ]
+    )
+    n = grouped.num_rows
+    arrays = {
+        "job_id": pa.array([job_id] * n, pa.string()),
+        **{k: grouped.column(k) for k in _KEYS},
+        "rows": grouped.column("status_count"),
+        "input_tokens": pc.fill_null(grouped.column("input_tokens_sum"), 0),
+        "output_tokens": pc.fill_null(grouped.column("output_tokens_sum"), 0),
+        "cost_usd": grouped.column("cost_usd_sum"),
+        "baseline_cost_usd": grouped.column("baseline_cost_usd_sum"),
+    }
+    table = pa.table(arrays)
+    return table.cast(COST_SUMMARY_SCHEMA).sort_by([(k, "ascending") for k in _KEYS])
+
+
+def _money(table: pa.Table, column: str) -> Decimal:
+    value = pc.sum(table.column(column)).as_py()
+    return value if value is not None else Decimal(0)
+
+
+def _breakdown(summary: pa.Table, key: str) -> dict[str, dict[str, Any]]:
+    out: dict[str, dict[str, Any]] = {}
+    for row in summary.to_pylist():
+        name = row[key] if row[key] is not None else "(none)"
+        entry = out.setdefault(
+            name, {"rows": 0, "cost_usd": Decimal(0), "baseline_cost_usd": Decimal(0)}
+        )
+        entry["rows"] += row["rows"]
+        entry["cost_usd"] += row["cost_usd"] or 0
+        entry["baseline_cost_usd"] += row["baseline_cost_usd"] or 0
+    return {
+        k: {**v, "cost_usd": str(v["cost_usd"]), "baseline_cost_usd": str(v["baseline_cost_usd"])}
+        for k, v in out.items()
+    }
+
+
+def build_manifest(
+    ctx: JobContext, plan: dict[str, Any], parts: list[str], table: pa.Table, summary: pa.Table
+) -> dict[str, Any]:
+    cost, baseline = _money(table, "cost_usd"), _money(table, "baseline_cost_usd")
+    saving = baseline - cost
+    rows_out, rows_in = table.num_rows, int(plan["rows_total"])
+    duplicates = pc.sum(pc.is_valid(table.column("dedupe_of"))).as_py() or 0
+    return {
+        "job_id": ctx.job_id,
+        "tenant": ctx.tenant,
+        "policy_version": ctx.policy_version,
+        "input_uri": plan["input_uri"],
+        "created_at": plan["created_at"],
+        "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "rows_in": rows_in,
+        "rows_out": rows_out,
+        "complete": rows_in == rows_out,
+        "rows_by_status": {s.value: _count(summary, "status", s.value) for s in Status},
+        "duplicates": duplicates,
+        "totals": {
+            "cost_usd": str(cost),
+            "baseline_cost_usd": str(baseline),
+            "saving_usd": str(saving),
+            "saving_pct": float(saving / baseline * 100) if baseline else 0.0,
+        },
+        "by_tier": _breakdown(summary, "tier"),
+        "by_model": _breakdown(summary, "model"),
+        "by_tenant": _breakdown(summary, "tenant"),
+        "parts": [p.rsplit("/", 1)[-1] for p in parts],
+        "cost_summary": "cost/summary.parquet",
+    }
+
+
+def _count(summary: pa.Table, key: str, value: str) -> int:
+    mask = pc.equal(summary.column(key), value)
+    return int(pc.sum(summary.filter(mask).column("rows")).as_py() or 0)
+
+
+def finalize(rt: Runtime, ctx: JobContext) -> dict[str, Any]:
+    """Write cost summary, manifest and ``_SUCCESS``; return the manifest."""
+    storage, root = rt.storage, ctx.job_root
+    plan = json.loads(storage.read_bytes(layout.plan(root)))
+    parts = storage.list_files(layout.results_dir(root), ".parquet")
+    tables = [storage.read_parquet(p, columns=_COLUMNS) for p in parts]
+    table = pa.concat_tables(tables) if tables else pa.table({c: [] for c in _COLUMNS})
+    summary = cost_summary(table, ctx.job_id)
+    storage.write_parquet(layout.cost_summary(root), summary)
+    manifest = build_manifest(ctx, plan, parts, table, summary)
+    storage.write_bytes(layout.manifest(root), json.dumps(manifest, indent=2).encode())
+    if not manifest["complete"]:
+        rt.tracker.set_state(ctx.job_id, "failed", error="row count out != row count in")
+        raise RuntimeError(
+            f"job {ctx.job_id}: {manifest['rows_out']} rows out, {manifest['rows_in']} in"
+        )
+    storage.write_bytes(layout.success(root), b"")
+    rt.tracker.set_state(ctx.job_id, "succeeded", cost_usd=manifest["totals"]["cost_usd"])
+    return manifest

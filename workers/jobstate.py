@@ -1,0 +1,205 @@
+"""Job progress and the exactly-once finalize trigger (no Celery chords).
+
+A chunk registers the parts it will write (one per tier used, plus ``rejected``); each
+written part is recorded idempotently (a set member, not a counter, so a redelivered
+task cannot count twice). When the last part of the last chunk lands, ``complete``
+returns True exactly once, and the caller enqueues the finalizer.
+
+Two backends implement :class:`JobTracker`: :class:`RedisJobTracker` (atomic Lua,
+shared by every worker) and :class:`MemoryJobTracker` (the local executor, tests).
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import redis
+
+from workers import keys
+
+
+@dataclass
+class JobStatus:
+    job_id: str
+    state: str
+    total_chunks: int
+    chunks_done: int
+    rows_total: int
+    rows_by_status: dict[str, int]
+    cost_usd: float
+    meta: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def rows_done(self) -> int:
+        return sum(self.rows_by_status.values())
+
+
+class JobTracker(Protocol):
+    def register(self, job_id: str, meta: dict[str, Any]) -> None: ...
+    def expect(self, job_id: str, chunk: int, parts: list[str]) -> None: ...
+    def complete(
+        self, job_id: str, chunk: int, part: str, counts: dict[str, Any], total_chunks: int
+    ) -> bool: ...
+    def set_state(self, job_id: str, state: str, **fields: Any) -> None: ...
+    def status(self, job_id: str) -> JobStatus | None: ...
+    def list_jobs(self, limit: int = 20) -> list[str]: ...
+
+
+def _summarise(
+    job_id: str, meta: dict[str, str], parts: list[dict[str, Any]], done: int
+) -> JobStatus:
+    by_status: dict[str, int] = defaultdict(int)
+    cost = 0.0
+    for counts in parts:
+        for status, n in counts.get("rows", {}).items():
+            by_status[status] += int(n)
+        cost += float(counts.get("cost_usd", 0))
+    return JobStatus(
+        job_id=job_id,
+        state=meta.get("state", "unknown"),
+        total_chunks=int(meta.get("total_chunks", 0)),
+        chunks_done=done,
+        rows_total=int(meta.get("rows_total", 0)),
+        rows_by_status=dict(by_status),
+        cost_usd=cost,
+        meta=meta,
+    )
+
+
+class MemoryJobTracker:
+    """In-process tracker with the same semantics as the Redis one."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._meta: dict[str, dict[str, str]] = {}
+        self._expected: dict[tuple[str, int], set[str]] = {}
+        self._done: dict[tuple[str, int], set[str]] = defaultdict(set)
+        self._chunks: dict[str, set[int]] = defaultdict(set)
+        self._parts: dict[str, dict[str, dict[str, Any]]] = defaultdict(dict)
+
+    def register(self, job_id: str, meta: dict[str, Any]) -> None:
+        with self._lock:
+            self._meta[job_id] = {k: str(v) for k, v in meta.items()} | {"state": "running"}
+
+    def expect(self, job_id: str, chunk: int, parts: list[str]) -> None:
+        with self._lock:
+            self._expected[(job_id, chunk)] = set(parts)
+
+    def complete(
+        self, job_id: str, chunk: int, part: str, counts: dict[str, Any], total_chunks: int
+    ) -> bool:
+        with self._lock:
+            self._parts[job_id][f"{chunk}/{part}"] = counts
+            done = self._done[(job_id, chunk)]
+            done.add(part)
+            if done >= self._expected.get((job_id, chunk), {part}):
+                self._chunks[job_id].add(chunk)
+            meta = self._meta.setdefault(job_id, {})
+            if len(self._chunks[job_id]) >= total_chunks and "finalize_enqueued" not in meta:
+                meta["finalize_enqueued"] = "1"
+                return True
+            return False
+
+    def set_state(self, job_id: str, state: str, **fields: Any) -> None:
+        with self._lock:
+            self._meta.setdefault(job_id, {}).update({k: str(v) for k, v in fields.items()})
+            self._meta[job_id]["state"] = state
+
+    def status(self, job_id: str) -> JobStatus | None:
+        with self._lock:
+            if job_id not in self._meta:
+                return None
+            parts = list(self._parts[job_id].values())
+            return _summarise(job_id, dict(self._meta[job_id]), parts, len(self._chunks[job_id]))
+
+    def list_jobs(self, limit: int = 20) -> list[str]:
+        return list(self._meta)[-limit:]
+
+
+# KEYS[1] chunk expected set, KEYS[2] chunk done set, KEYS[3] job chunks_done set,
+# KEYS[4] job hash, KEYS[5] job parts hash
+# ARGV[1] part name, ARGV[2] counts JSON, ARGV[3] chunk number, ARGV[4] total chunks,
+# ARGV[5] part key (chunk/part), ARGV[6] TTL seconds
+# Returns 1 exactly once: when the last part of the last chunk is recorded.
+_COMPLETE_LUA = """
+redis.call('HSET', KEYS[5], ARGV[5], ARGV[2])
+redis.call('SADD', KEYS[2], ARGV[1])
+local expected = redis.call('SMEMBERS', KEYS[1])
+local all_done = true
+for _, name in ipairs(expected) do
+  if redis.call('SISMEMBER', KEYS[2], name) == 0 then all_done = false end
+end
+for i = 2, 5 do redis.call('EXPIRE', KEYS[i], tonumber(ARGV[6])) end
+if not all_done then return 0 end
+redis.call('SADD', KEYS[3], ARGV[3])
+redis.call('EXPIRE', KEYS[3], tonumber(ARGV[6]))
+if redis.call('SCARD', KEYS[3]) >= tonumber(ARGV[4]) then
+  if redis.call('HSETNX', KEYS[4], 'finalize_enqueued', '1') == 1 then return 1 end
+end
+return 0
+"""
+
+
+class RedisJobTracker:
+    """Job state in Redis, shared by every worker; the completion check is one Lua call."""
+
+    def __init__(self, client: redis.Redis, ttl_s: int) -> None:
+        self._r = client
+        self._ttl = ttl_s
+        self._complete = client.register_script(_COMPLETE_LUA)
+
+    @classmethod
+    def from_url(cls, url: str, ttl_s: int) -> RedisJobTracker:
+        return cls(redis.Redis.from_url(url, decode_responses=True), ttl_s)
+
+    def register(self, job_id: str, meta: dict[str, Any]) -> None:
+        pipe = self._r.pipeline()
+        pipe.hset(
+            keys.job(job_id), mapping={k: str(v) for k, v in meta.items()} | {"state": "running"}
+        )
+        pipe.expire(keys.job(job_id), self._ttl)
+        pipe.zadd(keys.jobs_index(), {job_id: time.time()})
+        pipe.execute()
+
+    def expect(self, job_id: str, chunk: int, parts: list[str]) -> None:
+        key = keys.chunk_expected(job_id, chunk)
+        pipe = self._r.pipeline()
+        pipe.delete(key)
+        pipe.sadd(key, *parts)
+        pipe.expire(key, self._ttl)
+        pipe.execute()
+
+    def complete(
+        self, job_id: str, chunk: int, part: str, counts: dict[str, Any], total_chunks: int
+    ) -> bool:
+        result = self._complete(
+            keys=[
+                keys.chunk_expected(job_id, chunk),
+                keys.chunk_done(job_id, chunk),
+                keys.job_chunks_done(job_id),
+                keys.job(job_id),
+                keys.job_parts(job_id),
+            ],
+            args=[part, json.dumps(counts), chunk, total_chunks, f"{chunk}/{part}", self._ttl],
+        )
+        return bool(result == 1)
+
+    def set_state(self, job_id: str, state: str, **fields: Any) -> None:
+        mapping = {k: str(v) for k, v in fields.items()} | {"state": state}
+        self._r.hset(keys.job(job_id), mapping=mapping)
+
+    def status(self, job_id: str) -> JobStatus | None:
+        meta = self._r.hgetall(keys.job(job_id))
+        if not meta:
+            return None
+        parts = [json.loads(v) for v in self._r.hvals(keys.job_parts(job_id))]
+        done = self._r.scard(keys.job_chunks_done(job_id))
+        return _summarise(job_id, meta, parts, int(done))
+
+    def list_jobs(self, limit: int = 20) -> list[str]:
+        return list(self._r.zrevrange(keys.jobs_index(), 0, limit - 1))

@@ -1,0 +1,39 @@
+"""Every Redis key batch-router uses, built here and nowhere else.
+
+All keys of a job share the ``{job_id}`` hash tag so a Redis Cluster keeps them in one
+slot (Lua scripts touch several at once).
+"""
+
+from __future__ import annotations
+
+PREFIX = "br"
+
+
+def jobs_index() -> str:
+    """Sorted set: job_id scored by creation time."""
+    return f"{PREFIX}:jobs"
+
+
+def job(job_id: str) -> str:
+    """Hash: job metadata and state (state, total_chunks, rows_total, job_root, …)."""
+    return f"{PREFIX}:job:{{{job_id}}}"
+
+
+def job_parts(job_id: str) -> str:
+    """Hash: part name → JSON row counts by status, cost, baseline (one entry per part)."""
+    return f"{PREFIX}:job:{{{job_id}}}:parts"
+
+
+def job_chunks_done(job_id: str) -> str:
+    """Set: chunk numbers whose every part is written."""
+    return f"{PREFIX}:job:{{{job_id}}}:chunks_done"
+
+
+def chunk_expected(job_id: str, chunk: int) -> str:
+    """Set: part names the chunk will write (registered by ingest before dispatching)."""
+    return f"{PREFIX}:job:{{{job_id}}}:chunk:{chunk}:expected"
+
+
+def chunk_done(job_id: str, chunk: int) -> str:
+    """Set: part names of the chunk already written."""
+    return f"{PREFIX}:job:{{{job_id}}}:chunk:{chunk}:done"

@@ -1,0 +1,41 @@
+"""Where a job's objects live under its root ``…/job_id=<id>/`` (deterministic keys)."""
+
+from __future__ import annotations
+
+from workers.storage import join
+
+
+def job_root(output_root: str, job_id: str) -> str:
+    return join(output_root, f"job_id={job_id}")
+
+
+def plan(root: str) -> str:
+    return join(root, "_job", "plan.json")
+
+
+def policy(root: str) -> str:
+    return join(root, "_job", "policy.yaml")
+
+
+def staged_batch(root: str, chunk: int, tier: str) -> str:
+    return join(root, "_staging", "routed", f"c{chunk:06d}-{tier}.parquet")
+
+
+def results_dir(root: str) -> str:
+    return join(root, "results")
+
+
+def result_part(root: str, chunk: int, part: str) -> str:
+    return join(root, "results", f"part-c{chunk:06d}-{part}.parquet")
+
+
+def cost_summary(root: str) -> str:
+    return join(root, "cost", "summary.parquet")
+
+
+def manifest(root: str) -> str:
+    return join(root, "manifest.json")
+
+
+def success(root: str) -> str:
+    return join(root, "_SUCCESS")

@@ -1,0 +1,201 @@
+"""Provider calls: the official ``openai`` SDK over any OpenAI-compatible endpoint.
+
+The SDK's own retries are off; :func:`call_with_retry` applies the policy's retry rule
+(errors classified once into retryable and permanent, backoff with full jitter,
+``Retry-After`` honoured). A tier's requests run concurrently, bounded by the tier's
+``concurrency``.
+
+:class:`TierExecutor` is the seam for provider-batch mode: a realtime executor calls
+the chat API now; a Batch API executor (submit a file, poll, collect) can implement the
+same ``run`` without its callers changing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+import openai
+
+from routing.errors import (
+    ConfigError,
+    ProviderPermanentError,
+    ProviderRetryableError,
+)
+from routing.policy import ModelSpec, Policy, ProviderSpec, RetrySpec
+from routing.retry import backoff_delay, should_retry
+from workers.settings import Settings
+
+
+@dataclass(frozen=True)
+class ChatRequest:
+    prompt: str
+    system: str | None
+    max_tokens: int
+
+
+@dataclass(frozen=True)
+class Completion:
+    ok: bool
+    text: str | None
+    finish_reason: str | None
+    input_tokens: int
+    output_tokens: int
+    latency_ms: float
+    attempts: int
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """A resolved provider endpoint: where to call and with which key."""
+
+    name: str
+    base_url: str
+    api_key: str
+    timeout_s: float
+
+
+class TierExecutor(Protocol):
+    def run(self, model: ModelSpec, requests: Sequence[ChatRequest]) -> list[Completion]: ...
+
+
+def resolve_endpoint(name: str, spec: ProviderSpec, settings: Settings) -> Endpoint:
+    """The provider's URL and key: settings override the policy, secrets come from env."""
+    override = settings.providers.get(name)
+    base_url = override.base_url if override and override.base_url else spec.base_url
+    if base_url == "simulated":
+        raise ConfigError(
+            f"provider {name!r} is the simulated provider but no URL is set: start "
+            f"`batch-router sim-provider` and set BATCH_ROUTER_PROVIDERS__{name.upper()}__BASE_URL"
+        )
+    key = override.api_key.get_secret_value() if override and override.api_key else None
+    if key is None and spec.api_key_env:
+        key = os.environ.get(spec.api_key_env)
+    if key is None:
+        if not spec.simulated:
+            raise ConfigError(f"provider {name!r}: no API key (set {spec.api_key_env})")
+        key = "simulated"
+    return Endpoint(name, base_url, key, min(spec.timeout_s, settings.request_timeout_s))
+
+
+def classify(exc: Exception) -> ProviderRetryableError | ProviderPermanentError:
+    """Sort an SDK exception into retryable or permanent, once."""
+    if isinstance(exc, openai.APIStatusError):
+        status = exc.status_code
+        if status == 429 or status >= 500 or status == 408:
+            return ProviderRetryableError(str(exc), status, _retry_after(exc))
+        return ProviderPermanentError(str(exc), status)
+    if isinstance(exc, openai.APITimeoutError | openai.APIConnectionError | asyncio.TimeoutError):
+        return ProviderRetryableError(f"{type(exc).__name__}: {exc}")
+    return ProviderPermanentError(f"{type(exc).__name__}: {exc}")
+
+
+def _retry_after(exc: openai.APIStatusError) -> float | None:
+    value = exc.response.headers.get("retry-after")
+    try:
+        return float(value) if value is not None else None
+    except ValueError:
+        return None
+
+
+async def call_with_retry(
+    client: openai.AsyncOpenAI,
+    model: str,
+    request: ChatRequest,
+    retry: RetrySpec,
+    rng: random.Random,
+) -> Completion:
+    messages = [{"role": "system", "content": request.system}] if request.system else []
+    messages.append({"role": "user", "content": request.prompt})
+    start = time.perf_counter()
+    attempt = 0
+    while True:
+        attempt += 1
+        try:
+            resp = await client.chat.completions.create(
+                model=model,
+                messages=messages,
+                max_tokens=request.max_tokens,  # type: ignore[arg-type]
+            )
+        except Exception as exc:  # classified below, re-raised never
+            error = classify(exc)
+            retry_after = getattr(error, "retry_after", None)
+            if isinstance(error, ProviderPermanentError) or not should_retry(attempt, retry):
+                return _failure(error, attempt, start)
+            await asyncio.sleep(backoff_delay(attempt, retry, retry_after, rng))
+            continue
+        choice = resp.choices[0]
+        usage = resp.usage
+        return Completion(
+            ok=True,
+            text=choice.message.content,
+            finish_reason=choice.finish_reason,
+            input_tokens=usage.prompt_tokens if usage else 0,
+            output_tokens=usage.completion_tokens if usage else 0,
+            latency_ms=(time.perf_counter() - start) * 1000,
+            attempts=attempt,
+        )
+
+
+def _failure(error: Exception, attempts: int, start: float) -> Completion:
+    status = getattr(error, "status", None)
+    kind = "retryable" if isinstance(error, ProviderRetryableError) else "permanent"
+    return Completion(
+        ok=False,
+        text=None,
+        finish_reason=None,
+        input_tokens=0,
+        output_tokens=0,
+        latency_ms=(time.perf_counter() - start) * 1000,
+        attempts=attempts,
+        error=f"{kind} provider error (status {status}): {str(error)[:500]}",
+    )
+
+
+def make_client(endpoint: Endpoint, transport: str) -> openai.AsyncOpenAI:
+    http_client = (
+        openai.DefaultAioHttpClient()
+        if transport == "aiohttp"
+        else openai.DefaultAsyncHttpxClient()
+    )
+    return openai.AsyncOpenAI(
+        base_url=endpoint.base_url,
+        api_key=endpoint.api_key,
+        max_retries=0,
+        timeout=endpoint.timeout_s,
+        http_client=http_client,
+    )
+
+
+class RealtimeExecutor:
+    """Calls the chat-completions API, ``concurrency`` requests in flight at a time."""
+
+    def __init__(self, policy: Policy, settings: Settings, concurrency: int) -> None:
+        self._policy = policy
+        self._settings = settings
+        self._concurrency = concurrency
+
+    def run(self, model: ModelSpec, requests: Sequence[ChatRequest]) -> list[Completion]:
+        endpoint = resolve_endpoint(
+            model.provider, self._policy.providers[model.provider], self._settings
+        )
+        return asyncio.run(self._run(endpoint, model.name, requests))
+
+    async def _run(
+        self, endpoint: Endpoint, model: str, requests: Sequence[ChatRequest]
+    ) -> list[Completion]:
+        gate = asyncio.Semaphore(self._concurrency)
+        rng = random.Random()
+
+        async def one(client: openai.AsyncOpenAI, request: ChatRequest) -> Completion:
+            async with gate:
+                return await call_with_retry(client, model, request, self._policy.retry, rng)
+
+        async with make_client(endpoint, self._settings.http_transport) as client:
+            return list(await asyncio.gather(*(one(client, r) for r in requests)))

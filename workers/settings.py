@@ -1,0 +1,77 @@
+"""The one Settings object, read from the environment (prefix ``BATCH_ROUTER_``).
+
+Nested values use ``__``: ``BATCH_ROUTER_S3__ENDPOINT_URL=http://127.0.0.1:8333``.
+A ``.env`` file in the working directory is read too. Secrets are ``SecretStr`` and are
+never logged. Build it once at the edge (CLI, worker start) and pass it down.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class S3Settings(BaseModel):
+    """An S3-compatible object store. Unset credentials fall back to the AWS defaults."""
+
+    endpoint_url: str | None = None
+    region: str = "us-east-1"
+    access_key_id: SecretStr | None = None
+    secret_access_key: SecretStr | None = None
+
+
+class ProviderOverride(BaseModel):
+    """Per-provider deployment values that do not belong in the policy file."""
+
+    base_url: str | None = None
+    api_key: SecretStr | None = None
+
+
+class Settings(BaseSettings):
+    """Everything a process of batch-router needs to know about its deployment."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="BATCH_ROUTER_",
+        env_nested_delimiter="__",
+        env_file=".env",
+        extra="ignore",
+    )
+
+    broker_url: SecretStr | None = Field(
+        None, description="Redis URL of the Celery broker; unset → local executor"
+    )
+    redis_url: SecretStr | None = Field(
+        None, description="Redis URL for job state; defaults to broker_url"
+    )
+    s3: S3Settings = S3Settings()
+    providers: dict[str, ProviderOverride] = Field(default_factory=dict)
+    policy_path: Path | None = Field(None, description="routing policy YAML; unset → default")
+    output: str | None = Field(None, description="default output root (local path or s3://)")
+    rows_per_chunk: int = Field(2000, gt=0, le=1_000_000)
+    inline_batch_max_bytes: int = Field(
+        256_000, ge=0, description="routed batches larger than this travel as staged Parquet"
+    )
+    visibility_timeout_s: int = Field(
+        3600, gt=0, description="broker redelivery timeout; longer than the longest task"
+    )
+    job_ttl_s: int = Field(7 * 86400, gt=0)
+    http_transport: Literal["aiohttp", "httpx"] = "aiohttp"
+    request_timeout_s: float = Field(60.0, gt=0)
+
+    @property
+    def distributed(self) -> bool:
+        return self.broker_url is not None
+
+    def broker(self) -> str:
+        if self.broker_url is None:
+            raise ValueError("no broker configured (BATCH_ROUTER_BROKER_URL)")
+        return self.broker_url.get_secret_value()
+
+    def state_redis(self) -> str:
+        url = self.redis_url or self.broker_url
+        if url is None:
+            raise ValueError("no Redis configured (BATCH_ROUTER_REDIS_URL / BROKER_URL)")
+        return url.get_secret_value()

@@ -1,0 +1,265 @@
+"""The pipeline stages — ingest, dispatch, finalize — independent of where they run.
+
+The Celery tasks and the local executor both call these functions; a :class:`Sink`
+decides where a routed batch or the finalize signal goes (a tier queue, or an in-process
+call). Every stage is idempotent: outputs go to deterministic keys and progress is
+recorded as set members.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any, Protocol
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from routing import results
+from routing.classify import HeuristicScorer, Scorer
+from routing.cost import ZERO, call_cost
+from routing.errors import PolicyError
+from routing.plan import ChunkRef, JobContext
+from routing.policy import Policy, TierSpec, parse_policy
+from routing.router import TOO_LONG, route_batch
+from routing.validate import check_schema, conform, row_rejections
+from workers import layout
+from workers.jobstate import JobTracker
+from workers.provider import ChatRequest, Completion, RealtimeExecutor, TierExecutor
+from workers.settings import Settings
+from workers.storage import Storage
+
+REJECTED_PART = "rejected"
+DEFAULT_TENANT = "default"
+
+
+class Sink(Protocol):
+    """Where routed batches and the finalize signal go."""
+
+    def dispatch(self, ctx: JobContext, batch: dict[str, Any]) -> None: ...
+    def finalize(self, ctx: JobContext) -> None: ...
+
+
+@dataclass
+class Runtime:
+    """Per-process resources, built once and passed to every stage."""
+
+    settings: Settings
+    storage: Storage
+    tracker: JobTracker
+    scorer: Scorer = field(default_factory=HeuristicScorer)
+    executor_factory: Callable[[Policy, TierSpec, Settings], TierExecutor] | None = None
+    _policies: dict[str, Policy] = field(default_factory=dict)
+
+    def policy(self, ctx: JobContext) -> Policy:
+        """The job's policy, read once per process from the copy stored with the job."""
+        if ctx.policy_version not in self._policies:
+            text = self.storage.read_bytes(ctx.policy_uri).decode()
+            policy = parse_policy(text, ctx.policy_uri)
+            if policy.version != ctx.policy_version:
+                raise PolicyError(
+                    f"{ctx.policy_uri}: version {policy.version} != job's {ctx.policy_version}"
+                )
+            self._policies[ctx.policy_version] = policy
+        return self._policies[ctx.policy_version]
+
+    def executor(self, policy: Policy, tier: TierSpec) -> TierExecutor:
+        if self.executor_factory is not None:
+            return self.executor_factory(policy, tier, self.settings)
+        return RealtimeExecutor(policy, self.settings, tier.concurrency)
+
+
+# ---------------------------------------------------------------- ingest
+
+
+def read_chunk(storage: Storage, chunk: ChunkRef) -> pa.Table:
+    """The chunk's rows, with ``input_file`` and ``input_row`` added."""
+    parquet = storage.parquet_file(chunk.uri)
+    check_schema(parquet.schema_arrow, chunk.uri)
+    table = parquet.read_row_groups(list(chunk.row_groups)).slice(chunk.skip, chunk.take)
+    first = chunk.file_row_start
+    return (
+        conform(table)
+        .append_column("input_file", pa.array([chunk.uri] * table.num_rows, pa.string()))
+        .append_column("input_row", pa.array(range(first, first + table.num_rows), pa.int64()))
+    )
+
+
+def _with_tenant(table: pa.Table, job_tenant: str | None) -> pa.Table:
+    """Tenant = the job's (from how it was submitted), else the row's, else ``default``."""
+    n = table.num_rows
+    if job_tenant is not None:
+        column = pa.array([job_tenant] * n, pa.string())
+    elif "tenant" in table.column_names:
+        column = pc.fill_null(table.column("tenant"), DEFAULT_TENANT)
+    else:
+        column = pa.array([DEFAULT_TENANT] * n, pa.string())
+    if "tenant" in table.column_names:
+        return table.set_column(table.column_names.index("tenant"), "tenant", column)
+    return table.append_column("tenant", column)
+
+
+def ingest(rt: Runtime, ctx: JobContext, chunk: ChunkRef, sink: Sink) -> None:
+    """Read, validate, route and dedupe one chunk; hand one batch per tier to ``sink``."""
+    policy = rt.policy(ctx)
+    table = read_chunk(rt.storage, chunk)
+    reasons = row_rejections(table, policy.limits, ctx.tenant)
+    table = _with_tenant(table, ctx.tenant)
+    valid = pc.is_null(reasons)
+    bad, bad_reasons = table.filter(pc.invert(valid)), reasons.filter(pc.invert(valid))
+    routed = route_batch(table.filter(valid), policy, rt.scorer)
+    routable = pc.not_equal(routed.column("tier"), "")
+    unroutable = routed.filter(pc.invert(routable))
+    routed = routed.filter(routable)
+    tiers = [t for t in policy.tier_names if t in set(routed.column("tier").to_pylist())]
+    rejected_rows = bad.num_rows + unroutable.num_rows
+    rt.tracker.expect(ctx.job_id, chunk.chunk, tiers + ([REJECTED_PART] if rejected_rows else []))
+    for tier in tiers:
+        batch = routed.filter(pc.equal(routed.column("tier"), tier))
+        sink.dispatch(ctx, _make_batch(rt, ctx, chunk.chunk, tier, batch))
+    if rejected_rows:
+        out = pa.concat_tables(
+            [
+                results.rejected(bad, bad_reasons.to_pylist(), ctx.job_id, ctx.policy_version),
+                results.rejected(
+                    unroutable, [TOO_LONG] * unroutable.num_rows, ctx.job_id, ctx.policy_version
+                ),
+            ],
+            promote_options="permissive",
+        )
+        _publish(rt, ctx, chunk.chunk, REJECTED_PART, out, sink)
+
+
+def _make_batch(
+    rt: Runtime, ctx: JobContext, chunk: int, tier: str, table: pa.Table
+) -> dict[str, Any]:
+    """A routed batch message: Arrow IPC inline when small, else a staged Parquet URI."""
+    batch: dict[str, Any] = {"chunk": chunk, "tier": tier, "rows": table.num_rows}
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    payload = sink.getvalue()
+    if payload.size <= rt.settings.inline_batch_max_bytes:
+        batch["inline"] = base64.b64encode(payload.to_pybytes()).decode()
+    else:
+        uri = layout.staged_batch(ctx.job_root, chunk, tier)
+        rt.storage.write_parquet(uri, table)
+        batch["staged"] = uri
+    return batch
+
+
+def load_batch(storage: Storage, batch: dict[str, Any]) -> pa.Table:
+    if batch.get("inline") is not None:
+        data = base64.b64decode(batch["inline"])
+        return pa.ipc.open_stream(io.BytesIO(data)).read_all()
+    return storage.read_parquet(batch["staged"])
+
+
+# ---------------------------------------------------------------- dispatch
+
+
+def dispatch(rt: Runtime, ctx: JobContext, batch: dict[str, Any], sink: Sink) -> None:
+    """Call the tier's model for each distinct prompt of the batch; write the result part."""
+    policy = rt.policy(ctx)
+    tier = policy.tier(batch["tier"])
+    table = load_batch(rt.storage, batch)
+    canonical = pc.is_null(table.column("dedupe_of")).to_pylist()
+    requests = [
+        _request(row, tier) for row, first in zip(_rows(table), canonical, strict=True) if first
+    ]
+    completions = rt.executor(policy, tier).run(tier.primary, requests)
+    values = _outcomes(table, canonical, completions, policy, tier, ctx)
+    _publish(rt, ctx, batch["chunk"], tier.name, results.assemble(table, values), sink)
+
+
+def _rows(table: pa.Table) -> list[dict[str, Any]]:
+    names = [
+        n for n in ("prompt_id", "prompt", "system", "max_output_tokens") if n in table.column_names
+    ]
+    return table.select(names).to_pylist()
+
+
+def _request(row: dict[str, Any], tier: TierSpec) -> ChatRequest:
+    wanted = row.get("max_output_tokens") or tier.max_output_tokens
+    return ChatRequest(row["prompt"], row.get("system"), min(wanted, tier.max_output_tokens))
+
+
+def _outcomes(
+    table: pa.Table,
+    canonical: list[bool],
+    completions: list[Completion],
+    policy: Policy,
+    tier: TierSpec,
+    ctx: JobContext,
+) -> dict[str, list[Any]]:
+    """Result columns for every row; duplicates reuse their canonical row's answer."""
+    model, baseline_model = tier.primary, policy.baseline_tier.primary
+    ids = table.column("prompt_id").to_pylist()
+    dedupe_of = table.column("dedupe_of").to_pylist()
+    by_id = dict(
+        zip((i for i, c in zip(ids, canonical, strict=True) if c), completions, strict=True)
+    )
+    cols: dict[str, list[Any]] = {
+        k: []
+        for k in (
+            "status",
+            "response",
+            "finish_reason",
+            "input_tokens",
+            "output_tokens",
+            "cost_usd",
+            "baseline_cost_usd",
+            "latency_ms",
+            "attempts",
+            "error",
+            "cache_hit",
+        )
+    }
+    for pid, original in zip(ids, dedupe_of, strict=True):
+        done = by_id[original or pid]
+        ok = done.ok
+        cost = call_cost(model, done.input_tokens, done.output_tokens) if ok else ZERO
+        baseline = call_cost(baseline_model, done.input_tokens, done.output_tokens) if ok else ZERO
+        cols["status"].append("ok" if ok else "failed")
+        cols["response"].append(done.text)
+        cols["finish_reason"].append(done.finish_reason)
+        cols["input_tokens"].append(done.input_tokens if ok else None)
+        cols["output_tokens"].append(done.output_tokens if ok else None)
+        cols["cost_usd"].append(ZERO if original else cost)
+        cols["baseline_cost_usd"].append(baseline)
+        cols["latency_ms"].append(0.0 if original else done.latency_ms)
+        cols["attempts"].append(0 if original else done.attempts)
+        cols["error"].append(done.error)
+        cols["cache_hit"].append(False)
+    n = table.num_rows
+    cols.update(
+        job_id=[ctx.job_id] * n,
+        tier=[tier.name] * n,
+        model=[model.name] * n,
+        provider=[model.provider] * n,
+        policy_version=[ctx.policy_version] * n,
+    )
+    return cols
+
+
+# ---------------------------------------------------------------- publish / finalize
+
+
+def part_counts(table: pa.Table) -> dict[str, Any]:
+    """What the tracker records per written part: rows by status, cost, baseline."""
+    statuses = Counter(table.column("status").to_pylist())
+    cost = pc.sum(table.column("cost_usd")).as_py() or Decimal(0)
+    baseline = pc.sum(table.column("baseline_cost_usd")).as_py() or Decimal(0)
+    return {"rows": dict(statuses), "cost_usd": str(cost), "baseline_cost_usd": str(baseline)}
+
+
+def _publish(
+    rt: Runtime, ctx: JobContext, chunk: int, part: str, table: pa.Table, sink: Sink
+) -> None:
+    rt.storage.write_parquet(layout.result_part(ctx.job_root, chunk, part), table)
+    if rt.tracker.complete(ctx.job_id, chunk, part, part_counts(table), ctx.total_chunks):
+        sink.finalize(ctx)

@@ -1,0 +1,145 @@
+"""One storage interface over local paths and S3-compatible object stores.
+
+URIs are ``s3://bucket/key`` or local paths (``file://`` accepted). pyarrow's
+filesystems do the I/O, so Parquet row groups are read with ranged GETs and any
+S3-compatible store works through ``endpoint_url``. Whole objects are written from
+memory in one call, and local files through a temporary name and a rename, so a reader
+never sees a partial object.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import tempfile
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+from pyarrow import fs
+
+from routing.errors import StorageError
+from workers.settings import S3Settings
+
+
+def is_s3(uri: str) -> bool:
+    return uri.startswith("s3://")
+
+
+def join(root: str, *parts: str) -> str:
+    """Join URI parts with ``/`` (works for s3:// and local paths)."""
+    out = root.rstrip("/")
+    for part in parts:
+        out = f"{out}/{part.strip('/')}"
+    return out
+
+
+@dataclass(frozen=True)
+class Storage:
+    """Reads and writes objects and Parquet by URI."""
+
+    s3: S3Settings
+
+    @cached_property
+    def _s3fs(self) -> fs.S3FileSystem:
+        s3 = self.s3
+        kwargs: dict[str, object] = {"region": s3.region}
+        if s3.endpoint_url:
+            scheme, _, host = s3.endpoint_url.partition("://")
+            kwargs.update(endpoint_override=host, scheme=scheme)
+        if s3.access_key_id and s3.secret_access_key:
+            kwargs.update(
+                access_key=s3.access_key_id.get_secret_value(),
+                secret_key=s3.secret_access_key.get_secret_value(),
+            )
+        return fs.S3FileSystem(**kwargs)  # type: ignore[arg-type]
+
+    def resolve(self, uri: str) -> tuple[fs.FileSystem, str]:
+        if is_s3(uri):
+            return self._s3fs, uri.removeprefix("s3://")
+        path = uri.removeprefix("file://")
+        return fs.LocalFileSystem(), str(Path(path).absolute())
+
+    def list_files(self, uri: str, suffix: str = "") -> list[str]:
+        """Every file under ``uri`` (a prefix/folder, or one file), sorted, as URIs."""
+        filesystem, path = self.resolve(uri)
+        try:
+            info = filesystem.get_file_info(path)
+            if info.type == fs.FileType.File:
+                return [uri]
+            if info.type == fs.FileType.NotFound:
+                return []
+            infos = filesystem.get_file_info(fs.FileSelector(path, recursive=True))
+        except OSError as exc:
+            raise StorageError(f"cannot list {uri}: {exc}") from exc
+        prefix = "s3://" if is_s3(uri) else ""
+        return sorted(
+            prefix + i.path
+            for i in infos
+            if i.type == fs.FileType.File
+            and i.path.endswith(suffix)
+            and not Path(i.path).name.startswith((".", "_"))
+        )
+
+    def exists(self, uri: str) -> bool:
+        filesystem, path = self.resolve(uri)
+        return bool(filesystem.get_file_info(path).type == fs.FileType.File)
+
+    def read_bytes(self, uri: str) -> bytes:
+        filesystem, path = self.resolve(uri)
+        try:
+            with filesystem.open_input_stream(path) as stream:
+                return bytes(stream.read())
+        except OSError as exc:
+            raise StorageError(f"cannot read {uri}: {exc}") from exc
+
+    def write_bytes(self, uri: str, data: bytes) -> None:
+        """Publish ``data`` at ``uri`` whole (never a partial object)."""
+        filesystem, path = self.resolve(uri)
+        try:
+            if isinstance(filesystem, fs.LocalFileSystem):
+                _write_local(Path(path), data)
+                return
+            with filesystem.open_output_stream(path) as stream:
+                stream.write(data)
+        except OSError as exc:
+            raise StorageError(f"cannot write {uri}: {exc}") from exc
+
+    def parquet_file(self, uri: str) -> pq.ParquetFile:
+        """Open a Parquet file for footer reads and row-group reads."""
+        filesystem, path = self.resolve(uri)
+        try:
+            return pq.ParquetFile(filesystem.open_input_file(path))
+        except OSError as exc:
+            raise StorageError(f"cannot open {uri}: {exc}") from exc
+
+    def read_parquet(self, uri: str, columns: list[str] | None = None) -> pa.Table:
+        filesystem, path = self.resolve(uri)
+        try:
+            return pq.read_table(path, filesystem=filesystem, columns=columns)
+        except OSError as exc:
+            raise StorageError(f"cannot read {uri}: {exc}") from exc
+
+    def write_parquet(self, uri: str, table: pa.Table) -> None:
+        """Serialise ``table`` in memory, then publish it whole."""
+        self.write_bytes(uri, parquet_bytes(table))
+
+
+def parquet_bytes(table: pa.Table) -> bytes:
+    sink = io.BytesIO()
+    pq.write_table(table, sink, compression="zstd")
+    return sink.getvalue()
+
+
+def _write_local(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
