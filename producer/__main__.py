@@ -1,0 +1,5 @@
+"""``python -m producer`` is the ``batch-router`` command."""
+
+from producer.cli import main
+
+main()
