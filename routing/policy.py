@@ -12,6 +12,7 @@ import hashlib
 import json
 from decimal import Decimal
 from importlib import resources
+from itertools import pairwise
 from pathlib import Path
 
 import yaml
@@ -100,17 +101,17 @@ class Policy(_Frozen):
             for m in tier.models:
                 if m.provider not in self.providers:
                     raise ValueError(f"tier {tier.name}: unknown provider {m.provider!r}")
-        scores = [t.max_score for t in self.tiers[:-1]]
-        if any(s is None for s in scores):
+        scores = [t.max_score for t in self.tiers[:-1] if t.max_score is not None]
+        if len(scores) != len(self.tiers) - 1:
             raise ValueError("every tier but the last needs max_score")
-        if scores != sorted(scores):
-            raise ValueError(f"max_score must increase with the tier order: {scores}")
+        if any(a >= b for a, b in pairwise(scores)):
+            raise ValueError(f"max_score must strictly increase with the tier order: {scores}")
         return self
 
     @property
     def version(self) -> str:
         """Content hash of the normalised policy (stable across formatting and comments)."""
-        canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True)
+        canonical = json.dumps(self.model_dump(), sort_keys=True, default=_canonical)
         return "p-" + hashlib.sha256(canonical.encode()).hexdigest()[:12]
 
     @property
@@ -130,6 +131,14 @@ class Policy(_Frozen):
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+
+
+def _canonical(value: object) -> str:
+    """JSON form of a non-JSON value for :attr:`Policy.version`: a price is written without
+    trailing zeros, so ``"2.00"``, ``"2.0"`` and ``2`` are the same price."""
+    if isinstance(value, Decimal):
+        return str(value.normalize())
+    raise TypeError(f"cannot hash {type(value).__name__} into a policy version")
 
 
 def parse_policy(text: str, source: str = "<policy>") -> Policy:

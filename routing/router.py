@@ -70,6 +70,14 @@ def route_batch(table: pa.Table, policy: Policy, scorer: Scorer) -> pa.Table:
             },
         )
     )
+    # A duplicate goes wherever its first occurrence goes: dispatch answers it from that
+    # row, which must therefore be in the same tier batch (whitespace-only differences
+    # change the token count, so the duplicate's own score could pick another tier).
+    first = pl.col("row").first().over("fingerprint")
+    canonical = marks.with_row_index("row").select(first).to_series().to_numpy()
+    scores = np.asarray(scores)[canonical]
+    tiers = [tiers[j] for j in canonical]
+    reasons = [reasons[j] for j in canonical]
     return (
         table.append_column("complexity_score", pa.array(scores, pa.float64()))
         .append_column("tier", pa.array(tiers, pa.string()))

@@ -28,4 +28,9 @@ def truncate_tokens(text: str, max_tokens: int) -> str:
     """The last ``max_tokens`` tokens of ``text`` (the end of a prompt carries the question)."""
     enc = _encoding()
     ids = enc.encode_ordinary(text)
-    return text if len(ids) <= max_tokens else enc.decode(ids[-max_tokens:])
+    if len(ids) <= max_tokens:
+        return text
+    # The cut may fall inside a multi-byte character; drop its orphaned bytes rather than
+    # decode them to U+FFFD, so the result is always a suffix of ``text``.
+    # ``ids[len(ids) - n:]``, not ``ids[-n:]``, which would keep everything for n = 0.
+    return enc.decode(ids[len(ids) - max(max_tokens, 0) :], errors="ignore")

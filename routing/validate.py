@@ -29,6 +29,9 @@ def _compatible(actual: pa.DataType, wanted: pa.DataType) -> bool:
 
 def check_schema(schema: pa.Schema, source: str) -> None:
     """Raise :class:`InputError` when ``schema`` breaks the input contract."""
+    # First: with a duplicated name, ``schema.field(name)`` below raises a bare KeyError.
+    if len(set(schema.names)) != len(schema.names):
+        raise InputError(f"{source}: duplicate column names {schema.names}")
     for name in REQUIRED_INPUT:
         if name not in schema.names:
             raise InputError(f"{source}: required column {name!r} is missing")
@@ -44,8 +47,6 @@ def check_schema(schema: pa.Schema, source: str) -> None:
             )
     if any(name.startswith("__br_") for name in schema.names):
         raise InputError(f"{source}: column names starting with '__br_' are reserved")
-    if len(set(schema.names)) != len(schema.names):
-        raise InputError(f"{source}: duplicate column names {schema.names}")
 
 
 def carried_name(name: str) -> str:

@@ -1,0 +1,130 @@
+"""Exact-duplicate marking: whitespace-normalised, system prompt part of the identity."""
+
+from __future__ import annotations
+
+import polars as pl
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from routing.dedupe import fingerprint_expr, mark_duplicates
+from tests.routing.helpers import PROPERTY
+
+
+def _marks(prompts: list[str | None], systems: list[str | None] | None = None) -> list:
+    df = pl.DataFrame(
+        {
+            "prompt_id": [f"id{i}" for i in range(len(prompts))],
+            "prompt": prompts,
+            "system": systems if systems is not None else [None] * len(prompts),
+        },
+        schema={"prompt_id": pl.String, "prompt": pl.String, "system": pl.String},
+    )
+    return mark_duplicates(df).get_column("dedupe_of").to_list()
+
+
+def _fingerprint(prompt: str | None, system: str | None = None) -> str:
+    df = pl.DataFrame(
+        {"prompt": [prompt], "system": [system]},
+        schema=dict.fromkeys(("prompt", "system"), pl.String),
+    )
+    return df.select(fingerprint_expr()).item()
+
+
+def test_distinct_prompts_are_not_duplicates() -> None:
+    assert _marks(["a", "b", "c"]) == [None, None, None]
+
+
+def test_later_duplicates_point_at_the_first_id() -> None:
+    assert _marks(["q", "x", "q", "y", "q"]) == [None, None, "id0", None, "id0"]
+
+
+def test_several_groups() -> None:
+    assert _marks(["a", "b", "a", "b", "b"]) == [None, None, "id0", "id1", "id1"]
+
+
+@pytest.mark.parametrize(
+    "variant",
+    [
+        "What is   the capital\nof France?",
+        "  What is the capital of France?",
+        "What is the capital of France?\n\n",
+        "What\tis the\r\ncapital of France?",
+        "What is the capital of\u00a0France?",
+    ],
+)
+def test_whitespace_differences_do_not_matter(variant: str) -> None:
+    assert _marks(["What is the capital of France?", variant]) == [None, "id0"]
+
+
+@pytest.mark.parametrize(
+    "variant",
+    [
+        "what is the capital of France?",  # case matters
+        "What is the capital of France",  # punctuation matters
+        "Whatis the capital of France?",  # removing whitespace matters
+    ],
+)
+def test_other_differences_matter(variant: str) -> None:
+    assert _marks(["What is the capital of France?", variant]) == [None, None]
+
+
+def test_system_prompt_is_part_of_the_identity() -> None:
+    prompts = ["Say hi."] * 4
+    systems = ["Be formal.", "Be casual.", " Be   formal. ", None]
+    assert _marks(prompts, systems) == [None, None, "id0", None]
+
+
+def test_missing_and_empty_system_prompt_are_the_same() -> None:
+    assert _marks(["Say hi."] * 3, [None, "", "   "]) == [None, "id0", "id0"]
+
+
+def test_prompt_and_system_do_not_run_together() -> None:
+    # Moving a word across the system/prompt boundary is a different request.
+    assert _fingerprint("b c", "a") != _fingerprint("c", "a b")
+    assert _fingerprint("ab", None) != _fingerprint("b", "a")
+    assert _fingerprint("x", None) != _fingerprint("", "x")
+
+
+def test_fingerprint_is_deterministic_and_independent_of_the_batch() -> None:
+    alone = _fingerprint("Hello", "sys")
+    df = pl.DataFrame(
+        {"prompt_id": ["z", "y"], "prompt": ["other", "Hello"], "system": [None, "sys"]}
+    )
+    assert mark_duplicates(df).get_column("fingerprint").to_list()[1] == alone
+    assert _fingerprint("Hello", "sys") == alone
+    assert alone.lstrip("-").isdigit()
+
+
+def test_keeps_the_input_columns_and_rows() -> None:
+    df = pl.DataFrame(
+        {"prompt_id": ["a", "b"], "prompt": ["x", "x"], "system": [None, None], "tier": ["t", "u"]}
+    )
+    out = mark_duplicates(df)
+    assert out.columns == [*df.columns, "fingerprint", "dedupe_of"]
+    assert out.select(df.columns).equals(df)
+
+
+def test_empty_frame() -> None:
+    assert _marks([]) == []
+
+
+@PROPERTY
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["a", "b", " a", "a  b", "a b", ""]), st.sampled_from([None, "s"])
+        ),
+        max_size=30,
+    )
+)
+def test_matches_a_reference_implementation(rows: list[tuple[str, str | None]]) -> None:
+    def key(prompt: str, system: str | None) -> tuple[str, str]:
+        return " ".join((system or "").split()), " ".join(prompt.split())
+
+    first: dict[tuple[str, str], str] = {}
+    expected = []
+    for i, (prompt, system) in enumerate(rows):
+        canonical = first.setdefault(key(prompt, system), f"id{i}")
+        expected.append(None if canonical == f"id{i}" else canonical)
+    assert _marks([p for p, _ in rows], [s for _, s in rows]) == expected

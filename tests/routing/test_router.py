@@ -1,0 +1,212 @@
+"""route_batch: score → tier → input-limit fit → dedupe, over an Arrow table."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import pytest
+
+from routing.classify import HeuristicScorer
+from routing.policy import Policy
+from routing.router import EST_INPUT_TOKENS, FINGERPRINT, INTERNAL, TOO_LONG, route_batch
+from routing.tokens import count_tokens
+from routing.validate import check_schema, conform, row_rejections
+from tests.routing.helpers import FixedScorer, tiers_policy
+
+ADDED = ["complexity_score", "tier", "route_reason", "dedupe_of", FINGERPRINT, EST_INPUT_TOKENS]
+
+
+@pytest.fixture(scope="module")
+def limited() -> Policy:
+    """Three tiers with tiny input limits: fast ≤ 10 tokens, balanced ≤ 50, expert ≤ 200."""
+    return tiers_policy(
+        {"name": "fast", "max_score": 0.3, "max_input_tokens": 10},
+        {"name": "balanced", "max_score": 0.6, "max_input_tokens": 50},
+        {"name": "expert", "max_input_tokens": 200},
+    )
+
+
+def _words(n: int) -> str:
+    """A prompt of ``n + 1`` o200k tokens ("word " repeated)."""
+    return "word " * n
+
+
+def _table(prompts: list[str], system: list[str | None] | None = None, **extra: list) -> pa.Table:
+    columns: dict[str, list] = {
+        "prompt_id": [f"p{i}" for i in range(len(prompts))],
+        "prompt": prompts,
+    }
+    if system is not None:
+        columns["system"] = system
+    return pa.table({**columns, **extra})
+
+
+def _route(table: pa.Table, policy: Policy, scores: list[float]) -> dict[str, list]:
+    return route_batch(table, policy, FixedScorer(scores)).to_pydict()
+
+
+# ---------------------------------------------------------------- shape
+
+
+def test_adds_routing_columns_after_the_input_untouched(default_policy: Policy) -> None:
+    nested = pa.array([{"k": 1}, {"k": 2}], pa.struct([("k", pa.int8())]))
+    table = _table(["What is 2+2?", "Name a colour."], custom=nested, weight=[0.5, None])
+    out = route_batch(table, default_policy, FixedScorer([0.1, 0.7]))
+    assert out.column_names == [*table.column_names, *ADDED]
+    assert out.num_rows == table.num_rows
+    assert out.select(table.column_names).equals(table)
+    assert out.schema.field("complexity_score").type == pa.float64()
+    assert out.schema.field(EST_INPUT_TOKENS).type == pa.int64()
+    assert all(name.startswith(INTERNAL) for name in (FINGERPRINT, EST_INPUT_TOKENS))
+
+
+def test_scores_tiers_and_reasons(default_policy: Policy) -> None:
+    out = _route(_table(["a", "b", "c"]), default_policy, [0.05, 0.45, 0.95])
+    assert out["complexity_score"] == [0.05, 0.45, 0.95]
+    assert out["tier"] == ["fast", "balanced", "expert"]
+    assert out["route_reason"][1] == "score 0.450 < 0.60 → balanced"
+    assert out["dedupe_of"] == [None, None, None]
+
+
+def test_empty_batch(default_policy: Policy) -> None:
+    empty = pa.table({"prompt_id": pa.array([], pa.string()), "prompt": pa.array([], pa.string())})
+    out = route_batch(empty, default_policy, HeuristicScorer())
+    assert out.num_rows == 0
+    assert out.column_names == [*empty.column_names, *ADDED]
+
+
+def test_token_estimate_counts_prompt_and_system(default_policy: Policy) -> None:
+    prompts = ["Summarise the text.", "Hi"]
+    systems = ["You are terse.", None]
+    out = _route(_table(prompts, systems), default_policy, [0.1, 0.1])
+    expected = count_tokens(prompts) + count_tokens(systems)
+    assert out[EST_INPUT_TOKENS] == expected.tolist()
+    assert out[EST_INPUT_TOKENS][1] == count_tokens(["Hi"])[0]
+
+
+# ---------------------------------------------------------------- input limits
+
+
+def test_prompt_over_its_tiers_input_limit_moves_up(limited: Policy) -> None:
+    prompts = [_words(5), _words(20), _words(100), _words(21)]
+    out = _route(_table(prompts), limited, [0.1, 0.1, 0.1, 0.45])
+    assert out["tier"] == ["fast", "balanced", "expert", "balanced"]
+    assert out["route_reason"][1] == "21 input tokens > fast.max_input_tokens → balanced"
+    assert out["route_reason"][2] == "101 input tokens > fast.max_input_tokens → expert"
+    assert "max_input_tokens" not in out["route_reason"][3], "it fitted where it was scored"
+
+
+def test_limit_is_inclusive(limited: Policy) -> None:
+    exactly_ten = _words(9)
+    assert count_tokens([exactly_ten])[0] == 10
+    out = _route(_table([exactly_ten, _words(10)]), limited, [0.0, 0.0])
+    assert out["tier"] == ["fast", "balanced"]
+
+
+def test_system_prompt_counts_against_the_limit(limited: Policy) -> None:
+    prompt = _words(5)
+    out = _route(_table([prompt, prompt], [None, _words(8)]), limited, [0.0, 0.0])
+    assert out["tier"] == ["fast", "balanced"]
+
+
+def test_never_moves_down(limited: Policy) -> None:
+    out = _route(_table([_words(3)]), limited, [0.99])
+    assert out["tier"] == ["expert"]
+
+
+def test_too_long_for_every_tier_is_unroutable(limited: Policy) -> None:
+    out = _route(_table([_words(300), _words(3)]), limited, [0.1, 0.1])
+    assert out["tier"] == ["", "fast"]
+    assert out["route_reason"][0] == TOO_LONG
+    assert out["complexity_score"][0] == 0.1, "the score is still reported"
+
+
+def test_skips_a_later_tier_with_a_smaller_limit() -> None:
+    policy = tiers_policy(
+        {"name": "cheap", "max_score": 0.5, "max_input_tokens": 10},
+        {"name": "narrow", "max_score": 0.8, "max_input_tokens": 20},
+        {"name": "wide", "max_input_tokens": 1000},
+    )
+    out = _route(_table([_words(50), _words(15), _words(50)]), policy, [0.1, 0.1, 0.6])
+    assert out["tier"] == ["wide", "narrow", "wide"]
+
+
+# ---------------------------------------------------------------- dedupe inside the batch
+
+
+def test_later_duplicates_point_at_the_first(default_policy: Policy) -> None:
+    prompts = ["Tell me a joke.", "Other", "  Tell me\ta  joke. ", "Tell me a joke."]
+    out = _route(_table(prompts), default_policy, [0.1, 0.1, 0.1, 0.1])
+    assert out["dedupe_of"] == [None, None, "p0", "p0"]
+    assert out[FINGERPRINT][0] == out[FINGERPRINT][2] == out[FINGERPRINT][3] != out[FINGERPRINT][1]
+
+
+def test_duplicates_follow_their_first_occurrences_tier(default_policy: Policy) -> None:
+    # Dispatch answers a duplicate from its first occurrence, which it only finds in its
+    # own tier batch: a duplicate must never land in another tier than its original.
+    prompts = ["Explain why it rains.", "Explain   why it rains.", "Explain why it rains. "]
+    out = _route(_table(prompts), default_policy, [0.1, 0.9, 0.45])
+    assert out["dedupe_of"] == [None, "p0", "p0"]
+    assert out["tier"] == ["fast", "fast", "fast"]
+    assert out["complexity_score"] == [0.1, 0.1, 0.1]
+    assert len(set(out["route_reason"])) == 1
+
+
+def test_whitespace_variants_share_a_tier_with_the_real_scorer(default_policy: Policy) -> None:
+    # Extra spaces change the token count, hence the heuristic score, yet the two are
+    # one request: both go where the first goes.
+    prompt = "Explain why the sky is blue and compare it with sunsets. "
+    spaced = prompt.replace(" ", "    ")
+    out = route_batch(_table([prompt, spaced]), default_policy, HeuristicScorer()).to_pydict()
+    assert out["dedupe_of"] == [None, "p0"]
+    assert out["tier"][0] == out["tier"][1]
+
+
+def test_duplicate_of_an_unroutable_prompt_is_unroutable(limited: Policy) -> None:
+    long = _words(300)
+    out = _route(_table([long, long.strip()]), limited, [0.1, 0.1])
+    assert out["tier"] == ["", ""]
+    assert out["dedupe_of"] == [None, "p0"]
+
+
+def test_system_prompt_is_part_of_the_identity(default_policy: Policy) -> None:
+    out = _route(
+        _table(["Translate: hola"] * 3, ["Answer in English.", "Answer in French.", None]),
+        default_policy,
+        [0.1, 0.1, 0.1],
+    )
+    assert out["dedupe_of"] == [None, None, None]
+
+
+# ---------------------------------------------------------------- the real corpus
+
+
+def test_real_corpus_is_spread_over_tiers_by_the_default_policy(
+    corpus_path: Path, default_policy: Policy
+) -> None:
+    parquet = pq.ParquetFile(corpus_path)
+    check_schema(parquet.schema_arrow, str(corpus_path))
+    full = conform(parquet.read())
+    sample = full.take(np.arange(0, full.num_rows, 5))  # a deterministic ~3,400-row slice
+    assert pc.all(pc.is_null(row_rejections(sample, default_policy.limits, None))).as_py()
+
+    out = route_batch(sample, default_policy, HeuristicScorer())
+
+    assert out.num_rows == sample.num_rows
+    assert out.select(sample.column_names).equals(sample), "input columns carried untouched"
+    counts = Counter(out.column("tier").to_pylist())
+    assert "" not in counts, "every corpus prompt fits some tier"
+    assert set(counts) <= set(default_policy.tier_names)
+    assert len(counts) >= 2, f"the heuristic sends the whole corpus to one tier: {counts}"
+    assert max(counts.values()) < 0.9 * out.num_rows, f"routing is degenerate: {counts}"
+    scores = out.column("complexity_score").to_numpy()
+    assert np.all((scores > 0) & (scores < 1))
+    assert (
+        out.column(EST_INPUT_TOKENS).to_pylist()
+        == count_tokens(sample.column("prompt").to_pylist()).tolist()
+    )
