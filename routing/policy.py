@@ -21,6 +21,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from routing.errors import PolicyError
 
 SIMULATED = "simulated"
+# Result part names used by the pipeline besides tier names.
+RESERVED_TIER_NAMES = frozenset({"rejected"})
 _MTOK = Decimal(1_000_000)
 
 
@@ -95,6 +97,8 @@ class Policy(_Frozen):
     @model_validator(mode="after")
     def _check(self) -> Policy:
         names = [t.name for t in self.tiers]
+        if RESERVED_TIER_NAMES & set(names):
+            raise ValueError(f"tier names {sorted(RESERVED_TIER_NAMES)} are reserved")
         if len(set(names)) != len(names):
             raise ValueError(f"tier names must be unique: {names}")
         for tier in self.tiers:

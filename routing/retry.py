@@ -1,7 +1,9 @@
 """Retry policy as data: how long to wait before attempt ``n + 1``.
 
-Exponential backoff with full jitter (AWS architecture blog's "Full Jitter"), never
-shorter than the provider's ``Retry-After`` hint, capped at ``max_delay_s``.
+Exponential backoff with full jitter (AWS architecture blog's "Full Jitter"). A
+provider's ``Retry-After`` hint sets a floor, but every wait is capped at
+``max_delay_s``: a batch worker does not park a whole tier batch for minutes on one
+hint; a row that keeps failing ends ``failed`` after ``max_attempts`` and can be resubmitted.
 """
 
 from __future__ import annotations

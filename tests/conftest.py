@@ -13,7 +13,9 @@ import pytest
 
 from tests import services
 
-CORPUS = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "prompts" / "corpus.parquet"
+CORPUS = (
+    Path(__file__).resolve().parents[1].parent / "shared" / "data" / "prompts" / "corpus.parquet"
+)
 
 
 @pytest.fixture(scope="session")
@@ -82,8 +84,11 @@ def fleet(service_dir: Path, fleet_env: dict[str, str]) -> Iterator[dict[str, se
     """Real Celery workers: one on ``ingest,finalize``, one per tier queue."""
     from routing.policy import load_policy
 
-    workers = {"ingest": services.start_worker(service_dir, ["ingest", "finalize"], fleet_env,
-                                               "ingest", concurrency=2)}
+    workers = {
+        "ingest": services.start_worker(
+            service_dir, ["ingest", "finalize"], fleet_env, "ingest", concurrency=2
+        )
+    }
     for tier in load_policy().tier_names:
         workers[tier] = services.start_worker(service_dir, [f"tier.{tier}"], fleet_env, tier)
     with services.stopping(*workers.values()):

@@ -45,16 +45,22 @@ def _is_free(port: int) -> bool:
         return True
 
 
-def wait_until(check: Callable[[], bool], timeout: float, what: str, proc: Proc | None = None) -> None:
+def wait_until(
+    check: Callable[[], bool], timeout: float, what: str, proc: Proc | None = None
+) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc is not None and proc.popen.poll() is not None:
-            raise RuntimeError(f"{what} exited early ({proc.popen.returncode}); log: {proc.log_tail()}")
+            raise RuntimeError(
+                f"{what} exited early ({proc.popen.returncode}); log: {proc.log_tail()}"
+            )
         with contextlib.suppress(Exception):
             if check():
                 return
         time.sleep(0.1)
-    raise TimeoutError(f"{what} not ready after {timeout} s" + (f"; log: {proc.log_tail()}" if proc else ""))
+    raise TimeoutError(
+        f"{what} not ready after {timeout} s" + (f"; log: {proc.log_tail()}" if proc else "")
+    )
 
 
 @dataclass
@@ -88,11 +94,13 @@ class Proc:
             self.popen.wait(5)
 
 
-def start(cmd: list[str], log: Path, name: str, env: dict[str, str] | None = None,
-          cwd: Path | None = None) -> Proc:
+def start(
+    cmd: list[str], log: Path, name: str, env: dict[str, str] | None = None, cwd: Path | None = None
+) -> Proc:
     handle = log.open("wb")
-    popen = subprocess.Popen(cmd, stdout=handle, stderr=subprocess.STDOUT, env=env, cwd=cwd,
-                             stdin=subprocess.DEVNULL)
+    popen = subprocess.Popen(
+        cmd, stdout=handle, stderr=subprocess.STDOUT, env=env, cwd=cwd, stdin=subprocess.DEVNULL
+    )
     return Proc(popen, log, name)
 
 
@@ -101,8 +109,23 @@ def start_redis(workdir: Path) -> tuple[str, Proc]:
     if exe is None:
         raise RuntimeError("redis-server not found: apt-get install redis-server (.ci/run does)")
     port = free_port()
-    proc = start([exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                  "--appendonly", "no", "--dir", str(workdir)], workdir / "redis.log", "redis")
+    proc = start(
+        [
+            exe,
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(workdir),
+        ],
+        workdir / "redis.log",
+        "redis",
+    )
     url = f"redis://127.0.0.1:{port}/0"
 
     def ping() -> bool:
@@ -126,10 +149,22 @@ def start_seaweedfs(workdir: Path) -> tuple[str, Proc]:
     data = workdir / "seaweedfs"
     data.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "AWS_ACCESS_KEY_ID": S3_KEY, "AWS_SECRET_ACCESS_KEY": S3_SECRET}
-    cmd = [exe, "mini", f"-dir={data}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
-           "-master.telemetry=false", "-admin.ui=false", "-s3.port.iceberg=0", "-s3.port.lance=0",
-           "-webdav=false", f"-s3.port={ports['s3']}", f"-master.port={ports['master']}",
-           f"-filer.port={ports['filer']}", f"-volume.port={ports['volume']}"]
+    cmd = [
+        exe,
+        "mini",
+        f"-dir={data}",
+        "-ip=127.0.0.1",
+        "-ip.bind=127.0.0.1",
+        "-master.telemetry=false",
+        "-admin.ui=false",
+        "-s3.port.iceberg=0",
+        "-s3.port.lance=0",
+        "-webdav=false",
+        f"-s3.port={ports['s3']}",
+        f"-master.port={ports['master']}",
+        f"-filer.port={ports['filer']}",
+        f"-volume.port={ports['volume']}",
+    ]
     proc = start(cmd, workdir / "seaweedfs.log", "seaweedfs", env=env)
     endpoint = f"http://127.0.0.1:{ports['s3']}"
 
@@ -148,29 +183,70 @@ def s3_client(endpoint: str):  # type: ignore[no-untyped-def]
     import boto3
     from botocore.config import Config
 
-    return boto3.client("s3", endpoint_url=endpoint, aws_access_key_id=S3_KEY,
-                        aws_secret_access_key=S3_SECRET, region_name="us-east-1",
-                        config=Config(retries={"max_attempts": 2}))
+    return boto3.client(
+        "s3",
+        endpoint_url=endpoint,
+        aws_access_key_id=S3_KEY,
+        aws_secret_access_key=S3_SECRET,
+        region_name="us-east-1",
+        config=Config(retries={"max_attempts": 2}),
+    )
 
 
 def start_sim_provider(workdir: Path, *args: str) -> tuple[str, Proc]:
     """``batch-router sim-provider`` as a subprocess; returns its base URL (…/v1)."""
     port = free_port()
-    cmd = [sys.executable, "-m", "producer", "sim-provider", "--host", "127.0.0.1",
-           "--port", str(port), *args]
+    cmd = [
+        sys.executable,
+        "-m",
+        "producer",
+        "sim-provider",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        *args,
+    ]
     proc = start(cmd, workdir / f"sim-{port}.log", "sim-provider")
     url = f"http://127.0.0.1:{port}"
-    wait_until(lambda: urllib.request.urlopen(f"{url}/healthz", timeout=2).status == 200, 30,
-               "sim-provider", proc)
+    wait_until(
+        lambda: urllib.request.urlopen(f"{url}/healthz", timeout=2).status == 200,
+        30,
+        "sim-provider",
+        proc,
+    )
     return f"{url}/v1", proc
 
 
-def start_worker(workdir: Path, queues: list[str], env: dict[str, str], name: str,
-                 concurrency: int = 1, pool: str = "prefork") -> Proc:
+def start_worker(
+    workdir: Path,
+    queues: list[str],
+    env: dict[str, str],
+    name: str,
+    concurrency: int = 1,
+    pool: str = "prefork",
+) -> Proc:
     """A real ``celery worker`` process consuming ``queues``."""
-    cmd = [sys.executable, "-m", "celery", "-A", "workers.app", "worker", "-Q", ",".join(queues),
-           "-n", f"{name}@%h", "--concurrency", str(concurrency), "--pool", pool,
-           "--loglevel", "INFO", "--without-gossip", "--without-mingle"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "workers.app",
+        "worker",
+        "-Q",
+        ",".join(queues),
+        "-n",
+        f"{name}@%h",
+        "--concurrency",
+        str(concurrency),
+        "--pool",
+        pool,
+        "--loglevel",
+        "INFO",
+        "--without-gossip",
+        "--without-mingle",
+    ]
     return start(cmd, workdir / f"worker-{name}.log", f"worker-{name}", env={**os.environ, **env})
 
 
@@ -180,6 +256,7 @@ def wait_workers_ready(app_broker: str, names: list[str], timeout: float = 60) -
 
     app = Celery(broker=app_broker)
     try:
+
         def all_up() -> bool:
             replies = app.control.ping(timeout=1.0) or []
             seen = {next(iter(r)).split("@")[0] for r in replies}

@@ -45,16 +45,27 @@ def _input_table(corpus: Path) -> tuple[pa.Table, int]:
             (pl.col("prompt_id") + "-dup").alias("prompt_id")
         )
         parts.append(pl.concat([block, dups]).sample(fraction=1.0, seed=g, shuffle=True))
-    table = pl.concat(parts).with_row_index("n").with_columns(
-        pl.when(pl.col("n").is_in([5, 4321])).then(pl.lit("   ")).otherwise(pl.col("prompt"))
-        .alias("prompt")
-    ).drop("n")
+    table = (
+        pl.concat(parts)
+        .with_row_index("n")
+        .with_columns(
+            pl.when(pl.col("n").is_in([5, 4321]))
+            .then(pl.lit("   "))
+            .otherwise(pl.col("prompt"))
+            .alias("prompt")
+        )
+        .drop("n")
+    )
     distinct = table.filter(pl.col("prompt").str.strip_chars() != "")["prompt"].n_unique()
     return table.to_arrow(), distinct
 
 
 def test_distributed_job_end_to_end(
-    corpus_path: Path, bucket: str, fleet: dict, fleet_env: dict[str, str], sim_url: str,
+    corpus_path: Path,
+    bucket: str,
+    fleet: dict,
+    fleet_env: dict[str, str],
+    sim_url: str,
     tmp_path: Path,
 ) -> None:
     table, distinct = _input_table(corpus_path)
@@ -68,17 +79,37 @@ def test_distributed_job_end_to_end(
 
     job_id = "e2e-distributed"
     proc = subprocess.run(
-        [sys.executable, "-m", "producer", "submit", f"s3://{bucket}/in/",
-         "--output", f"s3://{bucket}/out/", "--job-id", job_id, "--tenant", "acme", "--wait"],
-        env={**os.environ, **fleet_env}, capture_output=True, text=True, timeout=600,
+        [
+            sys.executable,
+            "-m",
+            "producer",
+            "submit",
+            f"s3://{bucket}/in/",
+            "--output",
+            f"s3://{bucket}/out/",
+            "--job-id",
+            job_id,
+            "--tenant",
+            "acme",
+            "--wait",
+        ],
+        env={**os.environ, **fleet_env},
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
-    assert proc.returncode == 0, proc.stdout + proc.stderr + "".join(
-        p.log_tail() for p in fleet.values())
+    assert proc.returncode == 0, (
+        proc.stdout + proc.stderr + "".join(p.log_tail() for p in fleet.values())
+    )
     after = _sim_stats(sim_url)
 
-    storage = Storage(S3Settings(endpoint_url=fleet_env["BATCH_ROUTER_S3__ENDPOINT_URL"],
-                                 access_key_id=services.S3_KEY,
-                                 secret_access_key=services.S3_SECRET))
+    storage = Storage(
+        S3Settings(
+            endpoint_url=fleet_env["BATCH_ROUTER_S3__ENDPOINT_URL"],
+            access_key_id=services.S3_KEY,
+            secret_access_key=services.S3_SECRET,
+        )
+    )
     root = f"s3://{bucket}/out/job_id={job_id}"
     assert storage.exists(f"{root}/_SUCCESS")
     manifest = json.loads(storage.read_bytes(f"{root}/manifest.json"))

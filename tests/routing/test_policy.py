@@ -288,3 +288,9 @@ def test_baseline_uses_the_primary_model(policy_data: dict[str, Any]) -> None:
     policy = parse_policy(yaml.safe_dump(policy_data))
     assert policy.baseline_tier.name == "expert"
     assert policy.tier("fast").primary.name == "gpt-4o-mini"
+
+
+def test_tier_name_rejected_is_reserved() -> None:
+    text = default_policy_text().replace("name: fast", "name: rejected")
+    with pytest.raises(PolicyError, match="reserved"):
+        parse_policy(text)
