@@ -134,7 +134,7 @@ class Policy(_Frozen):
         raise PolicyError(f"unknown tier {name!r}; tiers are {self.tier_names}")
 
     def to_yaml(self) -> str:
-        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+        return str(yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False))
 
 
 def _canonical(value: object) -> str:

@@ -33,4 +33,4 @@ def truncate_tokens(text: str, max_tokens: int) -> str:
     # The cut may fall inside a multi-byte character; drop its orphaned bytes rather than
     # decode them to U+FFFD, so the result is always a suffix of ``text``.
     # ``ids[len(ids) - n:]``, not ``ids[-n:]``, which would keep everything for n = 0.
-    return enc.decode(ids[len(ids) - max(max_tokens, 0) :], errors="ignore")
+    return str(enc.decode(ids[len(ids) - max(max_tokens, 0) :], errors="ignore"))

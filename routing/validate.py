@@ -21,10 +21,10 @@ _STRINGS = (pa.types.is_string, pa.types.is_large_string, pa.types.is_string_vie
 
 def _compatible(actual: pa.DataType, wanted: pa.DataType) -> bool:
     if pa.types.is_string(wanted):
-        return any(check(actual) for check in _STRINGS) or pa.types.is_null(actual)
+        return any(check(actual) for check in _STRINGS) or bool(pa.types.is_null(actual))
     if pa.types.is_integer(wanted):
-        return pa.types.is_integer(actual) or pa.types.is_null(actual)
-    return actual == wanted
+        return bool(pa.types.is_integer(actual) or pa.types.is_null(actual))
+    return bool(actual == wanted)
 
 
 def check_schema(schema: pa.Schema, source: str) -> None:
