@@ -47,6 +47,7 @@ import functools
 import hashlib
 import itertools
 import json
+import math
 import random
 import signal
 import threading
@@ -99,8 +100,10 @@ class SimConfig:
                 if isinstance(value, bool) or not isinstance(value, int):
                     raise ValueError("seed must be an integer")
                 continue
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-                raise ValueError(f"{f.name} must be a non-negative number")
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise ValueError(f"{f.name} must be a number")
+            if not math.isfinite(value) or value < 0:
+                raise ValueError(f"{f.name} must be a finite, non-negative number")
             if f.name.endswith("_rate") and value > 1:
                 raise ValueError(f"{f.name} must be between 0 and 1")
             object.__setattr__(self, f.name, float(value))
@@ -248,20 +251,18 @@ _ENDING = _pieces(_ENDINGS)
 _PERIOD = _pieces(["."])[0]
 
 
-def _pick(table: tuple[_Piece, ...], bits: list[int]) -> _Piece:
-    bits[0], index = divmod(bits[0], len(table))
-    return table[index]
-
-
 def _sentence(rng: random.Random, first: bool) -> list[_Piece]:
-    bits, lead = [rng.getrandbits(64)], 0 if first else 1
-    if bits[0] & 1:
-        bits[0] >>= 1
-        start = [_pick(_OPENER[lead], bits), _pick(_SUBJECT, bits)]
-    else:
-        bits[0] >>= 1
-        start = [_pick(_SUBJECT_CAP[lead], bits)]
-    return [*start, _pick(_VERB, bits), _pick(_OBJECT, bits), _pick(_ENDING, bits), _PERIOD]
+    """One sentence; every choice is a mixed-radix digit of a single 64-bit draw."""
+    bits = rng.getrandbits(64)
+    lead = 0 if first else 1  # the answer's first piece has no leading space
+    start = [_OPENER[lead], _SUBJECT] if bits & 1 else [_SUBJECT_CAP[lead]]
+    bits >>= 1
+    pieces = []
+    for table in (*start, _VERB, _OBJECT, _ENDING):
+        bits, index = divmod(bits, len(table))
+        pieces.append(table[index])
+    pieces.append(_PERIOD)
+    return pieces
 
 
 def _target_length(digest: bytes, prompt_tokens: int) -> int:
@@ -397,15 +398,16 @@ class _Stats:
     abandoned: int = 0
     duplicate_prompts: int = 0
     by_model: Counter[str] = field(default_factory=Counter)
-    seen: set[bytes] = field(default_factory=set)
+    seen: set[int] = field(default_factory=set)  # 64-bit fingerprint prefixes: compact
 
     def record_completion(self, model: str, digest: bytes) -> None:
         self.completions += 1
         self.by_model[model] += 1
-        if digest in self.seen:
+        key = int.from_bytes(digest[:8], "big")
+        if key in self.seen:
             self.duplicate_prompts += 1
         else:
-            self.seen.add(digest)
+            self.seen.add(key)
 
     def as_dict(self) -> dict[str, Any]:
         return {
