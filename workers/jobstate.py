@@ -118,7 +118,9 @@ class MemoryJobTracker:
             return _summarise(job_id, dict(self._meta[job_id]), parts, len(self._chunks[job_id]))
 
     def list_jobs(self, limit: int = 20) -> list[str]:
-        return list(self._meta)[-limit:]
+        """The newest ``limit`` job ids, newest first (as the Redis tracker)."""
+        with self._lock:
+            return list(reversed(self._meta))[:limit]
 
 
 # KEYS[1] chunk expected set, KEYS[2] chunk done set, KEYS[3] job chunks_done set,

@@ -1,9 +1,14 @@
 """Provider calls: the official ``openai`` SDK over any OpenAI-compatible endpoint.
 
-The SDK's own retries are off; :func:`call_with_retry` applies the policy's retry rule
-(errors classified once into retryable and permanent, backoff with full jitter,
-``Retry-After`` honoured). A tier's requests run concurrently, bounded by the tier's
-``concurrency``.
+Requests go through the SDK's generic ``post`` with plain-dict bodies and responses
+(``cast_to=object``): same transport, auth and typed errors, without the per-request
+TypedDict transform and pydantic parsing of ``chat.completions.create``, which cost
+~3 ms of CPU per call here (measured on loopback with the simulated provider, 2,000
+calls, 64 in flight: ``create`` 260/s, ``post`` 1,143/s with the aiohttp transport; httpx
+466/s, so aiohttp is the default). The SDK's own retries are off; :func:`call_with_retry`
+applies the policy's retry rule (errors classified once into retryable and permanent,
+backoff with full jitter, ``Retry-After`` honoured). A tier's requests run
+concurrently, bounded by the tier's ``concurrency``.
 
 :class:`TierExecutor` is the seam for provider-batch mode: a realtime executor calls
 the chat API now; a Batch API executor (submit a file, poll, collect) can implement the
@@ -18,7 +23,7 @@ import random
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import openai
 
@@ -79,7 +84,11 @@ def resolve_endpoint(name: str, spec: ProviderSpec, settings: Settings) -> Endpo
         key = os.environ.get(spec.api_key_env)
     if key is None:
         if not spec.simulated:
-            raise ConfigError(f"provider {name!r}: no API key (set {spec.api_key_env})")
+            where = f"{spec.api_key_env} or " if spec.api_key_env else ""
+            raise ConfigError(
+                f"provider {name!r}: no API key (set {where}"
+                f"BATCH_ROUTER_PROVIDERS__{name.upper()}__API_KEY)"
+            )
         key = "simulated"
     return Endpoint(name, base_url, key, min(spec.timeout_s, settings.request_timeout_s))
 
@@ -92,7 +101,10 @@ def classify(exc: Exception) -> ProviderRetryableError | ProviderPermanentError:
             return ProviderRetryableError(str(exc), status, _retry_after(exc))
         return ProviderPermanentError(str(exc), status)
     if isinstance(exc, openai.APITimeoutError | openai.APIConnectionError | asyncio.TimeoutError):
-        return ProviderRetryableError(f"{type(exc).__name__}: {exc}")
+        # The SDK's text is generic ("Connection error.", and with the aiohttp transport a
+        # refused connection reads "Request timed out."): the cause says what happened.
+        cause = f" ({exc.__cause__})" if exc.__cause__ else ""
+        return ProviderRetryableError(f"{type(exc).__name__}: {exc}{cause}")
     return ProviderPermanentError(f"{type(exc).__name__}: {exc}")
 
 
@@ -118,10 +130,10 @@ async def call_with_retry(
     while True:
         attempt += 1
         try:
-            resp = await client.chat.completions.create(
-                model=model,
-                messages=messages,
-                max_tokens=request.max_tokens,  # type: ignore[arg-type]
+            body = await client.post(
+                "/chat/completions",
+                body={"model": model, "messages": messages, "max_tokens": request.max_tokens},
+                cast_to=object,
             )
         except Exception as exc:  # classified below, re-raised never
             error = classify(exc)
@@ -130,17 +142,26 @@ async def call_with_retry(
                 return _failure(error, attempt, start)
             await asyncio.sleep(backoff_delay(attempt, retry, retry_after, rng))
             continue
-        choice = resp.choices[0]
-        usage = resp.usage
+        return _parse(body, attempt, start)
+
+
+def _parse(body: Any, attempts: int, start: float) -> Completion:
+    """A chat-completions response body (a plain dict) as a :class:`Completion`."""
+    try:
+        choice = body["choices"][0]
+        usage = body.get("usage") or {}
         return Completion(
             ok=True,
-            text=choice.message.content,
-            finish_reason=choice.finish_reason,
-            input_tokens=usage.prompt_tokens if usage else 0,
-            output_tokens=usage.completion_tokens if usage else 0,
+            text=choice["message"].get("content"),
+            finish_reason=choice.get("finish_reason"),
+            input_tokens=int(usage.get("prompt_tokens", 0)),
+            output_tokens=int(usage.get("completion_tokens", 0)),
             latency_ms=(time.perf_counter() - start) * 1000,
-            attempts=attempt,
+            attempts=attempts,
         )
+    except (KeyError, IndexError, TypeError, AttributeError, ValueError) as exc:
+        error = ProviderPermanentError(f"malformed chat-completions response: {exc!r}")
+        return _failure(error, attempts, start)
 
 
 def _failure(error: Exception, attempts: int, start: float) -> Completion:

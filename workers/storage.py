@@ -75,17 +75,19 @@ class Storage:
         except OSError as exc:
             raise StorageError(f"cannot list {uri}: {exc}") from exc
         prefix = "s3://" if is_s3(uri) else ""
+        base = len(path.rstrip("/")) + 1
         return sorted(
             prefix + i.path
             for i in infos
-            if i.type == fs.FileType.File
-            and i.path.endswith(suffix)
-            and not Path(i.path).name.startswith((".", "_"))
+            if i.type == fs.FileType.File and i.path.endswith(suffix) and not _hidden(i.path[base:])
         )
 
     def exists(self, uri: str) -> bool:
         filesystem, path = self.resolve(uri)
-        return bool(filesystem.get_file_info(path).type == fs.FileType.File)
+        try:
+            return bool(filesystem.get_file_info(path).type == fs.FileType.File)
+        except OSError as exc:
+            raise StorageError(f"cannot check {uri}: {exc}") from exc
 
     def read_bytes(self, uri: str) -> bytes:
         filesystem, path = self.resolve(uri)
@@ -125,6 +127,13 @@ class Storage:
     def write_parquet(self, uri: str, table: pa.Table) -> None:
         """Serialise ``table`` in memory, then publish it whole."""
         self.write_bytes(uri, parquet_bytes(table))
+
+
+def _hidden(relative: str) -> bool:
+    """A file below the listed prefix is hidden when any part of its path under that
+    prefix starts with ``.`` or ``_`` (``_SUCCESS``, ``_temporary/…``, ``.x.tmp``), as in
+    pyarrow's dataset discovery (which :meth:`Storage.read_parquet` uses)."""
+    return any(part.startswith((".", "_")) for part in relative.split("/"))
 
 
 def parquet_bytes(table: pa.Table) -> bytes:

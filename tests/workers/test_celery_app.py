@@ -1,0 +1,124 @@
+"""The Celery application: routing of tasks to queues and the delivery settings that make
+redelivery safe (DESIGN.md, "Decisions and why"). No broker is needed to check these; the
+real-worker run is tests/e2e/test_distributed.py."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from celery import Celery
+
+from routing.plan import JobContext
+from workers import app as app_module
+from workers import tasks
+from workers.app import FINALIZE_QUEUE, INGEST_QUEUE, make_app, route_task, tier_queue
+from workers.settings import Settings
+
+CTX = {
+    "job_id": "j",
+    "job_root": "/out/job_id=j",
+    "tenant": None,
+    "policy_uri": "/p",
+    "policy_version": "p-1",
+    "total_chunks": 1,
+}
+
+
+@pytest.fixture
+def celery_app() -> Celery:
+    settings = Settings(
+        _env_file=None, broker_url="redis://127.0.0.1:1/0", visibility_timeout_s=4321
+    )  # type: ignore[call-arg]
+    return make_app(settings)
+
+
+# ---------------------------------------------------------------- routing
+
+
+@pytest.mark.parametrize("tier", ["fast", "balanced", "expert", "my-tier_2"])
+def test_dispatch_goes_to_its_tier_queue(tier: str) -> None:
+    batch = {"chunk": 0, "tier": tier, "rows": 3, "inline": "..."}
+    assert route_task("dispatch", [CTX, batch], {}, {}) == {"queue": f"tier.{tier}"}
+    assert route_task("dispatch", [], {"ctx": CTX, "batch": batch}, {}) == {"queue": f"tier.{tier}"}
+    assert tier_queue(tier) == f"tier.{tier}"
+
+
+def test_ingest_and_finalize_go_to_their_queues() -> None:
+    assert route_task("ingest", [CTX, {}], {}, {}) == {"queue": INGEST_QUEUE} == {"queue": "ingest"}
+    assert (
+        route_task("finalize", [CTX], {}, {}) == {"queue": FINALIZE_QUEUE} == {"queue": "finalize"}
+    )
+    assert route_task("celery.ping", [], {}, {}) is None
+
+
+def test_the_router_is_what_celery_uses(celery_app: Celery) -> None:
+    router = celery_app.amqp.router
+    batch = {"chunk": 2, "tier": "expert", "rows": 1}
+    assert router.route({}, "dispatch", args=[CTX, batch], kwargs={})["queue"].name == "tier.expert"
+    assert router.route({}, "ingest", args=[CTX, {}], kwargs={})["queue"].name == "ingest"
+    assert router.route({}, "finalize", args=[CTX], kwargs={})["queue"].name == "finalize"
+    # anything else lands on the default queue
+    assert router.route({}, "unknown", args=[], kwargs={})["queue"].name == "ingest"
+
+
+# ---------------------------------------------------------------- configuration
+
+
+def test_delivery_settings(celery_app: Celery) -> None:
+    conf = celery_app.conf
+    assert conf.task_acks_late is True
+    assert conf.task_reject_on_worker_lost is True
+    assert conf.worker_prefetch_multiplier == 1
+    assert conf.task_serializer == "json" and conf.result_serializer == "json"
+    assert list(conf.accept_content) == ["json"]
+    assert conf.task_ignore_result is True
+    assert conf.result_backend is None
+    assert conf.broker_transport_options["visibility_timeout"] == 4321
+    assert conf.result_backend_transport_options["visibility_timeout"] == 4321
+    assert conf.broker_transport_options == conf.result_backend_transport_options
+    assert conf.task_default_queue == INGEST_QUEUE
+    assert conf.broker_url == "redis://127.0.0.1:1/0"
+
+
+def test_visibility_timeout_default_outlasts_the_task_retry_backoff() -> None:
+    settings = Settings(_env_file=None)  # type: ignore[call-arg]
+    app = make_app(settings)
+    assert app.conf.broker_transport_options["visibility_timeout"] == settings.visibility_timeout_s
+    assert settings.visibility_timeout_s > tasks._RETRY["retry_backoff_max"]
+
+
+def test_tasks_are_registered_late_acked_and_retry_only_infrastructure_errors() -> None:
+    registered = tasks.app.tasks
+    for name in ("ingest", "dispatch", "finalize"):
+        task = registered[name]
+        assert task.acks_late is True
+        assert set(task.autoretry_for) == set(tasks._INFRA)
+    assert tasks.app is app_module.app
+
+
+def test_celery_sink_sends_each_message_to_its_queue(monkeypatch: pytest.MonkeyPatch) -> None:
+    sent: list[tuple[str, list[Any], str]] = []
+
+    def recorder(name: str) -> Any:
+        def apply_async(args: list[Any], queue: str, **_: Any) -> None:
+            sent.append((name, args, queue))
+
+        return apply_async
+
+    monkeypatch.setattr(tasks.dispatch, "apply_async", recorder("dispatch"))
+    monkeypatch.setattr(tasks.finalize, "apply_async", recorder("finalize"))
+    ctx = JobContext(**CTX)
+    batch = {"chunk": 0, "tier": "balanced", "rows": 1, "inline": "AAAA"}
+    tasks.CelerySink().dispatch(ctx, batch)
+    tasks.CelerySink().finalize(ctx)
+    assert sent == [
+        ("dispatch", [CTX, batch], "tier.balanced"),
+        ("finalize", [CTX], "finalize"),
+    ]
+
+
+@pytest.mark.skip(reason="a SIGKILLed tier worker mid-batch is a later issue (not required here)")
+def test_sigkilled_tier_worker_mid_batch_is_redelivered() -> None:
+    """Placeholder: kill a ``tier.*`` worker during dispatch; the batch must be redelivered
+    and the job finish with row count out = row count in."""
