@@ -40,6 +40,18 @@ def _fit_input_limits(
         )
 
 
+def _scopes(table: pa.Table) -> list[str]:
+    """What besides the text makes two requests different: tenant and output limit."""
+    n = table.num_rows
+    tenants = table.column("tenant").to_pylist() if "tenant" in table.column_names else [""] * n
+    limits = (
+        table.column("max_output_tokens").to_pylist()
+        if "max_output_tokens" in table.column_names
+        else [None] * n
+    )
+    return [f"{t or ''}|{m if m is not None else ''}" for t, m in zip(tenants, limits, strict=True)]
+
+
 def route_batch(table: pa.Table, policy: Policy, scorer: Scorer) -> pa.Table:
     """Add ``complexity_score``, ``tier`` (empty string: unroutable), ``route_reason``,
     ``dedupe_of`` and the internal fingerprint / token estimate columns."""
@@ -61,8 +73,10 @@ def route_batch(table: pa.Table, policy: Policy, scorer: Scorer) -> pa.Table:
                 "prompt": prompts,
                 "system": systems,
                 "tier": tiers,
+                "scope": _scopes(table),
             },
             schema={
+                "scope": pl.String,
                 "prompt_id": pl.String,
                 "prompt": pl.String,
                 "system": pl.String,

@@ -128,3 +128,16 @@ def test_matches_a_reference_implementation(rows: list[tuple[str, str | None]]) 
         canonical = first.setdefault(key(prompt, system), f"id{i}")
         expected.append(None if canonical == f"id{i}" else canonical)
     assert _marks([p for p, _ in rows], [s for _, s in rows]) == expected
+
+
+def test_scope_separates_tenants_and_output_limits() -> None:
+    df = pl.DataFrame(
+        {
+            "prompt_id": ["a", "b", "c", "d"],
+            "prompt": ["Same text"] * 4,
+            "system": [None] * 4,
+            "scope": ["acme|", "globex|", "acme|500", "acme|"],
+        }
+    )
+    marked = mark_duplicates(df)
+    assert marked["dedupe_of"].to_list() == [None, None, None, "a"]

@@ -536,11 +536,6 @@ def test_real_prompts_from_the_corpus(tmp_path: Path, sim: SimServer, corpus_pat
     assert Decimal(manifest["totals"]["saving_usd"]) > 0
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="known bug, routing/dedupe.py: the fingerprint ignores max_output_tokens, so a "
-    "row asking for a longer answer is answered with its twin's truncated one",
-)
 def test_rows_with_different_output_limits_are_not_duplicates(
     tmp_path: Path, sim: SimServer
 ) -> None:
