@@ -9,6 +9,7 @@ waste; the row or file is reported with the reason)::
     │   ├── InputError            a whole input file is unusable (missing column, wrong type)
     │   ├── PolicyError           the routing policy file is invalid
     │   ├── ConfigError           settings are inconsistent (e.g. a provider with no URL)
+    │   ├── JobConflictError      a job with this id is already running
     │   └── ProviderPermanentError  400/401/403/404, content filter: do not retry
     └── RetryableError
         ├── ProviderRetryableError  429, 5xx, timeouts, connection errors
@@ -40,6 +41,10 @@ class PolicyError(PermanentError):
 
 class ConfigError(PermanentError):
     """Settings are missing or inconsistent."""
+
+
+class JobConflictError(PermanentError):
+    """A job id is reused while that job is still running."""
 
 
 class ProviderPermanentError(PermanentError):

@@ -20,6 +20,7 @@ from typing import Any, Protocol
 
 import redis
 
+from routing.errors import JobConflictError
 from workers import keys
 
 
@@ -84,6 +85,14 @@ class MemoryJobTracker:
 
     def register(self, job_id: str, meta: dict[str, Any]) -> None:
         with self._lock:
+            if self._meta.get(job_id, {}).get("state") == "running":
+                raise JobConflictError(f"job {job_id} is already running")
+            for store in (self._expected, self._done):
+                for key in [k for k in store if k[0] == job_id]:
+                    del store[key]
+            self._chunks.pop(job_id, None)
+            self._parts.pop(job_id, None)
+            self._meta.pop(job_id, None)
             self._meta[job_id] = {k: str(v) for k, v in meta.items()} | {"state": "running"}
 
     def expect(self, job_id: str, chunk: int, parts: list[str]) -> None:
@@ -160,7 +169,13 @@ class RedisJobTracker:
         return cls(redis.Redis.from_url(url, decode_responses=True), ttl_s)
 
     def register(self, job_id: str, meta: dict[str, Any]) -> None:
+        """Start a job's state afresh; a finished job's id may be reused, a running one not."""
+        if self._r.hget(keys.job(job_id), "state") == "running":
+            raise JobConflictError(f"job {job_id} is already running")
+        stale = list(self._r.scan_iter(match=keys.job_pattern(job_id), count=1000))
         pipe = self._r.pipeline()
+        if stale:
+            pipe.delete(*stale)
         pipe.hset(
             keys.job(job_id), mapping={k: str(v) for k, v in meta.items()} | {"state": "running"}
         )

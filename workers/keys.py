@@ -37,3 +37,8 @@ def chunk_expected(job_id: str, chunk: int) -> str:
 def chunk_done(job_id: str, chunk: int) -> str:
     """Set: part names of the chunk already written."""
     return f"{PREFIX}:job:{{{job_id}}}:chunk:{chunk}:done"
+
+
+def job_pattern(job_id: str) -> str:
+    """SCAN pattern matching every key of one job (used to clear a finished job's state)."""
+    return f"{PREFIX}:job:{{{job_id}}}*"

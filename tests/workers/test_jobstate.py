@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 import redis
 
+from routing.errors import JobConflictError
 from workers import keys
 from workers.jobstate import JobTracker, MemoryJobTracker, RedisJobTracker
 
@@ -238,3 +239,23 @@ def test_concurrent_completes_from_processes_finalize_exactly_once(redis_url: st
         assert status is not None
         assert status.chunks_done == CHUNKS
         assert status.rows_by_status == {"ok": CHUNKS * len(PARTS)}
+
+
+def test_a_running_job_id_cannot_be_registered_again(tracker: JobTracker) -> None:
+    job = new_job(tracker, total_chunks=1)
+    with pytest.raises(JobConflictError, match="already running"):
+        tracker.register(job, {"total_chunks": 1})
+
+
+def test_a_finished_job_id_starts_afresh_when_reused(tracker: JobTracker) -> None:
+    job = new_job(tracker, total_chunks=1)
+    tracker.expect(job, 0, ["fast"])
+    assert tracker.complete(job, 0, "fast", counts(ok=3), 1)
+    tracker.set_state(job, "succeeded")
+    tracker.register(job, {"total_chunks": 1, "rows_total": 2})
+    status = tracker.status(job)
+    assert status is not None
+    assert (status.state, status.chunks_done, status.rows_by_status) == ("running", 0, {})
+    tracker.expect(job, 0, ["fast", "expert"])
+    assert not tracker.complete(job, 0, "fast", counts(ok=1), 1)
+    assert tracker.complete(job, 0, "expert", counts(ok=1), 1)
