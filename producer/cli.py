@@ -8,14 +8,17 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from pydantic import ValidationError
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from routing.errors import BatchRouterError
+from routing.errors import BatchRouterError, ConfigError
 from routing.policy import Policy, load_policy
+from workers import layout
 from workers.settings import Settings
-from workers.storage import Storage
+from workers.storage import Storage, join
 
 app = typer.Typer(
     help="Route large LLM prompt batches to the cheapest adequate model tier.",
@@ -42,7 +45,17 @@ JobIdOpt = Annotated[str | None, typer.Option("--job-id", help="job id (default:
 
 
 def _settings(ctx: typer.Context) -> Settings:
-    settings: Settings = ctx.obj
+    root = ctx.find_root()
+    if root.obj is None:
+        try:
+            root.obj = Settings()
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"BATCH_ROUTER_{'__'.join(str(p) for p in e['loc']).upper()}: {e['msg']}"
+                for e in exc.errors()
+            )
+            raise ConfigError(f"invalid settings (environment or .env): {problems}") from exc
+    settings: Settings = root.obj
     return settings
 
 
@@ -70,7 +83,7 @@ def _progress() -> Progress:
 
 @app.callback()
 def _main(ctx: typer.Context) -> None:
-    ctx.obj = Settings()
+    ctx.obj = None  # Settings are read on first use, so `--help` works with a broken env
 
 
 @app.command()
@@ -95,20 +108,24 @@ def run(
 
     Example: `batch-router run prompts.parquet --output ./out`
     """
+    if (input_uri is None) == (sample is None):
+        raise typer.BadParameter("give INPUT or --sample N (one of them)", param_hint="INPUT")
+    settings = _settings(ctx)  # before importing jobs: workers.app reads Settings on import
     from producer import jobs
 
-    settings = _settings(ctx)
     out = _output(settings, output)
-    if sample is not None:
-        from producer.sample import write_sample
-
-        input_uri = str(write_sample(Path(out) / "_sample" / "prompts.parquet", sample))
+    routing_policy = _policy(settings, policy)
     if input_uri is None:
-        raise typer.BadParameter("give INPUT or --sample N", param_hint="INPUT")
+        from producer.sample import sample_prompts
+
+        input_uri = join(out, "_sample", "prompts.parquet")
+        Storage(settings.s3).write_parquet(input_uri, sample_prompts(sample or 0))
     manifest = jobs.run(
-        settings, _policy(settings, policy), input_uri, out, job_id, tenant, threads, _progress()
+        settings, routing_policy, input_uri, out, job_id, tenant, threads, _progress()
     )
     _print_manifest(manifest, as_json)
+    root = layout.job_root(out, str(manifest["job_id"]))
+    err.print(f"results: {escape(root)}", highlight=False)
 
 
 @app.command()
@@ -123,13 +140,13 @@ def submit(
 ) -> None:
     """Plan a job from Parquet footers and enqueue it on the Celery fleet.
 
-    Example: `batch-router submit s3://in/nightly/ --output s3://out/ --tenant acme --wait`
+    Example: `batch-router submit s3://input/nightly/ --output s3://out/ --tenant acme --wait`
     """
-    from producer import jobs
-
     settings = _settings(ctx)
     if not settings.distributed:
         raise typer.BadParameter("submit needs BATCH_ROUTER_BROKER_URL (or use `run`)")
+    from producer import jobs
+
     plan = jobs.submit_job(
         settings, _policy(settings, policy), input_uri, _output(settings, output), job_id, tenant
     )
@@ -155,16 +172,19 @@ def status(
 
     Example: `batch-router status 20261128T021500Z-3fa2c1`
     """
+    settings = _settings(ctx)
     from producer.submit import tracker
 
-    jobs = tracker(_settings(ctx))
+    jobs = tracker(settings)
     ids = [job_id] if job_id else jobs.list_jobs()
     table = Table("job", "state", "chunks", "rows done", "by status", "cost so far")
     rows = []
     for jid in ids:
         st = jobs.status(jid)
         if st is None:
-            err.print(f"[red]unknown job {jid}[/]")
+            if job_id is None:
+                continue  # still in the index, but its state expired (job_ttl_s)
+            err.print(f"[red]unknown job {escape(jid)}[/]")
             raise typer.Exit(1)
         rows.append(
             {
@@ -194,7 +214,10 @@ def status(
 @app.command()
 def report(
     ctx: typer.Context,
-    path: Annotated[str, typer.Argument(help="a job folder (…/job_id=ID) or its output root")],
+    path: Annotated[
+        str,
+        typer.Argument(metavar="PATH", help="a job folder (…/job_id=ID) or its output root"),
+    ],
     as_json: Annotated[bool, typer.Option("--json", help="print the manifest as JSON")] = False,
 ) -> None:
     """Print a finished job's cost report.
@@ -204,7 +227,11 @@ def report(
     from producer.report import find_job_root, load_manifest
 
     storage = Storage(_settings(ctx).s3)
-    _print_manifest(load_manifest(storage, find_job_root(storage, path)), as_json)
+    try:
+        root = find_job_root(storage, path)
+    except FileNotFoundError as exc:
+        raise typer.BadParameter(str(exc), param_hint="PATH") from exc
+    _print_manifest(load_manifest(storage, root), as_json)
 
 
 @app.command("sim-provider")
@@ -251,8 +278,17 @@ def _print_manifest(manifest: dict[str, object], as_json: bool) -> None:
 
 
 def main() -> None:
+    import redis
+
     try:
         app()
     except BatchRouterError as exc:
-        err.print(f"[red]error:[/] {exc}")
-        sys.exit(2)
+        _fail(str(exc))
+    except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
+        _fail(f"cannot reach Redis: {exc}")
+
+
+def _fail(message: str) -> None:
+    """One clear message on stderr (no traceback) and exit code 2."""
+    err.print(f"[red]error:[/] {escape(message)}", highlight=False)
+    sys.exit(2)

@@ -1,4 +1,8 @@
-"""Job entry points behind the CLI: run locally or distributed, submit, wait."""
+"""Job entry points behind the CLI: run locally or distributed, submit, wait.
+
+The execution stack (Celery, provider SDKs, tokenizer tables) takes seconds to import,
+so it is imported only once the job is planned: a rejected input fails fast.
+"""
 
 from __future__ import annotations
 
@@ -7,10 +11,8 @@ from typing import Any
 from rich.progress import Progress
 
 from producer.plan import build_plan
-from producer.submit import submit, wait
 from routing.plan import JobPlan
 from routing.policy import Policy
-from workers import local, stages
 from workers.jobstate import JobStatus, MemoryJobTracker
 from workers.settings import Settings
 from workers.storage import Storage
@@ -26,6 +28,8 @@ def submit_job(
 ) -> JobPlan:
     storage = Storage(settings.s3)
     plan = build_plan(storage, policy, input_uri, output, settings.rows_per_chunk, job_id, tenant)
+    from producer.submit import submit
+
     submit(settings, plan)
     return plan
 
@@ -37,6 +41,8 @@ def manifest_of(settings: Settings, job_root: str) -> dict[str, Any]:
 
 
 def wait_with_progress(settings: Settings, job_id: str, progress: Progress) -> JobStatus:
+    from producer.submit import wait
+
     with progress:
         task = progress.add_task(f"job {job_id}", total=None)
 
@@ -65,6 +71,8 @@ def run(
         return manifest_of(settings, plan.context.job_root)
     storage = Storage(settings.s3)
     plan = build_plan(storage, policy, input_uri, output, settings.rows_per_chunk, job_id, tenant)
+    from workers import local, stages
+
     with local.simulated_providers(policy, settings) as effective, progress:
         rt = stages.Runtime(settings=effective, storage=storage, tracker=MemoryJobTracker())
         task = progress.add_task(f"job {plan.context.job_id}", total=plan.rows_total)

@@ -6,6 +6,8 @@ import json
 import secrets
 from datetime import UTC, datetime
 
+from pyarrow import fs
+
 from routing.errors import InputError
 from routing.plan import FileInfo, JobContext, JobPlan, plan_chunks
 from routing.policy import Policy
@@ -26,6 +28,9 @@ def read_footers(storage: Storage, input_uri: str) -> list[FileInfo]:
     """
     uris = storage.list_files(input_uri, ".parquet")
     if not uris:
+        filesystem, path = storage.resolve(input_uri)
+        if filesystem.get_file_info(path).type == fs.FileType.NotFound:
+            raise InputError(f"{input_uri}: no such file or folder")
         raise InputError(f"{input_uri}: no .parquet files found")
     files, problems = [], []
     for uri in uris:

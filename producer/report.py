@@ -16,12 +16,17 @@ from workers.storage import Storage
 def find_job_root(storage: Storage, path: str) -> str:
     """``path`` is a job root (…/job_id=<id>) or an output root holding exactly one job."""
     if "job_id=" in path.rstrip("/").rsplit("/", 1)[-1]:
-        return path.rstrip("/")
+        root = path.rstrip("/")
+        if not storage.exists(layout.manifest(root)):
+            raise FileNotFoundError(f"{path}: no manifest.json (no such job, or not finished)")
+        return root
     manifests = [u for u in storage.list_files(path, "manifest.json") if "/job_id=" in u]
     roots = sorted({m.rsplit("/", 1)[0] for m in manifests})
-    if len(roots) != 1:
-        found = ", ".join(r.rsplit("/", 1)[-1] for r in roots) or "none"
-        raise FileNotFoundError(f"{path}: expected one finished job, found {found}")
+    if not roots:
+        raise FileNotFoundError(f"{path}: no finished job found (no job_id=*/manifest.json)")
+    if len(roots) > 1:
+        found = ", ".join(r.rsplit("/", 1)[-1] for r in roots)
+        raise FileNotFoundError(f"{path}: holds {len(roots)} jobs ({found}); give one job folder")
     return roots[0]
 
 
@@ -55,8 +60,9 @@ def render(manifest: dict[str, Any]) -> Group:
     statuses = ", ".join(f"{k} {v:,}" for k, v in manifest["rows_by_status"].items() if v)
     summary.add_row(
         "rows",
-        f"{manifest['rows_in']:,} in, {manifest['rows_out']:,} out "
-        f"({statuses}); {manifest['duplicates']:,} duplicates answered once",
+        f"{manifest['rows_in']:,} in, {manifest['rows_out']:,} out"
+        + (f" ({statuses})" if statuses else "")
+        + f"; {manifest['duplicates']:,} duplicates answered once",
     )
     summary.add_row(
         "saving", f"{_usd(totals['saving_usd'])} ({totals['saving_pct']:.1f}% vs all-expert)"

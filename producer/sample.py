@@ -8,10 +8,8 @@ and two bad rows (an empty prompt, a missing one) so every status shows up.
 from __future__ import annotations
 
 import random
-from pathlib import Path
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 _FACTS = [
     "What is the capital of {c}?",
@@ -72,9 +70,3 @@ def sample_prompts(n: int, seed: int = 7) -> pa.Table:
             "source": ["batch-router sample"] * n,
         }
     )
-
-
-def write_sample(path: Path, n: int) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    pq.write_table(sample_prompts(n), path, row_group_size=1000)
-    return path

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
+from routing.errors import ConfigError
 from routing.plan import JobPlan
 from workers.app import INGEST_QUEUE, make_app
 from workers.jobstate import JobStatus, RedisJobTracker
@@ -14,6 +15,10 @@ FINAL_STATES = ("succeeded", "failed")
 
 
 def tracker(settings: Settings) -> RedisJobTracker:
+    if settings.redis_url is None and settings.broker_url is None:
+        raise ConfigError(
+            "no Redis configured: set BATCH_ROUTER_BROKER_URL (or BATCH_ROUTER_REDIS_URL)"
+        )
     return RedisJobTracker.from_url(settings.state_redis(), settings.job_ttl_s)
 
 
