@@ -14,7 +14,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from routing.errors import BatchRouterError, ConfigError
+from routing.errors import BatchRouterError, ConfigError, JobFailedError
 from routing.policy import Policy, load_policy
 from workers import layout
 from workers.settings import Settings
@@ -282,13 +282,16 @@ def main() -> None:
 
     try:
         app()
+    except JobFailedError as exc:
+        _fail(str(exc), code=1)
     except BatchRouterError as exc:
         _fail(str(exc))
     except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
         _fail(f"cannot reach Redis: {exc}")
 
 
-def _fail(message: str) -> None:
-    """One clear message on stderr (no traceback) and exit code 2."""
+def _fail(message: str, code: int = 2) -> None:
+    """One clear message on stderr (no traceback); exit 2 for bad input or config, 1 for a
+    job that ran and failed."""
     err.print(f"[red]error:[/] {escape(message)}", highlight=False)
-    sys.exit(2)
+    sys.exit(code)

@@ -11,6 +11,7 @@ from typing import Any
 from rich.progress import Progress
 
 from producer.plan import build_plan
+from routing.errors import JobFailedError
 from routing.plan import JobPlan
 from routing.policy import Policy
 from workers.jobstate import JobStatus, MemoryJobTracker
@@ -67,7 +68,7 @@ def run(
         plan = submit_job(settings, policy, input_uri, output, job_id, tenant)
         status = wait_with_progress(settings, plan.context.job_id, progress)
         if status.state != "succeeded":
-            raise RuntimeError(f"job {status.job_id} {status.state}")
+            raise JobFailedError(f"job {status.job_id} {status.state}")
         return manifest_of(settings, plan.context.job_root)
     storage = Storage(settings.s3)
     plan = build_plan(storage, policy, input_uri, output, settings.rows_per_chunk, job_id, tenant)

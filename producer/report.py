@@ -45,7 +45,11 @@ def render(manifest: dict[str, Any]) -> Group:
     by_tier = Table(title=f"job {manifest['job_id']} — cost by tier", title_justify="left")
     for col in ("tier", "rows", "cost", "all-expert baseline"):
         by_tier.add_column(col, justify="left" if col == "tier" else "right")
-    for tier, entry in sorted(manifest["by_tier"].items()):
+    order = {name: i for i, name in enumerate(manifest.get("tiers", []))}
+    tiers = sorted(
+        manifest["by_tier"].items(), key=lambda kv: (order.get(kv[0], len(order)), kv[0])
+    )
+    for tier, entry in tiers:
         by_tier.add_row(
             tier, f"{entry['rows']:,}", _usd(entry["cost_usd"]), _usd(entry["baseline_cost_usd"])
         )

@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 from routing.errors import ConfigError
 from routing.plan import JobPlan
-from workers.app import INGEST_QUEUE, make_app
+from workers.app import FINALIZE_QUEUE, INGEST_QUEUE, make_app
 from workers.jobstate import JobStatus, RedisJobTracker
 from workers.settings import Settings
 
@@ -43,6 +43,8 @@ def submit(settings: Settings, plan: JobPlan) -> None:
             app.send_task(
                 "ingest", args=[message, chunk.model_dump()], queue=INGEST_QUEUE, producer=producer
             )
+        if not plan.chunks:  # zero rows: nothing will complete a chunk, finalize right away
+            app.send_task("finalize", args=[message], queue=FINALIZE_QUEUE, producer=producer)
 
 
 def wait(

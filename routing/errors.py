@@ -10,6 +10,7 @@ waste; the row or file is reported with the reason)::
     │   ├── PolicyError           the routing policy file is invalid
     │   ├── ConfigError           settings are inconsistent (e.g. a provider with no URL)
     │   ├── JobConflictError      a job with this id is already running
+    │   ├── JobFailedError        a job ended in state failed
     │   └── ProviderPermanentError  400/401/403/404, content filter: do not retry
     └── RetryableError
         ├── ProviderRetryableError  429, 5xx, timeouts, connection errors
@@ -45,6 +46,10 @@ class ConfigError(PermanentError):
 
 class JobConflictError(PermanentError):
     """A job id is reused while that job is still running."""
+
+
+class JobFailedError(PermanentError):
+    """A job finished in the ``failed`` state."""
 
 
 class ProviderPermanentError(PermanentError):

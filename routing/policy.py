@@ -156,7 +156,16 @@ def parse_policy(text: str, source: str = "<policy>") -> Policy:
     try:
         return Policy.model_validate(data)
     except ValidationError as exc:
-        raise PolicyError(f"{source}: invalid policy:\n{exc}") from exc
+        raise PolicyError(f"{source}: invalid policy:\n{_explain(exc)}") from exc
+
+
+def _explain(exc: ValidationError) -> str:
+    """One line per problem: where in the YAML, and what is wrong."""
+    lines = []
+    for error in exc.errors(include_url=False):
+        where = ".".join(str(part) for part in error["loc"]) or "(top level)"
+        lines.append(f"  {where}: {error['msg']}")
+    return "\n".join(lines)
 
 
 def default_policy_text() -> str:

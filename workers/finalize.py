@@ -32,6 +32,7 @@ _COLUMNS = [
     "dedupe_of",
 ]
 _KEYS = ["tenant", "tier", "model", "status"]
+NOT_ROUTED = "(not routed)"  # breakdown label of rows that never reached a tier (rejected)
 
 
 def cost_summary(table: pa.Table, job_id: str) -> pa.Table:
@@ -67,7 +68,7 @@ def _money(table: pa.Table, column: str) -> Decimal:
 def _breakdown(summary: pa.Table, key: str) -> dict[str, dict[str, Any]]:
     out: dict[str, dict[str, Any]] = {}
     for row in summary.to_pylist():
-        name = row[key] if row[key] is not None else "(none)"
+        name = row[key] if row[key] is not None else NOT_ROUTED
         entry = out.setdefault(
             name, {"rows": 0, "cost_usd": Decimal(0), "baseline_cost_usd": Decimal(0)}
         )
@@ -128,6 +129,7 @@ def finalize(rt: Runtime, ctx: JobContext) -> dict[str, Any]:
     summary = cost_summary(table, ctx.job_id)
     storage.write_parquet(layout.cost_summary(root), summary)
     manifest = build_manifest(ctx, plan, parts, table, summary)
+    manifest["tiers"] = list(rt.policy(ctx).tier_names)
     storage.write_bytes(layout.manifest(root), json.dumps(manifest, indent=2).encode())
     if not manifest["complete"]:
         rt.tracker.set_state(ctx.job_id, "failed", error="row count out != row count in")

@@ -145,3 +145,40 @@ def test_distributed_job_end_to_end(
     calls = after["completions"] - before["completions"]
     assert calls == distinct == ok.filter(pl.col("dedupe_of").is_null()).height
     assert after["duplicate_prompts"] - before["duplicate_prompts"] == 0
+
+
+def test_distributed_job_of_zero_rows_finishes(
+    bucket: str, fleet: dict, fleet_env: dict[str, str], tmp_path: Path
+) -> None:
+    """A file with the right schema and no rows plans no chunk; the job still finalizes."""
+    local = tmp_path / "empty.parquet"
+    pq.write_table(
+        pa.table({"prompt_id": pa.array([], pa.string()), "prompt": pa.array([], pa.string())}),
+        local,
+    )
+    services.s3_client(fleet_env["BATCH_ROUTER_S3__ENDPOINT_URL"]).upload_file(
+        str(local), bucket, "in/empty.parquet"
+    )
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "producer",
+            "submit",
+            f"s3://{bucket}/in/",
+            "--output",
+            f"s3://{bucket}/out/",
+            "--job-id",
+            "e2e-empty",
+            "--wait",
+        ],
+        env={**os.environ, **fleet_env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    client = services.s3_client(fleet_env["BATCH_ROUTER_S3__ENDPOINT_URL"])
+    body = client.get_object(Bucket=bucket, Key="out/job_id=e2e-empty/manifest.json")["Body"]
+    manifest = json.loads(body.read())
+    assert (manifest["rows_in"], manifest["rows_out"], manifest["complete"]) == (0, 0, True)

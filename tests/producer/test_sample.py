@@ -16,9 +16,9 @@ def _kind(prompt: str | None) -> str:
         return "bad"
     if "```" in prompt:
         return "code"
-    if prompt.startswith(("A shop sells", "Solve for x")):
+    if "A shop sells" in prompt or "Solve for x" in prompt:
         return "math"
-    if prompt.startswith("Compare and contrast"):
+    if "Compare and contrast" in prompt:
         return "analysis"
     return "fact"
 
