@@ -21,7 +21,6 @@ from workers.settings import Settings
 from workers.storage import Storage, join
 
 app = typer.Typer(
-    help="Route large LLM prompt batches to the cheapest adequate model tier.",
     no_args_is_help=True,
     add_completion=False,
     rich_markup_mode="markdown",
@@ -83,6 +82,9 @@ def _progress() -> Progress:
 
 @app.callback()
 def _main(ctx: typer.Context) -> None:
+    """Route large LLM prompt batches to the cheapest adequate model tier. Example:
+    `batch-router run --sample 2000 --output ./br-out` runs a whole job on the local
+    executor and the simulated provider, and prints the cost report."""
     ctx.obj = None  # Settings are read on first use, so `--help` works with a broken env
 
 
@@ -177,6 +179,9 @@ def status(
 
     jobs = tracker(settings)
     ids = [job_id] if job_id else jobs.list_jobs()
+    if not ids and not as_json:
+        console.print("no jobs yet (`batch-router submit INPUT --output OUT` starts one)")
+        return
     table = Table("job", "state", "chunks", "rows done", "by status", "cost so far")
     rows = []
     for jid in ids:
