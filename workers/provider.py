@@ -34,6 +34,7 @@ from routing.errors import (
 )
 from routing.policy import ModelSpec, Policy, ProviderSpec, RetrySpec
 from routing.retry import backoff_delay, should_retry
+from workers.aio import io_loop
 from workers.settings import Settings
 
 
@@ -206,17 +207,25 @@ class RealtimeExecutor:
         endpoint = resolve_endpoint(
             model.provider, self._policy.providers[model.provider], self._settings
         )
-        return asyncio.run(self._run(endpoint, model.name, requests))
+        transport = self._settings.http_transport
+        loop = io_loop()
+        client = loop.cached(
+            (endpoint, transport), lambda: make_client(endpoint, transport), _close_client
+        )
+        return loop.run(self._run(client, model.name, requests))
 
     async def _run(
-        self, endpoint: Endpoint, model: str, requests: Sequence[ChatRequest]
+        self, client: openai.AsyncOpenAI, model: str, requests: Sequence[ChatRequest]
     ) -> list[Completion]:
         gate = asyncio.Semaphore(self._concurrency)
         rng = random.Random()
 
-        async def one(client: openai.AsyncOpenAI, request: ChatRequest) -> Completion:
+        async def one(request: ChatRequest) -> Completion:
             async with gate:
                 return await call_with_retry(client, model, request, self._policy.retry, rng)
 
-        async with make_client(endpoint, self._settings.http_transport) as client:
-            return list(await asyncio.gather(*(one(client, r) for r in requests)))
+        return list(await asyncio.gather(*(one(r) for r in requests)))
+
+
+async def _close_client(client: openai.AsyncOpenAI) -> None:
+    await client.close()
