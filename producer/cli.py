@@ -239,6 +239,35 @@ def report(
     _print_manifest(load_manifest(storage, root), as_json)
 
 
+@app.command("eval")
+def eval_(
+    labels: Annotated[
+        Path, typer.Argument(help="labels Parquet (long: prompt_id, model, quality…)")
+    ],
+    weak: Annotated[str, typer.Option(help="the cheap model's name in LABELS")],
+    strong: Annotated[str, typer.Option(help="the strong model's name in LABELS")],
+    router: Annotated[str, typer.Option(help="`heuristic` or a trained model file")] = "heuristic",
+    as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
+    scores_out: Annotated[
+        Path | None, typer.Option(help="write prompt_id, score (.parquet or .csv)")
+    ] = None,
+    html: Annotated[Path | None, typer.Option("--html", help="write a frontier plot")] = None,
+    share: Annotated[
+        float | None, typer.Option(help="operating point: share routed to strong")
+    ] = None,
+) -> None:
+    """Evaluate a router on labelled data against random, always-weak, always-strong,
+    length-only and oracle: cost–quality frontier, APGR, CPT(50%/80%), AIQ, saving at 95%
+    quality, confusion matrix, regret.
+
+    Example: `batch-router eval ../shared/data/labels/gsm8k.parquet --weak
+    mixtral-8x7b-instruct-v0.1 --strong gpt-4-1106-preview --router heuristic --html f.html`
+    """
+    from producer.evaluate_cmd import run_eval
+
+    run_eval(labels, weak, strong, router, as_json, scores_out, html, console, share=share)
+
+
 @app.command("sim-provider")
 def sim_provider(
     host: Annotated[str, typer.Option(help="address to bind")] = "127.0.0.1",
