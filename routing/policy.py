@@ -19,6 +19,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from routing.errors import PolicyError
+from routing.rules import EntitlementsSpec, PiiSpec, RuleSpec, check_rules
 
 SIMULATED = "simulated"
 # Result part names used by the pipeline besides tier names.
@@ -69,6 +70,7 @@ class TierSpec(_Frozen):
     max_input_tokens: int = Field(128_000, gt=0)
     max_output_tokens: int = Field(1024, gt=0)
     concurrency: int = Field(16, gt=0, le=1024)
+    pii_allowed: bool = Field(False, description="may receive prompts in which PII was found")
 
     @property
     def primary(self) -> ModelSpec:
@@ -93,6 +95,9 @@ class Policy(_Frozen):
     tiers: tuple[TierSpec, ...] = Field(min_length=1)
     retry: RetrySpec = RetrySpec()
     limits: LimitsSpec = LimitsSpec()
+    rules: tuple[RuleSpec, ...] = ()
+    entitlements: EntitlementsSpec = EntitlementsSpec()
+    pii: PiiSpec = PiiSpec()
 
     @model_validator(mode="after")
     def _check(self) -> Policy:
@@ -110,7 +115,15 @@ class Policy(_Frozen):
             raise ValueError("every tier but the last needs max_score")
         if any(a >= b for a, b in pairwise(scores)):
             raise ValueError(f"max_score must strictly increase with the tier order: {scores}")
+        check_rules(tuple(names), self.rules, self.entitlements, self.pii)
         return self
+
+    @property
+    def pii_allowed_tiers(self) -> frozenset[str]:
+        """Tiers that may receive a prompt with PII (all of them when PII is only recorded)."""
+        if self.pii.action == "record":
+            return frozenset(self.tier_names)
+        return frozenset(t.name for t in self.tiers if t.pii_allowed)
 
     @property
     def version(self) -> str:

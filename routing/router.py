@@ -6,6 +6,8 @@ chunk. Routing columns are added to the table; internal ones start with ``__br_`
 
 from __future__ import annotations
 
+from functools import cache
+
 import numpy as np
 import polars as pl
 import pyarrow as pa
@@ -13,48 +15,76 @@ import pyarrow as pa
 from routing.classify import Scorer
 from routing.dedupe import mark_duplicates
 from routing.features import compute_features
+from routing.pii import PiiDetector
 from routing.policy import Policy
 from routing.route import assign_tiers
+from routing.rules import PiiSpec, apply_rules
 from routing.tokens import count_tokens
 
 INTERNAL = "__br_"
 FINGERPRINT = f"{INTERNAL}fingerprint"
 EST_INPUT_TOKENS = f"{INTERNAL}input_tokens"
-TOO_LONG = "prompt exceeds every tier's max_input_tokens"
+REJECTED_REASON = f"{INTERNAL}rejected_reason"
+# Columns rules and entitlements may read (besides the prompt and its token count).
+_RULE_COLUMNS = ("tenant", "customer_tier", "domain", "metadata")
 
 
-def _fit_input_limits(
-    tiers: list[str], reasons: list[str], tokens: np.ndarray, policy: Policy
-) -> None:
-    """Move a prompt up to the first tier whose input limit it fits (in place)."""
-    names = policy.tier_names
-    limits = [t.max_input_tokens for t in policy.tiers]
-    for i, (tier, n) in enumerate(zip(tiers, tokens, strict=True)):
-        start = names.index(tier)
-        if n <= limits[start]:
-            continue
-        fits = [j for j in range(start + 1, len(names)) if n <= limits[j]]
-        tiers[i] = names[fits[0]] if fits else ""
-        reasons[i] = (
-            f"{n} input tokens > {tier}.max_input_tokens → {names[fits[0]]}" if fits else TOO_LONG
-        )
+@cache
+def _detector(spec: PiiSpec) -> PiiDetector:
+    return spec.detector()
+
+
+def _decide(
+    table: pa.Table, prompts: list[str], tokens: np.ndarray, scores: np.ndarray, policy: Policy
+) -> tuple[list[str], list[str], list[str | None], list[str | None]]:
+    """Score tiers, then rules, entitlements, PII and input limits (routing.rules)."""
+    score_tiers, score_reasons = assign_tiers(scores, policy)
+    kinds = None
+    if policy.pii.enabled:
+        kinds = _detector(policy.pii).detect(pl.Series(prompts, dtype=pl.String))
+    columns = {"prompt": pl.Series(prompts, dtype=pl.String), "input_tokens": pl.Series(tokens)}
+    for name in _RULE_COLUMNS:
+        if name in table.column_names:
+            columns[name] = pl.Series(table.column(name).to_pylist(), dtype=pl.String)
+    decisions = apply_rules(
+        pl.DataFrame(columns),
+        score_tiers,
+        policy.tier_names,
+        policy.rules,
+        policy.entitlements,
+        policy.pii_allowed_tiers,
+        kinds,
+        score_reasons=score_reasons,
+        input_limits={t.name: t.max_input_tokens for t in policy.tiers},
+    )
+    pii: list[str | None] = [None] * len(prompts)
+    if kinds is not None:
+        pii = [", ".join(k) or None for k in kinds.to_list()]
+    return (
+        decisions.tier.fill_null("").to_list(),
+        decisions.route_reason.to_list(),
+        decisions.rejected_reason.to_list(),
+        pii,
+    )
 
 
 def _scopes(table: pa.Table) -> list[str]:
-    """What besides the text makes two requests different: tenant and output limit."""
+    """What besides the text makes two requests different: everything a rule or an
+    entitlement may read (tenant, customer tier, domain, metadata) and the output limit."""
     n = table.num_rows
-    tenants = table.column("tenant").to_pylist() if "tenant" in table.column_names else [""] * n
-    limits = (
-        table.column("max_output_tokens").to_pylist()
-        if "max_output_tokens" in table.column_names
-        else [None] * n
-    )
-    return [f"{t or ''}|{m if m is not None else ''}" for t, m in zip(tenants, limits, strict=True)]
+    parts = [
+        table.column(name).to_pylist() if name in table.column_names else [None] * n
+        for name in (*_RULE_COLUMNS, "max_output_tokens")
+    ]
+    return [
+        "\x1e".join("" if v is None else str(v) for v in row) for row in zip(*parts, strict=True)
+    ]
 
 
 def route_batch(table: pa.Table, policy: Policy, scorer: Scorer) -> pa.Table:
-    """Add ``complexity_score``, ``tier`` (empty string: unroutable), ``route_reason``,
-    ``dedupe_of`` and the internal fingerprint / token estimate columns."""
+    """Add ``complexity_score``, ``tier`` (empty string: rejected by the policy, reason in
+    the internal ``REJECTED_REASON`` column), ``route_reason``, ``dedupe_of``,
+    ``pii_kinds``, ``classifier_version`` and the internal fingerprint / token columns."""
     prompts = table.column("prompt").to_pylist()
     systems = (
         table.column("system").to_pylist()
@@ -64,8 +94,7 @@ def route_batch(table: pa.Table, policy: Policy, scorer: Scorer) -> pa.Table:
     tokens = count_tokens(prompts) + count_tokens(systems)
     features = compute_features(pl.Series("prompt", prompts, dtype=pl.String))
     scores = scorer.score(features, tokens)
-    tiers, reasons = assign_tiers(scores, policy)
-    _fit_input_limits(tiers, reasons, tokens, policy)
+    tiers, reasons, rejected, pii = _decide(table, prompts, tokens, scores, policy)
     marks = mark_duplicates(
         pl.DataFrame(
             {
@@ -92,11 +121,15 @@ def route_batch(table: pa.Table, policy: Policy, scorer: Scorer) -> pa.Table:
     scores = np.asarray(scores)[canonical]
     tiers = [tiers[j] for j in canonical]
     reasons = [reasons[j] for j in canonical]
+    rejected = [rejected[j] for j in canonical]
     return (
         table.append_column("complexity_score", pa.array(scores, pa.float64()))
         .append_column("tier", pa.array(tiers, pa.string()))
         .append_column("route_reason", pa.array(reasons, pa.string()))
         .append_column("dedupe_of", marks.get_column("dedupe_of").to_arrow())
         .append_column(FINGERPRINT, marks.get_column("fingerprint").to_arrow())
+        .append_column("pii_kinds", pa.array(pii, pa.string()))
+        .append_column("classifier_version", pa.array([scorer.version] * len(prompts), pa.string()))
+        .append_column(REJECTED_REASON, pa.array(rejected, pa.string()))
         .append_column(EST_INPUT_TOKENS, pa.array(tokens, pa.int64()))
     )

@@ -62,6 +62,8 @@ RESULT_FIELDS: list[pa.Field] = [
     pa.field("route_reason", pa.string()),
     pa.field("policy_version", pa.string()),
     pa.field("error", pa.string()),
+    pa.field("classifier_version", pa.string()),
+    pa.field("pii_kinds", pa.string()),
     pa.field("input_file", pa.string()),
     pa.field("input_row", pa.int64()),
 ]

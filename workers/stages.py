@@ -25,7 +25,7 @@ from routing.cost import ZERO, call_cost
 from routing.errors import PolicyError
 from routing.plan import ChunkRef, JobContext
 from routing.policy import Policy, TierSpec, parse_policy
-from routing.router import TOO_LONG, route_batch
+from routing.router import REJECTED_REASON, route_batch
 from routing.validate import check_schema, conform, row_rejections
 from workers import layout
 from workers.jobstate import JobTracker
@@ -126,7 +126,10 @@ def ingest(rt: Runtime, ctx: JobContext, chunk: ChunkRef, sink: Sink) -> None:
             [
                 results.rejected(bad, bad_reasons.to_pylist(), ctx.job_id, ctx.policy_version),
                 results.rejected(
-                    unroutable, [TOO_LONG] * unroutable.num_rows, ctx.job_id, ctx.policy_version
+                    unroutable,
+                    unroutable.column(REJECTED_REASON).to_pylist(),
+                    ctx.job_id,
+                    ctx.policy_version,
                 ),
             ],
             promote_options="permissive",

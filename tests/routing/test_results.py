@@ -10,7 +10,7 @@ import pytest
 
 from routing.cost import ZERO
 from routing.results import assemble, passthrough_fields, rejected
-from routing.router import EST_INPUT_TOKENS, FINGERPRINT, TOO_LONG, route_batch
+from routing.router import EST_INPUT_TOKENS, FINGERPRINT, REJECTED_REASON, route_batch
 from routing.schema import RESULT_COLUMNS, RESULT_FIELDS, RESULT_SCHEMA, Status
 from routing.validate import check_schema, conform, row_rejections
 from tests.routing.helpers import FixedScorer, tiers_policy
@@ -175,7 +175,12 @@ def test_row_count_out_equals_row_count_in_through_the_routing_layer() -> None:
     ok = pc.not_equal(routed.column("tier"), "")
     parts = [
         rejected(table.filter(pc.invert(valid)), reasons.filter(pc.invert(valid)), "j", "p"),
-        rejected(routed.filter(pc.invert(ok)), [TOO_LONG], "j", "p"),
+        rejected(
+            routed.filter(pc.invert(ok)),
+            routed.filter(pc.invert(ok)).column(REJECTED_REASON).to_pylist(),
+            "j",
+            "p",
+        ),
         assemble(routed.filter(ok), {"job_id": ["j"] * 2, "status": ["ok"] * 2}),
     ]
     out = pa.concat_tables(parts)
@@ -184,7 +189,7 @@ def test_row_count_out_equals_row_count_in_through_the_routing_layer() -> None:
     assert sorted(out.column("src_status").to_pylist()) == ["s1", "s2", "s3", "s4", "s5", "s6"]
     by_keep = dict(zip(out.column("keep").to_pylist(), out.to_pylist(), strict=True))
     assert by_keep[2]["error"] == "prompt is empty"
-    assert by_keep[3]["error"] == TOO_LONG
+    assert by_keep[3]["error"].startswith("prompt fits no allowed tier's max_input_tokens")
     assert by_keep[4]["dedupe_of"] == "a"
     assert by_keep[5]["error"] == "prompt is null"
     assert by_keep[6]["error"] == "duplicate prompt_id"

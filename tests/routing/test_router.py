@@ -13,12 +13,22 @@ import pytest
 
 from routing.classify import HeuristicScorer
 from routing.policy import Policy
-from routing.router import EST_INPUT_TOKENS, FINGERPRINT, INTERNAL, TOO_LONG, route_batch
+from routing.router import EST_INPUT_TOKENS, FINGERPRINT, INTERNAL, REJECTED_REASON, route_batch
 from routing.tokens import count_tokens
 from routing.validate import check_schema, conform, row_rejections
 from tests.routing.helpers import FixedScorer, tiers_policy
 
-ADDED = ["complexity_score", "tier", "route_reason", "dedupe_of", FINGERPRINT, EST_INPUT_TOKENS]
+ADDED = [
+    "complexity_score",
+    "tier",
+    "route_reason",
+    "dedupe_of",
+    FINGERPRINT,
+    "pii_kinds",
+    "classifier_version",
+    REJECTED_REASON,
+    EST_INPUT_TOKENS,
+]
 
 
 @pytest.fixture(scope="module")
@@ -96,8 +106,12 @@ def test_prompt_over_its_tiers_input_limit_moves_up(limited: Policy) -> None:
     prompts = [_words(5), _words(20), _words(100), _words(21)]
     out = _route(_table(prompts), limited, [0.1, 0.1, 0.1, 0.45])
     assert out["tier"] == ["fast", "balanced", "expert", "balanced"]
-    assert out["route_reason"][1] == "21 input tokens > fast.max_input_tokens → balanced"
-    assert out["route_reason"][2] == "101 input tokens > fast.max_input_tokens → expert"
+    assert out["route_reason"][1].endswith(
+        "21 input tokens > fast.max_input_tokens 10: fast → balanced"
+    )
+    assert out["route_reason"][2].endswith(
+        "101 input tokens > fast.max_input_tokens 10: fast → expert"
+    )
     assert "max_input_tokens" not in out["route_reason"][3], "it fitted where it was scored"
 
 
@@ -122,7 +136,7 @@ def test_never_moves_down(limited: Policy) -> None:
 def test_too_long_for_every_tier_is_unroutable(limited: Policy) -> None:
     out = _route(_table([_words(300), _words(3)]), limited, [0.1, 0.1])
     assert out["tier"] == ["", "fast"]
-    assert out["route_reason"][0] == TOO_LONG
+    assert out[REJECTED_REASON][0].startswith("prompt fits no allowed tier's max_input_tokens")
     assert out["complexity_score"][0] == 0.1, "the score is still reported"
 
 

@@ -19,7 +19,6 @@ from producer.plan import build_plan
 from routing.cost import call_cost
 from routing.plan import JobContext, JobPlan
 from routing.policy import Policy, default_policy_text, parse_policy
-from routing.router import TOO_LONG
 from routing.schema import RESULT_COLUMNS
 from workers import layout, local, stages
 from workers.finalize import finalize
@@ -140,7 +139,7 @@ EXPECTED_REJECTIONS = {
     "empty-prompt": "prompt is empty",
     "medium": "duplicate prompt_id",  # the second row with that id
     "too-long": f"prompt longer than {MAX_CHARS} characters",
-    "token-heavy": TOO_LONG,
+    "token-heavy": "prompt fits no allowed tier's max_input_tokens",
     None: "prompt_id is null",
     "zero-max": "max_output_tokens must be > 0",
 }
@@ -174,7 +173,9 @@ def test_every_row_comes_out_once_with_status_and_reason(tmp_path: Path, sim: Si
 
     rejected = out.filter(pl.col("status") == "rejected")
     got = dict(zip(rejected["prompt_id"], rejected["error"], strict=True))
-    assert got == EXPECTED_REJECTIONS
+    assert got.keys() == EXPECTED_REJECTIONS.keys()
+    for pid, reason in EXPECTED_REJECTIONS.items():
+        assert got[pid].startswith(reason), (pid, got[pid])
     assert rejected.filter(pl.col("prompt_id") == "medium")["input_row"].to_list() == [7]
     assert (rejected["cost_usd"] == 0).all() and (rejected["baseline_cost_usd"] == 0).all()
     assert rejected["tier"].is_null().all() and rejected["response"].is_null().all()
