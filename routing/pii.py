@@ -56,8 +56,14 @@ class PiiKind:
     prefilter: str | None = None
 
     def __post_init__(self) -> None:
+        # Patterns are checked by PiiDetector, not here: the built-in kinds are made at
+        # import, and running polars at import would start its thread pool in a Celery
+        # parent process, whose forked children then deadlock in polars.
         if not _NAME.match(self.name):
             raise ValueError(f"PII kind name {self.name!r} must match {_NAME.pattern}")
+
+    def check(self) -> None:
+        """Raise ``ValueError`` if polars cannot compile the pattern or the prefilter."""
         check_pattern(self.pattern)
         if self.prefilter is not None:
             check_pattern(self.prefilter)
@@ -393,6 +399,8 @@ class PiiDetector:
         names = [k.name for k in chosen]
         if len(set(names)) != len(names):
             raise ValueError(f"PII kind names must be unique: {names}")
+        for kind in chosen:
+            kind.check()
         self.kinds: tuple[PiiKind, ...] = tuple(sorted(chosen, key=lambda k: k.name))
         prefilters = [k.prefilter for k in self.kinds if k.prefilter is not None]
         self._union = "|".join(f"(?:{p})" for p in prefilters) if prefilters else None
