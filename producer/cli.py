@@ -268,6 +268,27 @@ def eval_(
     run_eval(labels, weak, strong, router, as_json, scores_out, html, console, share=share)
 
 
+@app.command()
+def train(
+    specs: Annotated[list[str], typer.Argument(metavar="SPEC...", help="PATH:weak,strong[,…]")],
+    out: Annotated[Path, typer.Option("--out", help="where to write the trained router")],
+    feedback: Annotated[
+        list[Path] | None, typer.Option(help="extra labelled prompts (same format)")
+    ] = None,
+    feedback_weight: Annotated[float, typer.Option(help="sample weight of feedback")] = 1.0,
+    folds: Annotated[int, typer.Option(help="cross-validation folds", min=2)] = 5,
+) -> None:
+    """Train the learned router on labelled files, cross-validate it and save it.
+
+    Example: `batch-router train
+    ../shared/data/labels/gsm8k.parquet:mixtral-8x7b-instruct-v0.1,gpt-4-1106-preview
+    --out router.zip`
+    """
+    from producer.train_cmd import run_train
+
+    run_train(specs, out, feedback or [], feedback_weight, folds, console)
+
+
 @app.command("sim-provider")
 def sim_provider(
     host: Annotated[str, typer.Option(help="address to bind")] = "127.0.0.1",

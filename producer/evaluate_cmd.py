@@ -114,7 +114,11 @@ def score_prompts(scorer: Scorer, prompts: pl.Series) -> np.ndarray:
     """Scores as the router computes them: features and o200k tokens of each prompt."""
     texts = prompts.cast(pl.String).to_list()
     features = compute_features(pl.Series("prompt", texts, dtype=pl.String))
-    return np.asarray(scorer.score(features, count_tokens(texts)), dtype=np.float64)
+    tokens = count_tokens(texts)
+    score_texts = getattr(scorer, "score_texts", None)
+    if score_texts is not None:  # the learned scorer reads the text too (n-grams)
+        return np.asarray(score_texts(texts, features, tokens), dtype=np.float64)
+    return np.asarray(scorer.score(features, tokens), dtype=np.float64)
 
 
 def write_scores(path: Path, prompt_ids: pl.Series, scores: np.ndarray) -> None:

@@ -1,0 +1,449 @@
+"""The learned scorer: hashed word/char n-grams of the prompt plus the numeric features of
+:mod:`routing.features`, into calibrated linear classifiers; saved as a safe artifact.
+
+Model. A scikit-learn ``ColumnTransformer`` turns a batch into one sparse matrix:
+
+- ``word``: ``HashingVectorizer`` word 1–2-grams (2**18 buckets) → sublinear TF-IDF;
+- ``char``: ``HashingVectorizer`` ``char_wb`` 3–5-grams (2**18 buckets) → sublinear TF-IDF;
+- ``counts``: ``log1p`` of the count features and of the input tokens, standardised;
+- ``ratio``: ``non_ascii_ratio``, standardised (both numeric blocks weighted 0.1).
+
+Hashing keeps no vocabulary, so the artifact holds only the IDF and scaler vectors and the
+coefficients. The target is ordinal, learned as cumulative binary classifiers
+``P(level > k)`` (one ``LogisticRegression`` each, made monotone in ``k``):
+
+- ``label="needs"``: the level is the index of the cheapest *adequate* model (quality ≥ the
+  best quality on that prompt − ``tolerance``), models listed cheapest first. With two models
+  that is ``y = q_strong > q_weak + tolerance``. ``score`` = P(level > 0), "needs more than
+  the cheapest tier"; :meth:`LearnedScorer.tier_probabilities` gives P(level = k).
+- ``label="win_rate"`` (two models; RouteLLM's label): the level is weak better / tie /
+  strong better, and ``score`` = P(strong better) + ½ P(tie), the strong model's win rate.
+  It ranks by expected quality gain, which is what APGR rewards (see ``docs/training.md``).
+
+Artifact. A zip holding ``model.skops`` (skops, loaded with an explicit trusted-types list,
+never pickle) and ``metadata.json`` (format, feature version, classifier version, training
+fingerprint, metrics, versions, the SHA-256 of ``model.skops``). :func:`load_scorer` checks all
+of it and raises :class:`~routing.errors.ConfigError`; it caches by path and mtime.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+import zipfile
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import numpy.typing as npt
+import polars as pl
+import scipy.sparse as sp
+import sklearn
+import skops
+import skops.io as sio
+from sklearn.calibration import CalibratedClassifierCV
+from sklearn.compose import ColumnTransformer
+from sklearn.dummy import DummyClassifier
+from sklearn.feature_extraction.text import HashingVectorizer, TfidfTransformer
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import FunctionTransformer, StandardScaler
+
+from routing.errors import ConfigError
+from routing.features import FEATURE_VERSION, FEATURES, compute_features
+
+ARTIFACT_FORMAT = "batch-router-learned-scorer/1"
+CLASSIFIER_FAMILY = "learned-1"
+COUNT_COLUMNS: tuple[str, ...] = (*(f for f in FEATURES if f != "non_ascii_ratio"), "input_tokens")
+# Types in model.skops beyond skops' defaults; anything else in a file is refused.
+TRUSTED_TYPES: tuple[str, ...] = (
+    "sklearn.calibration._CalibratedClassifier",
+    "sklearn.calibration._SigmoidCalibration",
+)
+_MODEL, _META = "model.skops", "metadata.json"
+
+Label = Literal["needs", "win_rate"]
+Calibration = Literal["none", "sigmoid", "isotonic"]
+Floats = npt.NDArray[np.float64]
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """What to learn and how; stored in the artifact's metadata."""
+
+    label: Label = "win_rate"
+    tolerance: float = 0.0  # quality within this of the best counts as adequate / a tie
+    word_features: int = 2**18
+    char_features: int = 2**18
+    numeric_weight: float = 0.1
+    c: float = 1.0  # inverse L2 strength of each LogisticRegression
+    calibration: Calibration = "none"
+    dataset_offsets: bool = True  # one intercept per training dataset (see _fit_with_offsets)
+
+
+# --- targets ---------------------------------------------------------------------------
+
+
+def levels(quality: npt.ArrayLike, label: Label = "needs", tolerance: float = 0.0) -> np.ndarray:
+    """The ordinal target per prompt from an ``(n, models)`` quality matrix, cheapest first.
+
+    ``needs``: index of the cheapest model within ``tolerance`` of the prompt's best quality.
+    ``win_rate`` (two models): 0 weak better, 1 tie (within ``tolerance``), 2 strong better.
+    """
+    q = np.asarray(quality, dtype=np.float64)
+    if q.ndim != 2 or q.shape[1] < 2:
+        raise ValueError(f"quality must be (prompts, models ≥ 2), got shape {q.shape}")
+    if label == "win_rate":
+        if q.shape[1] != 2:
+            raise ValueError("label 'win_rate' needs exactly two models (weak, strong)")
+        diff = q[:, 1] - q[:, 0]
+        return np.where(diff > tolerance, 2, np.where(diff < -tolerance, 0, 1))
+    adequate = q >= q.max(axis=1, keepdims=True) - tolerance - 1e-12
+    return np.asarray(adequate.argmax(axis=1), dtype=np.int64)
+
+
+def n_levels(n_models: int, label: Label) -> int:
+    return 3 if label == "win_rate" else n_models
+
+
+# --- the design matrix -----------------------------------------------------------------
+
+
+def _hashed(analyzer: str, ngrams: tuple[int, int], bits: int) -> Any:
+    vectorizer = HashingVectorizer(
+        analyzer=analyzer, ngram_range=ngrams, n_features=bits, alternate_sign=False, norm=None
+    )
+    return make_pipeline(vectorizer, TfidfTransformer(sublinear_tf=True))
+
+
+def _featurizer(config: TrainConfig) -> ColumnTransformer:
+    """The design matrix; a block with 0 buckets / 0 weight is left out."""
+    w = config.numeric_weight
+    counts = make_pipeline(FunctionTransformer(np.log1p), StandardScaler())
+    blocks = [
+        ("word", _hashed("word", (1, 2), config.word_features), "prompt", 1.0),
+        ("char", _hashed("char_wb", (3, 5), config.char_features), "prompt", 1.0),
+        ("counts", counts, list(COUNT_COLUMNS), w),
+        ("ratio", StandardScaler(), ["non_ascii_ratio"], w),
+    ]
+    kept = [b for b in blocks if b[3] > 0 and not (b[2] == "prompt" and _off(b[0], config))]
+    if not kept:
+        raise ValueError("TrainConfig leaves no feature block")
+    return ColumnTransformer(
+        [(name, est, cols) for name, est, cols, _ in kept],
+        transformer_weights={name: weight for name, _, _, weight in kept},
+    )
+
+
+def _off(block: str, config: TrainConfig) -> bool:
+    return (config.word_features if block == "word" else config.char_features) <= 0
+
+
+def design_frame(
+    prompts: Sequence[str | None] | pl.Series, features: pl.DataFrame, input_tokens: npt.ArrayLike
+) -> pl.DataFrame:
+    """The model's input: ``prompt``, the feature columns and ``input_tokens``, checked."""
+    text = pl.Series("prompt", prompts, dtype=pl.String).fill_null("")
+    tokens = np.asarray(input_tokens, dtype=np.float64)
+    missing = [f for f in FEATURES if f not in features.columns]
+    if missing:
+        raise ValueError(f"features frame lacks {missing} (compute it with routing.features)")
+    if not len(text) == features.height == len(tokens):
+        raise ValueError(
+            f"batch sizes differ: {len(text)} prompts, {features.height} feature rows, "
+            f"{len(tokens)} token counts"
+        )
+    return features.select(FEATURES).with_columns(text, pl.Series("input_tokens", tokens))
+
+
+# --- the scorer ------------------------------------------------------------------------
+
+
+def _positive(classifier: Any, x: Any) -> Floats:
+    """P(class 1) from a fitted binary classifier (0 or 1 if it only ever saw one class)."""
+    classes = list(classifier.classes_)
+    if 1 not in classes:
+        return np.zeros(x.shape[0])
+    proba: Floats = classifier.predict_proba(x)[:, classes.index(1)]
+    return proba
+
+
+class LearnedScorer:
+    """A trained scorer. It needs the prompt text besides the features: call
+    :meth:`score_texts`, or :meth:`score` with a ``prompt`` column in the features frame."""
+
+    def __init__(
+        self, featurizer: Any, classifiers: Sequence[Any], metadata: Mapping[str, Any]
+    ) -> None:
+        self._featurizer = featurizer
+        self._classifiers = tuple(classifiers)
+        self.metadata: dict[str, Any] = dict(metadata)
+        self.version: str = f"{CLASSIFIER_FAMILY}/{str(metadata['fingerprint'])[:8]}"
+
+    @property
+    def label(self) -> Label:
+        label: Label = self.metadata["config"]["label"]
+        return label
+
+    @property
+    def tiers(self) -> list[list[str]]:
+        """The models the tiers were learned from, cheapest first (one list per SPEC)."""
+        return [list(t) for t in self.metadata["tiers"]]
+
+    def cumulative(
+        self,
+        prompts: Sequence[str | None] | pl.Series,
+        features: pl.DataFrame,
+        input_tokens: npt.ArrayLike,
+    ) -> Floats:
+        """``(n, levels - 1)``: P(level > k), non-increasing in k."""
+        frame = design_frame(prompts, features, input_tokens)
+        if frame.height == 0:
+            return np.zeros((0, len(self._classifiers)))
+        x = self._featurizer.transform(frame)
+        p = np.column_stack([_positive(c, x) for c in self._classifiers])
+        out: Floats = np.minimum.accumulate(p, axis=1)
+        return out
+
+    def score_texts(
+        self,
+        prompts: Sequence[str | None] | pl.Series,
+        features: pl.DataFrame,
+        input_tokens: npt.ArrayLike,
+    ) -> Floats:
+        """P(the prompt needs more than the cheapest tier) (``needs``), or the strong model's
+        win rate (``win_rate``), one per prompt, in [0, 1]."""
+        cum = self.cumulative(prompts, features, input_tokens)
+        out: Floats = cum.mean(axis=1) if self.label == "win_rate" else cum[:, 0]
+        return out
+
+    def score(self, features: pl.DataFrame, input_tokens: np.ndarray) -> Floats:
+        """The :class:`~routing.classify.Scorer` Protocol; ``features`` must carry ``prompt``."""
+        if "prompt" not in features.columns:
+            raise ConfigError(
+                "the learned scorer needs the prompt text: add a 'prompt' column to the "
+                "features frame, or call score_texts(prompts, features, input_tokens)"
+            )
+        return self.score_texts(features.get_column("prompt"), features, input_tokens)
+
+    def tier_probabilities(
+        self,
+        prompts: Sequence[str | None] | pl.Series,
+        features: pl.DataFrame,
+        input_tokens: npt.ArrayLike,
+    ) -> Floats:
+        """``(n, tiers)``: P(the cheapest adequate tier is k). With ``win_rate`` the two
+        columns are P(weak adequate) and P(strong strictly better)."""
+        cum = self.cumulative(prompts, features, input_tokens)
+        if self.label == "win_rate":
+            cum = cum[:, 1:]
+        n = cum.shape[0]
+        upper = np.column_stack([np.ones(n), cum])
+        lower = np.column_stack([cum, np.zeros(n)])
+        out: Floats = upper - lower
+        return out
+
+    def with_metadata(self, **extra: Any) -> LearnedScorer:
+        """The same model with metadata entries added or replaced (e.g. metrics)."""
+        return LearnedScorer(self._featurizer, self._classifiers, {**self.metadata, **extra})
+
+    def parts(self) -> dict[str, Any]:
+        """The scikit-learn objects, as saved in ``model.skops``."""
+        return {"featurizer": self._featurizer, "classifiers": list(self._classifiers)}
+
+
+# --- training --------------------------------------------------------------------------
+
+
+def _classifier(config: TrainConfig, y: np.ndarray) -> Any:
+    if len(np.unique(y)) < 2:
+        return DummyClassifier(strategy="prior")
+    lr = LogisticRegression(C=config.c, solver="liblinear")
+    if config.calibration == "none" or np.bincount(y).min() < 3:
+        return lr
+    return CalibratedClassifierCV(lr, method=config.calibration, cv=3, ensemble=False)
+
+
+_OFFSET_SCALE = 10.0  # large, so the L2 penalty barely touches the per-dataset intercepts
+
+
+def _fit_with_offsets(
+    config: TrainConfig, x: Any, y: np.ndarray, weight: Floats, groups: np.ndarray
+) -> LogisticRegression:
+    """A logistic regression with its own intercept per training dataset.
+
+    Datasets differ in base rate (MMLU needs the strong model for 18 % of prompts, the
+    arena set for 58 %) and in style, so a pooled model learns "looks like dataset X" as a
+    proxy for the label, which is useless on a new distribution. One-hot dataset columns
+    absorb the base rates; they are then folded into a single intercept (their weighted
+    mean), so a prompt from an unseen distribution is scored as from an average dataset.
+    """
+    ids, inverse = np.unique(groups, return_inverse=True)
+    n, d = x.shape
+    onehot = sp.csr_matrix(
+        (np.full(n, _OFFSET_SCALE), (np.arange(n), inverse)), shape=(n, len(ids))
+    )
+    lr = LogisticRegression(C=config.c, solver="liblinear")
+    lr.fit(sp.hstack([x, onehot]).tocsr(), y, sample_weight=weight)
+    offsets = lr.coef_[0, d:] * _OFFSET_SCALE
+    lr.intercept_ = lr.intercept_ + np.average(offsets, weights=np.bincount(inverse, weight))
+    lr.coef_ = lr.coef_[:, :d].copy()
+    lr.n_features_in_ = d
+    return lr
+
+
+def _fit_one(config: TrainConfig, x: Any, y: np.ndarray, weight: Floats, groups: np.ndarray) -> Any:
+    if config.dataset_offsets and len(np.unique(groups)) > 1 and len(np.unique(y)) > 1:
+        return _fit_with_offsets(config, x, y, weight, groups)
+    return _classifier(config, y).fit(x, y, sample_weight=weight)
+
+
+def data_fingerprint(
+    prompts: Sequence[str], quality: npt.ArrayLike, weight: npt.ArrayLike | None = None
+) -> str:
+    """SHA-256 over the training rows (text, qualities, weights), order included."""
+    h = hashlib.sha256()
+    for text in prompts:
+        h.update(text.encode("utf-8", "surrogatepass") + b"\x1e")
+    h.update(np.ascontiguousarray(quality, dtype=np.float64).tobytes())
+    if weight is not None:
+        h.update(np.ascontiguousarray(weight, dtype=np.float64).tobytes())
+    return h.hexdigest()
+
+
+def fit_scorer(
+    prompts: Sequence[str],
+    input_tokens: npt.ArrayLike,
+    quality: npt.ArrayLike,
+    *,
+    config: TrainConfig | None = None,
+    sample_weight: npt.ArrayLike | None = None,
+    groups: npt.ArrayLike | None = None,
+    tiers: Sequence[Sequence[str]] = (),
+    fingerprint: str | None = None,
+) -> LearnedScorer:
+    """Train on ``quality`` — ``(n, models)``, the models cheapest first — for ``prompts``.
+
+    ``groups`` names each row's dataset (for ``dataset_offsets``); ``sample_weight`` weighs
+    rows (e.g. user feedback). Calibration applies only without dataset offsets.
+    """
+    config = config or TrainConfig()
+    q = np.asarray(quality, dtype=np.float64)
+    target = levels(q, config.label, config.tolerance)
+    weight = (
+        np.ones(len(q)) if sample_weight is None else np.asarray(sample_weight, dtype=np.float64)
+    )
+    group = np.zeros(len(q), dtype=np.int64) if groups is None else np.asarray(groups)
+    texts = pl.Series("prompt", prompts, dtype=pl.String).fill_null("")
+    frame = design_frame(texts, compute_features(texts), input_tokens)
+    featurizer = _featurizer(config)
+    x = featurizer.fit_transform(frame)
+    classifiers = []
+    for k in range(n_levels(q.shape[1], config.label) - 1):
+        y = (target > k).astype(np.int64)
+        classifiers.append(_fit_one(config, x, y, weight, group))
+    metadata = {
+        "format": ARTIFACT_FORMAT,
+        "feature_version": FEATURE_VERSION,
+        "fingerprint": fingerprint or data_fingerprint(texts.to_list(), q, weight),
+        "config": asdict(config),
+        "tiers": [list(t) for t in tiers],
+        "rows": int(q.shape[0]),
+        "sklearn_version": sklearn.__version__,
+        "skops_version": skops.__version__,
+    }
+    return LearnedScorer(featurizer, classifiers, metadata)
+
+
+# --- the artifact ----------------------------------------------------------------------
+
+
+def save_scorer(scorer: LearnedScorer, path: str | os.PathLike[str]) -> None:
+    """Write the artifact atomically: a zip of ``model.skops`` and ``metadata.json``."""
+    model = sio.dumps(scorer.parts(), compression=zipfile.ZIP_DEFLATED)
+    meta = {**scorer.metadata, "classifier_version": scorer.version}
+    meta["model_sha256"] = hashlib.sha256(model).hexdigest()
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as raw, zipfile.ZipFile(raw, "w") as zf:
+            zf.writestr(_META, json.dumps(meta, indent=2, sort_keys=True, default=str))
+            zf.writestr(_MODEL, model)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def load_scorer(path: str | os.PathLike[str]) -> LearnedScorer:
+    """Load an artifact once per process (cached by path, mtime and size).
+
+    Raises :class:`ConfigError` when the file is missing, not an artifact, altered (its
+    model hash differs), holds types outside :data:`TRUSTED_TYPES`, or was trained on
+    another feature version than :data:`routing.features.FEATURE_VERSION`.
+    """
+    p = Path(path).resolve()
+    try:
+        st = p.stat()
+    except OSError as exc:
+        raise ConfigError(f"learned scorer {path}: cannot read ({exc.strerror})") from exc
+    return _load(str(p), st.st_mtime_ns, st.st_size)
+
+
+@lru_cache(maxsize=8)
+def _load(path: str, mtime_ns: int, size: int) -> LearnedScorer:
+    meta, model = _read_zip(path)
+    _check_metadata(path, meta, model)
+    untrusted = [t for t in sio.get_untrusted_types(data=model) if t not in TRUSTED_TYPES]
+    if untrusted:
+        raise ConfigError(f"learned scorer {path}: refusing untrusted types {untrusted}")
+    try:
+        parts = sio.loads(model, trusted=list(TRUSTED_TYPES))
+        return LearnedScorer(parts["featurizer"], parts["classifiers"], meta)
+    except Exception as exc:  # a trust boundary: any failure is a bad artifact
+        raise ConfigError(f"learned scorer {path}: cannot load the model ({exc})") from exc
+
+
+def _read_zip(path: str) -> tuple[dict[str, Any], bytes]:
+    try:
+        with zipfile.ZipFile(path) as zf:
+            meta = json.loads(zf.read(_META))
+            model = zf.read(_MODEL)
+    except (zipfile.BadZipFile, KeyError, ValueError, OSError) as exc:
+        raise ConfigError(f"learned scorer {path}: not a valid artifact ({exc})") from exc
+    if not isinstance(meta, dict):
+        raise ConfigError(f"learned scorer {path}: metadata.json is not an object")
+    return meta, model
+
+
+def _check_metadata(path: str, meta: Mapping[str, Any], model: bytes) -> None:
+    if meta.get("format") != ARTIFACT_FORMAT:
+        raise ConfigError(f"learned scorer {path}: unknown format {meta.get('format')!r}")
+    if meta.get("model_sha256") != hashlib.sha256(model).hexdigest():
+        raise ConfigError(f"learned scorer {path}: model.skops does not match its checksum")
+    if meta.get("feature_version") != FEATURE_VERSION:
+        raise ConfigError(
+            f"learned scorer {path}: trained on features {meta.get('feature_version')!r}, "
+            f"this build computes {FEATURE_VERSION!r}; retrain it (batch-router train)"
+        )
+    if "fingerprint" not in meta or "config" not in meta:
+        raise ConfigError(f"learned scorer {path}: metadata lacks fingerprint/config")
+
+
+__all__ = [
+    "TRUSTED_TYPES",
+    "LearnedScorer",
+    "TrainConfig",
+    "data_fingerprint",
+    "fit_scorer",
+    "levels",
+    "load_scorer",
+    "save_scorer",
+]

@@ -1,0 +1,149 @@
+"""``run_train`` (the body of ``batch-router train``): specs, feedback, metrics, the artifact."""
+
+from __future__ import annotations
+
+import json
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+from rich.console import Console
+
+from producer.train_cmd import load_feedback, parse_spec, run_train
+from routing.errors import InputError
+from routing.features import FEATURE_VERSION, compute_features
+from routing.learned import load_scorer
+
+LABELS = Path(__file__).resolve().parents[3] / "shared" / "data" / "labels"
+WEAK, STRONG = "mixtral-8x7b-instruct-v0.1", "gpt-4-1106-preview"
+
+
+def quiet() -> Console:
+    return Console(file=open("/dev/null", "w"), width=150)
+
+
+def write_labels(path: Path, dataset: str, n: int = 40, seed: int = 0) -> Path:
+    """A small long-format labels file: 'hard' prompts need the strong model."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for i in range(n):
+        hard = i % 2 == 1
+        text = (
+            f"prove the {dataset} theorem {i} and derive every step of the integral"
+            if hard
+            else f"what is the capital of country {i} in {dataset}?"
+        )
+        q_weak = 0.0 if hard and rng.random() < 0.9 else 1.0
+        for model, q, price in ((WEAK, q_weak, 1e-6), ("strong-x", 1.0, 1e-5)):
+            rows.append(
+                {
+                    "dataset": dataset,
+                    "prompt_id": f"{dataset}-{i}",
+                    "prompt": text,
+                    "kind": "synthetic",
+                    "model": model,
+                    "quality": q,
+                    "input_tokens": 12,
+                    "output_tokens": 5,
+                    "cost_usd": 17 * price,
+                }
+            )
+    pl.DataFrame(rows).write_parquet(path)
+    return path
+
+
+def test_parse_spec_errors(tmp_path: Path) -> None:
+    f = write_labels(tmp_path / "a.parquet", "a")
+    assert parse_spec(f"{f}:{WEAK},strong-x").models == (WEAK, "strong-x")
+    for bad, message in (
+        (str(f), "expected PATH:weak,strong"),
+        (f"{f}:{WEAK}", "at least 2 models"),
+        (f"{f}:{WEAK},{WEAK}", "listed twice"),
+        (f"{tmp_path}/missing.parquet:{WEAK},strong-x", "no such file"),
+        (f":{WEAK},strong-x", "expected PATH"),
+    ):
+        with pytest.raises(InputError, match=message):
+            parse_spec(bad)
+
+
+def test_unknown_models_list_the_models_present(tmp_path: Path) -> None:
+    f = write_labels(tmp_path / "a.parquet", "a")
+    with pytest.raises(InputError, match=r"unknown model\(s\) \['gpt-5'\].*strong-x"):
+        run_train([f"{f}:{WEAK},gpt-5"], tmp_path / "m.zip", [], 1.0, 3, quiet())
+    other = tmp_path / "other.parquet"
+    pl.read_parquet(f).with_columns(pl.col("model").str.replace("strong-x", "else")).write_parquet(
+        other
+    )
+    with pytest.raises(InputError, match="name them"):
+        load_feedback(other, [parse_spec(f"{f}:{WEAK},strong-x")])
+
+
+def test_bad_options(tmp_path: Path) -> None:
+    f = write_labels(tmp_path / "a.parquet", "a")
+    spec = f"{f}:{WEAK},strong-x"
+    with pytest.raises(InputError, match="folds"):
+        run_train([spec], tmp_path / "m.zip", [], 1.0, 1, quiet())
+    with pytest.raises(InputError, match="feedback-weight"):
+        run_train([spec], tmp_path / "m.zip", [], 0.0, 3, quiet())
+    with pytest.raises(InputError, match="SPEC"):
+        run_train([], tmp_path / "m.zip", [], 1.0, 3, quiet())
+    bad = tmp_path / "bad.parquet"
+    pl.DataFrame({"prompt": ["x"]}).write_parquet(bad)
+    with pytest.raises(InputError, match="missing column"):
+        run_train([f"{bad}:a,b"], tmp_path / "m.zip", [], 1.0, 3, quiet())
+
+
+def test_two_specs_leave_one_out_and_feedback_changes_the_model(tmp_path: Path) -> None:
+    a = write_labels(tmp_path / "a.parquet", "alpha")
+    b = write_labels(tmp_path / "b.parquet", "beta", seed=1)
+    fb = write_labels(tmp_path / "fb.parquet", "gamma", n=20, seed=2)
+    specs = [f"{a}:{WEAK},strong-x", f"{b}:{WEAK},strong-x"]
+    plain = run_train(specs, tmp_path / "plain.zip", [], 1.0, 3, quiet())
+    fed = run_train(specs, tmp_path / "fed.zip", [fb], 5.0, 3, quiet())
+    assert set(plain["metrics"]["cv"]) == {"alpha", "beta"}
+    assert set(plain["metrics"]["leave_one_out"]) == {"alpha", "beta"}
+    assert fed["feedback"] == [{"file": str(fb), "prompts": 20, "weight": 5.0}]
+    assert fed["fingerprint"] != plain["fingerprint"]
+    probe = ["prove the gamma theorem 3 and derive every step of the integral"]
+    feats = compute_features(pl.Series("prompt", probe))
+    s_plain = load_scorer(tmp_path / "plain.zip").score_texts(probe, feats, [12])
+    s_fed = load_scorer(tmp_path / "fed.zip").score_texts(probe, feats, [12])
+    assert not np.allclose(s_plain, s_fed)
+
+
+def test_feedback_with_named_models(tmp_path: Path) -> None:
+    a = write_labels(tmp_path / "a.parquet", "alpha")
+    fb = write_labels(tmp_path / "fb.parquet", "gamma", n=12)
+    pl.read_parquet(fb).with_columns(pl.col("model").str.replace("strong-x", "big")).write_parquet(
+        fb
+    )
+    out = run_train(
+        [f"{a}:{WEAK},strong-x"], tmp_path / "m.zip", [Path(f"{fb}:{WEAK},big")], 2.0, 3, quiet()
+    )
+    assert out["feedback"][0]["prompts"] == 12
+    assert out["tiers"] == [[WEAK, "strong-x"], [WEAK, "big"]]
+
+
+def test_gsm8k_subsample_writes_an_artifact(tmp_path: Path) -> None:
+    source = LABELS / "gsm8k.parquet"
+    if not source.is_file():
+        pytest.skip(f"shared labels not found at {LABELS} (shared data not mounted)")
+    ids = pl.read_parquet(source, columns=["prompt_id"]).unique().sort("prompt_id").head(160)
+    sample = tmp_path / "gsm8k-small.parquet"
+    pl.read_parquet(source).join(ids, on="prompt_id").write_parquet(sample)
+    out_path = tmp_path / "models" / "router.zip"
+    meta = run_train([f"{sample}:{WEAK},{STRONG}"], out_path, [], 1.0, 3, quiet())
+    assert out_path.is_file()
+    with zipfile.ZipFile(out_path) as zf:
+        stored = json.loads(zf.read("metadata.json"))
+    assert stored["feature_version"] == FEATURE_VERSION
+    assert stored["classifier_version"] == f"learned-1/{stored['fingerprint'][:8]}"
+    assert len(stored["fingerprint"]) == 64 and stored["created_at"]
+    assert stored["sklearn_version"] and stored["datasets"] == {"gsm8k": 160}
+    cv = stored["metrics"]["cv"]["gsm8k"]
+    assert cv["prompts"] == 160 and 0.0 <= cv["auc"] <= 1.0
+    assert cv["apgr"] is None or isinstance(cv["apgr"], float)
+    assert meta["fingerprint"] == stored["fingerprint"]
+    assert load_scorer(out_path).version == stored["classifier_version"]
