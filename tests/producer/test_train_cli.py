@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import zipfile
 from pathlib import Path
@@ -21,7 +22,7 @@ WEAK, STRONG = "mixtral-8x7b-instruct-v0.1", "gpt-4-1106-preview"
 
 
 def quiet() -> Console:
-    return Console(file=open("/dev/null", "w"), width=150)
+    return Console(file=io.StringIO(), width=150)
 
 
 def write_labels(path: Path, dataset: str, n: int = 40, seed: int = 0) -> Path:
