@@ -32,6 +32,28 @@ def _sim_stats(sim_url: str) -> dict[str, int]:
         return dict(json.load(r))
 
 
+def _submit(
+    bucket: str, job_id: str, env: dict[str, str], *extra: str, timeout: float
+) -> subprocess.CompletedProcess[str]:
+    """`batch-router submit s3://BUCKET/in/ --output s3://BUCKET/out/ --wait` as a user runs it."""
+    cmd = [
+        sys.executable,
+        "-m",
+        "producer",
+        "submit",
+        f"s3://{bucket}/in/",
+        "--output",
+        f"s3://{bucket}/out/",
+        "--job-id",
+        job_id,
+        *extra,
+        "--wait",
+    ]
+    return subprocess.run(
+        cmd, env={**os.environ, **env}, capture_output=True, text=True, timeout=timeout
+    )
+
+
 def _input_table(corpus: Path) -> tuple[pa.Table, int]:
     """6,000 rows: 5,400 distinct real prompts + 600 deliberate duplicates placed in the
     same 1,000-row group as their original; two rows with an empty prompt."""
@@ -78,26 +100,7 @@ def test_distributed_job_end_to_end(
     before = _sim_stats(sim_url)
 
     job_id = "e2e-distributed"
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "producer",
-            "submit",
-            f"s3://{bucket}/in/",
-            "--output",
-            f"s3://{bucket}/out/",
-            "--job-id",
-            job_id,
-            "--tenant",
-            "acme",
-            "--wait",
-        ],
-        env={**os.environ, **fleet_env},
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    proc = _submit(bucket, job_id, fleet_env, "--tenant", "acme", timeout=600)
     assert proc.returncode == 0, (
         proc.stdout + proc.stderr + "".join(p.log_tail() for p in fleet.values())
     )
@@ -159,24 +162,7 @@ def test_distributed_job_of_zero_rows_finishes(
     services.s3_client(fleet_env["BATCH_ROUTER_S3__ENDPOINT_URL"]).upload_file(
         str(local), bucket, "in/empty.parquet"
     )
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "producer",
-            "submit",
-            f"s3://{bucket}/in/",
-            "--output",
-            f"s3://{bucket}/out/",
-            "--job-id",
-            "e2e-empty",
-            "--wait",
-        ],
-        env={**os.environ, **fleet_env},
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    proc = _submit(bucket, "e2e-empty", fleet_env, timeout=120)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     client = services.s3_client(fleet_env["BATCH_ROUTER_S3__ENDPOINT_URL"])
     body = client.get_object(Bucket=bucket, Key="out/job_id=e2e-empty/manifest.json")["Body"]
