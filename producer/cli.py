@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, cast
 
 import typer
 from pydantic import ValidationError
@@ -266,6 +266,72 @@ def eval_(
     from producer.evaluate_cmd import run_eval
 
     run_eval(labels, weak, strong, router, as_json, scores_out, html, console, share=share)
+
+
+@app.command()
+def calibrate(
+    ctx: typer.Context,
+    labels: Annotated[
+        Path,
+        typer.Argument(
+            metavar="LABELS", help="labels Parquet (long: prompt_id, prompt, model, quality…)"
+        ),
+    ],
+    model: Annotated[
+        list[str],
+        typer.Option(
+            "--model",
+            help="TIER=MODEL: the labelled model standing for a policy tier (one per tier)",
+        ),
+    ],
+    policy_path: PolicyOpt = None,
+    router: Annotated[
+        str | None,
+        typer.Option(help="`heuristic` or a trained model file (default: the policy's)"),
+    ] = None,
+    max_top_share: Annotated[
+        float | None,
+        typer.Option(help="target: at most this fraction of prompts to the last tier"),
+    ] = None,
+    min_quality: Annotated[
+        float | None,
+        typer.Option(help="target: keep this fraction of the last tier's quality (0.95)"),
+    ] = None,
+    max_cost_per_1k: Annotated[
+        float | None, typer.Option(help="target: at most this many USD per 1,000 prompts")
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="write the calibrated policy YAML here (normalised)")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
+) -> None:
+    """Choose the policy's score thresholds on labelled prompts for one target.
+
+    Each tier is represented by a labelled model (`--model TIER=MODEL`); cost uses the
+    policy's prices and the labelled token counts. Prints the tier shares, quality
+    retained and cost per 1,000 prompts before and after.
+
+    Example: `batch-router calibrate ../shared/data/labels/arena_bench_v1.parquet --model
+    fast=Mistral-7B-Instruct-v0.1 --model balanced=Mixtral-8x7B-Instruct-v0.1 --model
+    expert=gpt-4-turbo --min-quality 0.95 --out calibrated.yaml`
+    """
+    targets = {
+        "max_top_share": max_top_share,
+        "min_quality": min_quality,
+        "max_cost_per_1k": max_cost_per_1k,
+    }
+    chosen = {k: v for k, v in targets.items() if v is not None}
+    if len(chosen) != 1:
+        raise typer.BadParameter(
+            "give exactly one of --max-top-share, --min-quality, --max-cost-per-1k",
+            param_hint="target",
+        )
+    from producer.calibrate_cmd import run_calibrate
+    from routing.calibrate import Target
+
+    ((name, value),) = chosen.items()
+    policy = _policy(_settings(ctx), policy_path)
+    run_calibrate(labels, policy, model, router, cast(Target, name), value, out, as_json, console)
 
 
 @app.command()

@@ -13,6 +13,7 @@ from routing.plan import FileInfo, JobContext, JobPlan, plan_chunks
 from routing.policy import Policy
 from routing.validate import check_schema
 from workers import layout
+from workers.classifier import read_classifier
 from workers.storage import Storage
 
 
@@ -60,11 +61,16 @@ def build_plan(
     job_id: str | None = None,
     tenant: str | None = None,
 ) -> JobPlan:
-    """Plan the job and write ``_job/plan.json`` and ``_job/policy.yaml`` under its root."""
+    """Plan the job and write ``_job/plan.json``, ``_job/policy.yaml`` and, for a learned
+    classifier, ``_job/classifier.zip`` under its root."""
     job_id = job_id or new_job_id()
     root = layout.job_root(output_root, job_id)
     files = read_footers(storage, input_uri)
     chunks = plan_chunks(files, rows_per_chunk)
+    model = None
+    if policy.classifier.kind == "learned":
+        assert policy.classifier.path is not None  # the policy validator guarantees it
+        model, _ = read_classifier(storage, policy.classifier.path)  # fails fast if unusable
     ctx = JobContext(
         job_id=job_id,
         job_root=root,
@@ -72,6 +78,7 @@ def build_plan(
         policy_uri=layout.policy(root),
         policy_version=policy.version,
         total_chunks=len(chunks),
+        classifier_uri=layout.classifier(root) if model is not None else None,
     )
     plan = JobPlan(
         context=ctx,
@@ -81,6 +88,8 @@ def build_plan(
         rows_total=sum(f.rows for f in files),
         created_at=datetime.now(UTC).isoformat(timespec="seconds"),
     )
+    if model is not None:
+        storage.write_bytes(layout.classifier(root), model)
     storage.write_bytes(layout.policy(root), policy.to_yaml().encode())
     storage.write_bytes(layout.plan(root), json.dumps(plan.model_dump(mode="json")).encode())
     return plan

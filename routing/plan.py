@@ -42,6 +42,7 @@ class JobContext(_Frozen):
     policy_uri: str
     policy_version: str
     total_chunks: int
+    classifier_uri: str | None = None  # the job's copy of a learned router (else heuristic)
 
 
 class JobPlan(_Frozen):

@@ -14,6 +14,7 @@ from decimal import Decimal
 from importlib import resources
 from itertools import pairwise
 from pathlib import Path
+from typing import Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -87,6 +88,24 @@ class LimitsSpec(_Frozen):
     max_prompt_chars: int = Field(200_000, gt=0)
 
 
+class ClassifierSpec(_Frozen):
+    """Which scorer computes ``complexity_score``: the built-in heuristic (no training), or
+    a router trained by ``batch-router train`` (``path``: a local file or an ``s3://`` URI;
+    a relative path is relative to the policy file). The producer copies the model into
+    the job at submit time, so a job is scored by one model from start to finish."""
+
+    kind: Literal["heuristic", "learned"] = "heuristic"
+    path: str | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> ClassifierSpec:
+        if self.kind == "learned" and not self.path:
+            raise ValueError("a learned classifier needs `path` (a file from batch-router train)")
+        if self.kind == "heuristic" and self.path:
+            raise ValueError("the heuristic classifier takes no `path`; use kind: learned")
+        return self
+
+
 class Policy(_Frozen):
     """A whole routing policy. Tiers are ordered cheapest first."""
 
@@ -98,6 +117,7 @@ class Policy(_Frozen):
     rules: tuple[RuleSpec, ...] = ()
     entitlements: EntitlementsSpec = EntitlementsSpec()
     pii: PiiSpec = PiiSpec()
+    classifier: ClassifierSpec = ClassifierSpec()
 
     @model_validator(mode="after")
     def _check(self) -> Policy:
@@ -192,4 +212,11 @@ def load_policy(path: str | Path | None = None) -> Policy:
     p = Path(path)
     if not p.is_file():
         raise PolicyError(f"policy file not found: {p}")
-    return parse_policy(p.read_text(), str(p))
+    policy = parse_policy(p.read_text(), str(p))
+    model = policy.classifier.path
+    if model and "://" not in model and not Path(model).is_absolute():
+        resolved = str((p.parent / model).resolve())
+        policy = policy.model_copy(
+            update={"classifier": policy.classifier.model_copy(update={"path": resolved})}
+        )
+    return policy

@@ -92,8 +92,9 @@ def route_batch(table: pa.Table, policy: Policy, scorer: Scorer) -> pa.Table:
         else [None] * len(prompts)
     )
     tokens = count_tokens(prompts) + count_tokens(systems)
-    features = compute_features(pl.Series("prompt", prompts, dtype=pl.String))
-    scores = scorer.score(features, tokens)
+    text = pl.Series("prompt", prompts, dtype=pl.String)
+    # The frame carries the text too: a learned scorer reads it (n-grams).
+    scores = scorer.score(compute_features(text).with_columns(text), tokens)
     tiers, reasons, rejected, pii = _decide(table, prompts, tokens, scores, policy)
     marks = mark_duplicates(
         pl.DataFrame(

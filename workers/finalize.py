@@ -129,7 +129,9 @@ def finalize(rt: Runtime, ctx: JobContext) -> dict[str, Any]:
     summary = cost_summary(table, ctx.job_id)
     storage.write_parquet(layout.cost_summary(root), summary)
     manifest = build_manifest(ctx, plan, parts, table, summary)
-    manifest["tiers"] = list(rt.policy(ctx).tier_names)
+    policy = rt.policy(ctx)
+    manifest["tiers"] = list(policy.tier_names)
+    manifest["classifier_version"] = rt.scorer_for(ctx, policy).version
     storage.write_bytes(layout.manifest(root), json.dumps(manifest, indent=2).encode())
     if not manifest["complete"]:
         rt.tracker.set_state(ctx.job_id, "failed", error="row count out != row count in")

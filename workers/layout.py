@@ -17,6 +17,10 @@ def policy(root: str) -> str:
     return join(root, "_job", "policy.yaml")
 
 
+def classifier(root: str) -> str:
+    return join(root, "_job", "classifier.zip")
+
+
 def staged_batch(root: str, chunk: int, tier: str) -> str:
     return join(root, "_staging", "routed", f"c{chunk:06d}-{tier}.parquet")
 

@@ -20,7 +20,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from routing import results
-from routing.classify import HeuristicScorer, Scorer
+from routing.classify import Scorer
 from routing.cost import ZERO, call_cost
 from routing.errors import PolicyError
 from routing.plan import ChunkRef, JobContext
@@ -28,6 +28,7 @@ from routing.policy import Policy, TierSpec, parse_policy
 from routing.router import REJECTED_REASON, route_batch
 from routing.validate import check_schema, conform, row_rejections
 from workers import layout
+from workers.classifier import job_scorer
 from workers.jobstate import JobTracker
 from workers.provider import ChatRequest, Completion, RealtimeExecutor, TierExecutor
 from workers.settings import Settings
@@ -51,9 +52,19 @@ class Runtime:
     settings: Settings
     storage: Storage
     tracker: JobTracker
-    scorer: Scorer = field(default_factory=HeuristicScorer)
+    scorer: Scorer | None = None  # overrides the policy's classifier (tests, benchmarks)
     executor_factory: Callable[[Policy, TierSpec, Settings], TierExecutor] | None = None
     _policies: dict[str, Policy] = field(default_factory=dict)
+    _scorers: dict[str, Scorer] = field(default_factory=dict)
+
+    def scorer_for(self, ctx: JobContext, policy: Policy) -> Scorer:
+        """The job's scorer, loaded once per process (a job's model copy never changes)."""
+        if self.scorer is not None:
+            return self.scorer
+        key = ctx.classifier_uri or policy.classifier.kind
+        if key not in self._scorers:
+            self._scorers[key] = job_scorer(self.storage, ctx, policy)
+        return self._scorers[key]
 
     def policy(self, ctx: JobContext) -> Policy:
         """The job's policy, read once per process from the copy stored with the job."""
@@ -111,7 +122,7 @@ def ingest(rt: Runtime, ctx: JobContext, chunk: ChunkRef, sink: Sink) -> None:
     table = _with_tenant(table, ctx.tenant)
     valid = pc.is_null(reasons)
     bad, bad_reasons = table.filter(pc.invert(valid)), reasons.filter(pc.invert(valid))
-    routed = route_batch(table.filter(valid), policy, rt.scorer)
+    routed = route_batch(table.filter(valid), policy, rt.scorer_for(ctx, policy))
     routable = pc.not_equal(routed.column("tier"), "")
     unroutable = routed.filter(pc.invert(routable))
     routed = routed.filter(routable)
