@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Annotated, cast
+from typing import Annotated, Any, cast
 
 import typer
 from pydantic import ValidationError
@@ -182,8 +182,9 @@ def status(
     if not ids and not as_json:
         console.print("no jobs yet (`batch-router submit INPUT --output OUT` starts one)")
         return
-    table = Table("job", "state", "chunks", "rows done", "by status", "cost so far")
-    rows = []
+    table = Table("job", "state", "chunks", "rows done", "by status", "cost so far", "dead letters")
+    rows: list[dict[str, Any]] = []
+    dead_letters: dict[str, list[dict[str, Any]]] = {}
     for jid in ids:
         st = jobs.status(jid)
         if st is None:
@@ -200,6 +201,7 @@ def status(
                 "rows_total": st.rows_total,
                 "rows_by_status": st.rows_by_status,
                 "cost_usd": st.cost_usd,
+                "dead_letters": dead_letters.setdefault(jid, jobs.dead_letters(jid)),
             }
         )
         table.add_row(
@@ -209,11 +211,19 @@ def status(
             f"{st.rows_done:,}/{st.rows_total:,}",
             ", ".join(f"{k} {v:,}" for k, v in sorted(st.rows_by_status.items())),
             f"${st.cost_usd:,.4f}",
+            str(len(dead_letters[jid])),
         )
     if as_json:
         console.print_json(json.dumps(rows))
     else:
         console.print(table)
+        for jid, letters in dead_letters.items():
+            for dead in letters[-5:]:
+                console.print(
+                    f"[red]dead letter[/] {jid} {dead['task']} chunk {dead['chunk']}"
+                    f"{' ' + dead['tier'] if dead.get('tier') else ''}: {escape(dead['error'])}"
+                    " (`batch-router reconcile` re-enqueues it)"
+                )
 
 
 @app.command()
@@ -266,6 +276,39 @@ def eval_(
     from producer.evaluate_cmd import run_eval
 
     run_eval(labels, weak, strong, router, as_json, scores_out, html, console, share=share)
+
+
+@app.command()
+def reconcile(
+    ctx: typer.Context,
+    path: Annotated[
+        str,
+        typer.Argument(metavar="PATH", help="the job folder (…/job_id=ID) in the object store"),
+    ],
+    as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
+) -> None:
+    """Resume a job whose Redis state or messages were lost: rebuild its progress from the
+    object store and re-enqueue only the missing chunks and tier batches.
+
+    Example: `batch-router reconcile s3://bucket/out/job_id=20261128T021500Z-3fa2c1`
+    """
+    settings = _settings(ctx)
+    if not settings.distributed:
+        raise ConfigError("reconcile needs the fleet: set BATCH_ROUTER_BROKER_URL=redis://…")
+    from producer.submit import reconcile as run_reconcile
+
+    result = run_reconcile(settings, path.rstrip("/"))
+    if as_json:
+        console.print_json(json.dumps(result.to_dict()))
+        return
+    console.print(
+        f"job {result.job_id}: {result.state} — {result.chunks_complete}/{result.chunks_total} "
+        f"chunks complete" + (", state rebuilt from the object store" if result.registered else "")
+    )
+    for chunk in result.reingested:
+        console.print(f"  chunk {chunk}: ingest again")
+    for chunk, parts in result.parts_resent.items():
+        console.print(f"  chunk {chunk}: dispatch again {', '.join(parts)}")
 
 
 @app.command()

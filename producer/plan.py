@@ -79,13 +79,14 @@ def build_plan(
         policy_version=policy.version,
         total_chunks=len(chunks),
         classifier_uri=layout.classifier(root) if model is not None else None,
+        rows_total=sum(f.rows for f in files),
     )
     plan = JobPlan(
         context=ctx,
         input_uri=input_uri,
         files=tuple(files),
         chunks=tuple(chunks),
-        rows_total=sum(f.rows for f in files),
+        rows_total=ctx.rows_total,
         created_at=datetime.now(UTC).isoformat(timespec="seconds"),
     )
     if model is not None:

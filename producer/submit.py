@@ -6,9 +6,10 @@ import time
 from collections.abc import Callable
 
 from routing.errors import ConfigError
-from routing.plan import JobPlan
+from routing.plan import ChunkRef, JobContext, JobPlan
 from workers.app import FINALIZE_QUEUE, INGEST_QUEUE, make_app
 from workers.jobstate import JobStatus, RedisJobTracker
+from workers.reconcile import Reconciled
 from workers.settings import Settings
 
 FINAL_STATES = ("succeeded", "failed")
@@ -67,3 +68,28 @@ def wait(
         if deadline is not None and time.monotonic() > deadline:
             raise TimeoutError(f"job {job_id} not finished after {timeout_s} s")
         time.sleep(poll_s)
+
+
+class SendSink:
+    """Sends ``ingest`` / ``finalize`` messages by task name (the producer does not import
+    the worker tasks)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._app = make_app(settings)
+
+    def ingest(self, ctx: JobContext, chunk: ChunkRef, only: list[str] | None) -> None:
+        args = [ctx.model_dump(), chunk.model_dump(), only]
+        self._app.send_task("ingest", args=args, queue=INGEST_QUEUE)
+
+    def finalize(self, ctx: JobContext) -> None:
+        self._app.send_task("finalize", args=[ctx.model_dump()], queue=FINALIZE_QUEUE)
+
+
+def reconcile(settings: Settings, job_root: str) -> Reconciled:
+    """Rebuild a job's Redis state from the object store and re-enqueue what is missing."""
+    from workers.reconcile import reconcile as reconcile_job
+    from workers.stages import Runtime
+    from workers.storage import Storage
+
+    rt = Runtime(settings=settings, storage=Storage(settings.s3), tracker=tracker(settings))
+    return reconcile_job(rt, job_root, SendSink(settings))

@@ -43,6 +43,7 @@ class JobContext(_Frozen):
     policy_version: str
     total_chunks: int
     classifier_uri: str | None = None  # the job's copy of a learned router (else heuristic)
+    rows_total: int = 0  # the job's input rows (sizes the job's retry budget)
 
 
 class JobPlan(_Frozen):

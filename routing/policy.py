@@ -20,6 +20,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from routing.errors import PolicyError
+from routing.resilience import BreakerSpec, BudgetSpec, CascadeSpec
 from routing.rules import EntitlementsSpec, PiiSpec, RuleSpec, check_rules
 
 SIMULATED = "simulated"
@@ -52,6 +53,8 @@ class ModelSpec(_Frozen):
     provider: str
     input_per_mtok: Decimal = Field(ge=0)
     output_per_mtok: Decimal = Field(ge=0)
+    rpm: int | None = Field(None, gt=0, description="requests per minute, all workers together")
+    tpm: int | None = Field(None, gt=0, description="tokens per minute, all workers together")
 
     @property
     def input_per_token(self) -> Decimal:
@@ -72,6 +75,13 @@ class TierSpec(_Frozen):
     max_output_tokens: int = Field(1024, gt=0)
     concurrency: int = Field(16, gt=0, le=1024)
     pii_allowed: bool = Field(False, description="may receive prompts in which PII was found")
+    truncate_input: bool = Field(
+        False, description="cut a prompt over max_input_tokens to fit (keeps system + end)"
+    )
+    fallback: tuple[str, ...] = Field(
+        (), description="tiers that serve this tier's prompts while all its models are down"
+    )
+    cascade: CascadeSpec | None = None
 
     @property
     def primary(self) -> ModelSpec:
@@ -82,6 +92,9 @@ class RetrySpec(_Frozen):
     max_attempts: int = Field(3, ge=1, le=10)
     base_delay_s: float = Field(0.2, ge=0)
     max_delay_s: float = Field(8.0, ge=0)
+    job_budget: float = Field(
+        0.10, ge=0, le=10, description="retries per job ≤ this fraction of its prompts"
+    )
 
 
 class LimitsSpec(_Frozen):
@@ -118,6 +131,8 @@ class Policy(_Frozen):
     entitlements: EntitlementsSpec = EntitlementsSpec()
     pii: PiiSpec = PiiSpec()
     classifier: ClassifierSpec = ClassifierSpec()
+    budgets: BudgetSpec = BudgetSpec()
+    breaker: BreakerSpec = BreakerSpec()
 
     @model_validator(mode="after")
     def _check(self) -> Policy:
@@ -136,6 +151,15 @@ class Policy(_Frozen):
         if any(a >= b for a, b in pairwise(scores)):
             raise ValueError(f"max_score must strictly increase with the tier order: {scores}")
         check_rules(tuple(names), self.rules, self.entitlements, self.pii)
+        for i, tier in enumerate(self.tiers):
+            unknown = [f for f in tier.fallback if f not in names or f == tier.name]
+            if unknown:
+                raise ValueError(f"tier {tier.name}: fallback {unknown} is not another tier")
+            if tier.cascade is not None and i == len(self.tiers) - 1:
+                raise ValueError(f"tier {tier.name}: the last tier has no next tier to cascade to")
+        unknown = sorted(set(self.budgets.tier) - set(names))
+        if unknown:
+            raise ValueError(f"budgets.tier: unknown tiers {unknown}")
         return self
 
     @property

@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 import numpy as np
@@ -279,11 +279,14 @@ def _metadata_expr(key: str, match: MetadataMatch) -> pl.Expr:
 @dataclass(frozen=True)
 class Decisions:
     """Per row: ``tier`` (null: rejected), ``route_reason`` (why it went there) and
-    ``rejected_reason`` (null unless rejected), as polars String series."""
+    ``rejected_reason`` (null unless rejected), as polars String series; ``allowed``: the
+    tiers every constraint permits, as an Int64 bit mask (bit k = the k-th tier, cheapest
+    first) — where dispatch may move a prompt later (budget downgrade, fallback)."""
 
     tier: pl.Series
     route_reason: pl.Series
     rejected_reason: pl.Series
+    allowed: pl.Series | None = None
 
     def to_frame(self) -> pl.DataFrame:
         return pl.DataFrame([self.tier, self.route_reason, self.rejected_reason])
@@ -335,10 +338,17 @@ def apply_rules(
             allowed &= mask
             current = _nearest(allowed, current)
         moves.append((before, current))
-    return _explain(
+    decisions = _explain(
         data, rules, matches, tier_order, start, forced_by, moves,
         entitlements, pii_allowed, input_limits, score_reasons,
     )  # fmt: skip
+    bits = allowed.astype(np.int64) @ (np.int64(1) << np.arange(len(tier_order), dtype=np.int64))
+    return replace(decisions, allowed=pl.Series("allowed", bits, dtype=pl.Int64))
+
+
+def allowed_tiers(mask: int, tier_order: Sequence[str]) -> list[str]:
+    """The tier names of an ``allowed`` bit mask, cheapest first."""
+    return [name for k, name in enumerate(tier_order) if mask >> k & 1]
 
 
 def _prepare(

@@ -64,6 +64,7 @@ RESULT_FIELDS: list[pa.Field] = [
     pa.field("error", pa.string()),
     pa.field("classifier_version", pa.string()),
     pa.field("pii_kinds", pa.string()),
+    pa.field("fallback_from", pa.string()),
     pa.field("input_file", pa.string()),
     pa.field("input_row", pa.int64()),
 ]

@@ -67,16 +67,14 @@ def sim_url(service_dir: Path) -> Iterator[str]:
 @pytest.fixture(scope="session")
 def fleet_env(redis_url: str, s3_endpoint: str, sim_url: str) -> dict[str, str]:
     """Environment of every process of the distributed deployment under test."""
-    return {
-        "BATCH_ROUTER_BROKER_URL": redis_url,
-        "BATCH_ROUTER_S3__ENDPOINT_URL": s3_endpoint,
-        "BATCH_ROUTER_S3__ACCESS_KEY_ID": services.S3_KEY,
-        "BATCH_ROUTER_S3__SECRET_ACCESS_KEY": services.S3_SECRET,
-        "BATCH_ROUTER_PROVIDERS__SIM__BASE_URL": sim_url,
-        "BATCH_ROUTER_ROWS_PER_CHUNK": "1000",
+    return services.deployment_env(
+        redis_url,
+        s3_endpoint,
+        sim_url,
+        BATCH_ROUTER_ROWS_PER_CHUNK="1000",
         # small inline limit so both inline and staged batches are exercised
-        "BATCH_ROUTER_INLINE_BATCH_MAX_BYTES": "65536",
-    }
+        BATCH_ROUTER_INLINE_BATCH_MAX_BYTES="65536",
+    )
 
 
 @pytest.fixture(scope="session")

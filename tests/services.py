@@ -92,6 +92,21 @@ class Proc:
             self.popen.kill()
             self.popen.wait(5)
 
+    def children(self) -> list[int]:
+        """PIDs of this process's direct children (e.g. a prefork worker's pool)."""
+        path = Path(f"/proc/{self.popen.pid}/task/{self.popen.pid}/children")
+        try:
+            return [int(p) for p in path.read_text().split()]
+        except OSError:
+            return []
+
+    def kill_tree(self) -> None:
+        """SIGKILL the process and its children at once: a machine losing a worker."""
+        for pid in self.children():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        self.kill()
+
 
 def start(
     cmd: list[str], log: Path, name: str, env: dict[str, str] | None = None, cwd: Path | None = None
@@ -103,11 +118,12 @@ def start(
     return Proc(popen, log, name)
 
 
-def start_redis(workdir: Path) -> tuple[str, Proc]:
+def start_redis(workdir: Path, port: int | None = None) -> tuple[str, Proc]:
+    """A private ``redis-server`` without persistence (``port``: restart one on its port)."""
     exe = shutil.which("redis-server")
     if exe is None:
         raise RuntimeError("redis-server not found: apt-get install redis-server (.ci/run does)")
-    port = free_port()
+    port = port or free_port()
     proc = start(
         [
             exe,
@@ -221,6 +237,18 @@ def start_sim_provider(workdir: Path, *args: str) -> tuple[str, Proc]:
         proc,
     )
     return f"{url}/v1", proc
+
+
+def deployment_env(redis_url: str, s3_endpoint: str, sim_url: str, **extra: str) -> dict[str, str]:
+    """``BATCH_ROUTER_*`` environment of a deployment on these services, plus ``extra``."""
+    return {
+        "BATCH_ROUTER_BROKER_URL": redis_url,
+        "BATCH_ROUTER_S3__ENDPOINT_URL": s3_endpoint,
+        "BATCH_ROUTER_S3__ACCESS_KEY_ID": S3_KEY,
+        "BATCH_ROUTER_S3__SECRET_ACCESS_KEY": S3_SECRET,
+        "BATCH_ROUTER_PROVIDERS__SIM__BASE_URL": sim_url,
+        **extra,
+    }
 
 
 def start_worker(

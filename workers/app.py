@@ -56,6 +56,13 @@ def make_app(settings: Settings) -> Celery:
         task_send_sent_event=True,
         broker_connection_retry_on_startup=True,
         worker_hijack_root_logger=False,
+        beat_schedule={
+            "reconcile-stalled-jobs": {
+                "task": "reconcile_stalled",
+                "schedule": 600.0,
+                "options": {"queue": INGEST_QUEUE},
+            }
+        },
     )
     app.conf.batch_router_settings = settings
     return app

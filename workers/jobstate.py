@@ -49,6 +49,8 @@ class JobTracker(Protocol):
     def set_state(self, job_id: str, state: str, **fields: Any) -> None: ...
     def status(self, job_id: str) -> JobStatus | None: ...
     def list_jobs(self, limit: int = 20) -> list[str]: ...
+    def dead_letter(self, job_id: str, entry: dict[str, Any]) -> None: ...
+    def dead_letters(self, job_id: str) -> list[dict[str, Any]]: ...
 
 
 def _summarise(
@@ -82,6 +84,7 @@ class MemoryJobTracker:
         self._done: dict[tuple[str, int], set[str]] = defaultdict(set)
         self._chunks: dict[str, set[int]] = defaultdict(set)
         self._parts: dict[str, dict[str, dict[str, Any]]] = defaultdict(dict)
+        self._dead: dict[str, list[dict[str, Any]]] = defaultdict(list)
 
     def register(self, job_id: str, meta: dict[str, Any]) -> None:
         with self._lock:
@@ -131,14 +134,23 @@ class MemoryJobTracker:
         with self._lock:
             return list(reversed(self._meta))[:limit]
 
+    def dead_letter(self, job_id: str, entry: dict[str, Any]) -> None:
+        with self._lock:
+            self._dead[job_id].append(dict(entry))
+
+    def dead_letters(self, job_id: str) -> list[dict[str, Any]]:
+        with self._lock:
+            return list(self._dead[job_id])
+
 
 # KEYS[1] chunk expected set, KEYS[2] chunk done set, KEYS[3] job chunks_done set,
 # KEYS[4] job hash, KEYS[5] job parts hash
 # ARGV[1] part name, ARGV[2] counts JSON, ARGV[3] chunk number, ARGV[4] total chunks,
-# ARGV[5] part key (chunk/part), ARGV[6] TTL seconds
+# ARGV[5] part key (chunk/part), ARGV[6] TTL seconds, ARGV[7] now (unix seconds: updated_at)
 # Returns 1 exactly once: when the last part of the last chunk is recorded.
 _COMPLETE_LUA = """
 redis.call('HSET', KEYS[5], ARGV[5], ARGV[2])
+redis.call('HSET', KEYS[4], 'updated_at', ARGV[7])
 redis.call('SADD', KEYS[2], ARGV[1])
 local expected = redis.call('SMEMBERS', KEYS[1])
 local all_done = true
@@ -177,7 +189,9 @@ class RedisJobTracker:
         if stale:
             pipe.delete(*stale)
         pipe.hset(
-            keys.job(job_id), mapping={k: str(v) for k, v in meta.items()} | {"state": "running"}
+            keys.job(job_id),
+            mapping={k: str(v) for k, v in meta.items()}
+            | {"state": "running", "updated_at": f"{time.time():.3f}"},
         )
         pipe.expire(keys.job(job_id), self._ttl)
         pipe.zadd(keys.jobs_index(), {job_id: time.time()})
@@ -202,7 +216,15 @@ class RedisJobTracker:
                 keys.job(job_id),
                 keys.job_parts(job_id),
             ],
-            args=[part, json.dumps(counts), chunk, total_chunks, f"{chunk}/{part}", self._ttl],
+            args=[
+                part,
+                json.dumps(counts),
+                chunk,
+                total_chunks,
+                f"{chunk}/{part}",
+                self._ttl,
+                f"{time.time():.3f}",
+            ],
         )
         return bool(result == 1)
 
@@ -220,3 +242,13 @@ class RedisJobTracker:
 
     def list_jobs(self, limit: int = 20) -> list[str]:
         return list(self._r.zrevrange(keys.jobs_index(), 0, limit - 1))
+
+    def dead_letter(self, job_id: str, entry: dict[str, Any]) -> None:
+        key = keys.job_dead_letters(job_id)
+        pipe = self._r.pipeline()
+        pipe.rpush(key, json.dumps(entry))
+        pipe.expire(key, self._ttl)
+        pipe.execute()
+
+    def dead_letters(self, job_id: str) -> list[dict[str, Any]]:
+        return [json.loads(v) for v in self._r.lrange(keys.job_dead_letters(job_id), 0, -1)]

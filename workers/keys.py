@@ -39,6 +39,11 @@ def chunk_done(job_id: str, chunk: int) -> str:
     return f"{PREFIX}:job:{{{job_id}}}:chunk:{chunk}:done"
 
 
+def job_dead_letters(job_id: str) -> str:
+    """List: JSON entries of tasks that exhausted their attempts (newest last)."""
+    return f"{PREFIX}:job:{{{job_id}}}:dead"
+
+
 def job_pattern(job_id: str) -> str:
     """SCAN pattern matching every key of one job (used to clear a finished job's state)."""
     return f"{PREFIX}:job:{{{job_id}}}*"

@@ -21,6 +21,12 @@ def classifier(root: str) -> str:
     return join(root, "_job", "classifier.zip")
 
 
+def chunk_parts(root: str, chunk: int) -> str:
+    """The result parts a chunk will write, recorded by ingest before it dispatches: what
+    ``reconcile`` checks when the job's Redis state is gone."""
+    return join(root, "_job", "chunks", f"c{chunk:06d}.json")
+
+
 def staged_batch(root: str, chunk: int, tier: str) -> str:
     return join(root, "_staging", "routed", f"c{chunk:06d}-{tier}.parquet")
 

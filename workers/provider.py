@@ -21,8 +21,8 @@ import asyncio
 import os
 import random
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 import openai
@@ -43,6 +43,7 @@ class ChatRequest:
     prompt: str
     system: str | None
     max_tokens: int
+    logprobs: bool = False  # ask for token logprobs (cascade confidence)
 
 
 @dataclass(frozen=True)
@@ -55,6 +56,10 @@ class Completion:
     latency_ms: float
     attempts: int
     error: str | None = None
+    retryable: bool = False  # a failure worth retrying (429, 5xx, timeout, connection)
+    retry_after: float | None = None  # the provider's Retry-After hint, seconds
+    status: int | None = None  # the HTTP status of a failure, when there was one
+    logprobs: tuple[float, ...] | None = None  # per output token, when asked for
 
 
 @dataclass(frozen=True)
@@ -117,33 +122,46 @@ def _retry_after(exc: openai.APIStatusError) -> float | None:
         return None
 
 
+async def call_once(
+    client: openai.AsyncOpenAI, model: str, request: ChatRequest, attempt: int = 1
+) -> Completion:
+    """One chat-completions call; every outcome is a :class:`Completion` (never raises for
+    a provider error: it is classified once, into ``retryable`` or not)."""
+    messages = [{"role": "system", "content": request.system}] if request.system else []
+    messages.append({"role": "user", "content": request.prompt})
+    body: dict[str, Any] = {"model": model, "messages": messages, "max_tokens": request.max_tokens}
+    if request.logprobs:
+        body["logprobs"] = True
+    start = time.perf_counter()
+    try:
+        answer = await client.post("/chat/completions", body=body, cast_to=object)
+    except Exception as exc:  # classified here, re-raised never
+        return _failure(classify(exc), attempt, start)
+    return _parse(answer, attempt, start)
+
+
 async def call_with_retry(
     client: openai.AsyncOpenAI,
     model: str,
     request: ChatRequest,
     retry: RetrySpec,
     rng: random.Random,
+    may_retry: Callable[[], bool] = lambda: True,
 ) -> Completion:
-    messages = [{"role": "system", "content": request.system}] if request.system else []
-    messages.append({"role": "user", "content": request.prompt})
-    start = time.perf_counter()
+    """:func:`call_once` until it succeeds, fails permanently, runs out of attempts, or
+    ``may_retry`` (the job's retry budget) says no; backoff with full jitter between."""
     attempt = 0
+    total = time.perf_counter()
     while True:
         attempt += 1
-        try:
-            body = await client.post(
-                "/chat/completions",
-                body={"model": model, "messages": messages, "max_tokens": request.max_tokens},
-                cast_to=object,
-            )
-        except Exception as exc:  # classified below, re-raised never
-            error = classify(exc)
-            retry_after = getattr(error, "retry_after", None)
-            if isinstance(error, ProviderPermanentError) or not should_retry(attempt, retry):
-                return _failure(error, attempt, start)
-            await asyncio.sleep(backoff_delay(attempt, retry, retry_after, rng))
-            continue
-        return _parse(body, attempt, start)
+        done = await call_once(client, model, request, attempt)
+        if done.ok or not done.retryable or not should_retry(attempt, retry):
+            break
+        if not may_retry():
+            done = replace(done, error=f"{done.error} (job retry budget exhausted)")
+            break
+        await asyncio.sleep(backoff_delay(attempt, retry, done.retry_after, rng))
+    return replace(done, latency_ms=(time.perf_counter() - total) * 1000)
 
 
 def _parse(body: Any, attempts: int, start: float) -> Completion:
@@ -151,6 +169,9 @@ def _parse(body: Any, attempts: int, start: float) -> Completion:
     try:
         choice = body["choices"][0]
         usage = body.get("usage") or {}
+        logprobs = None
+        if choice.get("logprobs") and choice["logprobs"].get("content") is not None:
+            logprobs = tuple(float(t["logprob"]) for t in choice["logprobs"]["content"])
         return Completion(
             ok=True,
             text=choice["message"].get("content"),
@@ -159,6 +180,7 @@ def _parse(body: Any, attempts: int, start: float) -> Completion:
             output_tokens=int(usage.get("completion_tokens", 0)),
             latency_ms=(time.perf_counter() - start) * 1000,
             attempts=attempts,
+            logprobs=logprobs,
         )
     except (KeyError, IndexError, TypeError, AttributeError, ValueError) as exc:
         error = ProviderPermanentError(f"malformed chat-completions response: {exc!r}")
@@ -167,7 +189,8 @@ def _parse(body: Any, attempts: int, start: float) -> Completion:
 
 def _failure(error: Exception, attempts: int, start: float) -> Completion:
     status = getattr(error, "status", None)
-    kind = "retryable" if isinstance(error, ProviderRetryableError) else "permanent"
+    retryable = isinstance(error, ProviderRetryableError)
+    kind = "retryable" if retryable else "permanent"
     return Completion(
         ok=False,
         text=None,
@@ -177,6 +200,9 @@ def _failure(error: Exception, attempts: int, start: float) -> Completion:
         latency_ms=(time.perf_counter() - start) * 1000,
         attempts=attempts,
         error=f"{kind} provider error (status {status}): {str(error)[:500]}",
+        retryable=retryable,
+        retry_after=getattr(error, "retry_after", None),
+        status=status,
     )
 
 
@@ -204,15 +230,8 @@ class RealtimeExecutor:
         self._concurrency = concurrency
 
     def run(self, model: ModelSpec, requests: Sequence[ChatRequest]) -> list[Completion]:
-        endpoint = resolve_endpoint(
-            model.provider, self._policy.providers[model.provider], self._settings
-        )
-        transport = self._settings.http_transport
-        loop = io_loop()
-        client = loop.cached(
-            (endpoint, transport), lambda: make_client(endpoint, transport), _close_client
-        )
-        return loop.run(self._run(client, model.name, requests))
+        client = client_for(self._policy, model, self._settings)
+        return io_loop().run(self._run(client, model.name, requests))
 
     async def _run(
         self, client: openai.AsyncOpenAI, model: str, requests: Sequence[ChatRequest]
@@ -225,6 +244,15 @@ class RealtimeExecutor:
                 return await call_with_retry(client, model, request, self._policy.retry, rng)
 
         return list(await asyncio.gather(*(one(r) for r in requests)))
+
+
+def client_for(policy: Policy, model: ModelSpec, settings: Settings) -> openai.AsyncOpenAI:
+    """This process's SDK client for ``model``'s provider (cached on the I/O loop)."""
+    endpoint = resolve_endpoint(model.provider, policy.providers[model.provider], settings)
+    transport = settings.http_transport
+    return io_loop().cached(
+        (endpoint, transport), lambda: make_client(endpoint, transport), _close_client
+    )
 
 
 async def _close_client(client: openai.AsyncOpenAI) -> None:

@@ -32,7 +32,8 @@ config; a ``seed`` in it re-seeds the random source), ``GET /_sim/stats``, ``POS
 Configuration (``SimConfig``)
 -----------------------------
 Per request, in this order: with probability ``rate_limit_rate`` answer 429; with ``error_rate``
-answer 500; with ``hang_rate`` sleep ``hang_s`` first (simulates a timeout); then sleep
+answer 500 (always for a model in ``fail_models``: an outage); with ``hang_rate`` sleep
+``hang_s`` first (simulates a timeout); then sleep
 ``latency_ms_mean`` +/- uniform ``latency_ms_jitter`` ms and answer. Decisions draw from one
 ``random.Random(seed)``.
 """
@@ -92,10 +93,16 @@ class SimConfig:
     hang_rate: float = 0.0
     hang_s: float = 30.0
     seed: int = 0
+    fail_models: tuple[str, ...] = ()  # every request for these models answers 500 (outage)
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
+            if f.name == "fail_models":
+                if isinstance(value, str) or not all(isinstance(m, str) for m in value):
+                    raise ValueError("fail_models must be a list of model names")
+                object.__setattr__(self, f.name, tuple(value))
+                continue
             if f.name == "seed":
                 if isinstance(value, bool) or not isinstance(value, int):
                     raise ValueError("seed must be an integer")
@@ -116,7 +123,7 @@ class SimConfig:
         return dataclasses.replace(self, **changes)
 
     def as_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        return {**dataclasses.asdict(self), "fail_models": list(self.fail_models)}
 
 
 # --------------------------------------------------------------------------- tokens and text
@@ -398,6 +405,7 @@ class _Stats:
     abandoned: int = 0
     duplicate_prompts: int = 0
     by_model: Counter[str] = field(default_factory=Counter)
+    requests_by_model: Counter[str] = field(default_factory=Counter)
     seen: set[int] = field(default_factory=set)  # 64-bit fingerprint prefixes: compact
 
     def record_completion(self, model: str, digest: bytes) -> None:
@@ -419,6 +427,7 @@ class _Stats:
             "hangs": self.hangs,
             "abandoned": self.abandoned,
             "by_model": dict(self.by_model),
+            "requests_by_model": dict(self.requests_by_model),
             "distinct_prompts": len(self.seen),
             "duplicate_prompts": self.duplicate_prompts,
         }
@@ -519,9 +528,12 @@ async def _read_chat(request: web.Request) -> _ChatRequest:
     return _parse_chat(body)
 
 
-async def _simulate(state: _SimState) -> web.Response | None:
+async def _simulate(state: _SimState, model: str) -> web.Response | None:
     """Apply the configured faults and delays; a response here short-circuits the request."""
     cfg = state.config
+    if model in cfg.fail_models:
+        state.stats.errors += 1
+        return _error(500, f"{model} is down (simulated outage).", "server_error", "server_error")
     if state.roll(cfg.rate_limit_rate):
         state.stats.rate_limited += 1
         return _rate_limited(cfg.retry_after_s)
@@ -550,7 +562,8 @@ async def _chat_completions(request: web.Request) -> web.Response:
     except _BadRequest as exc:
         state.stats.invalid += 1
         return _error(400, str(exc), "invalid_request_error", exc.code, exc.param)
-    faulted = await _simulate(state)
+    state.stats.requests_by_model[chat.model] += 1
+    faulted = await _simulate(state, chat.model)
     if faulted is not None:
         return faulted
     body = _completion_body(chat, f"chatcmpl-sim{next(state.ids):010d}")

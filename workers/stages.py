@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import base64
 import io
+import json
 from collections import Counter
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, Protocol
@@ -25,16 +25,18 @@ from routing.cost import ZERO, call_cost
 from routing.errors import PolicyError
 from routing.plan import ChunkRef, JobContext
 from routing.policy import Policy, TierSpec, parse_policy
-from routing.router import REJECTED_REASON, route_batch
+from routing.router import EST_INPUT_TOKENS, REJECTED_REASON, route_batch
+from routing.tokens import count_tokens, truncate_tokens
 from routing.validate import check_schema, conform, row_rejections
 from workers import layout
+from workers.calls import Caller, Guards, Kind, Row, Served
 from workers.classifier import job_scorer
 from workers.jobstate import JobTracker
-from workers.provider import ChatRequest, Completion, RealtimeExecutor, TierExecutor
 from workers.settings import Settings
 from workers.storage import Storage
 
 REJECTED_PART = "rejected"
+ALLOWED = "__br_allowed"  # TEMP until routing.router exports it
 DEFAULT_TENANT = "default"
 
 
@@ -53,9 +55,15 @@ class Runtime:
     storage: Storage
     tracker: JobTracker
     scorer: Scorer | None = None  # overrides the policy's classifier (tests, benchmarks)
-    executor_factory: Callable[[Policy, TierSpec, Settings], TierExecutor] | None = None
     _policies: dict[str, Policy] = field(default_factory=dict)
     _scorers: dict[str, Scorer] = field(default_factory=dict)
+    _guards: dict[str, Guards] = field(default_factory=dict)
+
+    def guards(self, policy: Policy) -> Guards:
+        """Budget ledger, breakers, rate limits and retry budget (per policy, per process)."""
+        if policy.version not in self._guards:
+            self._guards[policy.version] = Guards.for_policy(self.settings, policy)
+        return self._guards[policy.version]
 
     def scorer_for(self, ctx: JobContext, policy: Policy) -> Scorer:
         """The job's scorer, loaded once per process (a job's model copy never changes)."""
@@ -77,11 +85,6 @@ class Runtime:
                 )
             self._policies[ctx.policy_version] = policy
         return self._policies[ctx.policy_version]
-
-    def executor(self, policy: Policy, tier: TierSpec) -> TierExecutor:
-        if self.executor_factory is not None:
-            return self.executor_factory(policy, tier, self.settings)
-        return RealtimeExecutor(policy, self.settings, tier.concurrency)
 
 
 # ---------------------------------------------------------------- ingest
@@ -114,8 +117,14 @@ def _with_tenant(table: pa.Table, job_tenant: str | None) -> pa.Table:
     return table.append_column("tenant", column)
 
 
-def ingest(rt: Runtime, ctx: JobContext, chunk: ChunkRef, sink: Sink) -> None:
-    """Read, validate, route and dedupe one chunk; hand one batch per tier to ``sink``."""
+def ingest(
+    rt: Runtime, ctx: JobContext, chunk: ChunkRef, sink: Sink, only: list[str] | None = None
+) -> None:
+    """Read, validate, route and dedupe one chunk; hand one batch per tier to ``sink``.
+
+    The parts the chunk will write are recorded in the tracker and in the object store
+    (``_job/chunks/``) first. ``only`` (from ``reconcile``) limits the work to those parts:
+    routing is deterministic, so the other parts, already written, are not redone."""
     policy = rt.policy(ctx)
     table = read_chunk(rt.storage, chunk)
     reasons = row_rejections(table, policy.limits, ctx.tenant)
@@ -128,11 +137,17 @@ def ingest(rt: Runtime, ctx: JobContext, chunk: ChunkRef, sink: Sink) -> None:
     routed = routed.filter(routable)
     tiers = [t for t in policy.tier_names if t in set(routed.column("tier").to_pylist())]
     rejected_rows = bad.num_rows + unroutable.num_rows
-    rt.tracker.expect(ctx.job_id, chunk.chunk, tiers + ([REJECTED_PART] if rejected_rows else []))
+    parts = tiers + ([REJECTED_PART] if rejected_rows else [])
+    rt.tracker.expect(ctx.job_id, chunk.chunk, parts)
+    if only is None:
+        manifest = json.dumps({"chunk": chunk.chunk, "parts": parts}).encode()
+        rt.storage.write_bytes(layout.chunk_parts(ctx.job_root, chunk.chunk), manifest)
     for tier in tiers:
+        if only is not None and tier not in only:
+            continue
         batch = routed.filter(pc.equal(routed.column("tier"), tier))
         sink.dispatch(ctx, _make_batch(rt, ctx, chunk.chunk, tier, batch))
-    if rejected_rows:
+    if rejected_rows and (only is None or REJECTED_PART in only):
         out = pa.concat_tables(
             [
                 results.rejected(bad, bad_reasons.to_pylist(), ctx.job_id, ctx.policy_version),
@@ -177,87 +192,111 @@ def load_batch(storage: Storage, batch: dict[str, Any]) -> pa.Table:
 
 
 def dispatch(rt: Runtime, ctx: JobContext, batch: dict[str, Any], sink: Sink) -> None:
-    """Call the tier's model for each distinct prompt of the batch; write the result part."""
+    """Serve each distinct prompt of the batch (workers.calls); write the result part."""
     policy = rt.policy(ctx)
     tier = policy.tier(batch["tier"])
     table = load_batch(rt.storage, batch)
     canonical = pc.is_null(table.column("dedupe_of")).to_pylist()
-    requests = [
-        _request(row, tier) for row, first in zip(_rows(table), canonical, strict=True) if first
-    ]
-    completions = rt.executor(policy, tier).run(tier.primary, requests)
-    values = _outcomes(table, canonical, completions, policy, tier, ctx)
+    rows = [_row(r, tier) for r, first in zip(_rows(table), canonical, strict=True) if first]
+    served = Caller(policy, rt.settings, rt.guards(policy), ctx, tier).run(rows)
+    values = _outcomes(table, canonical, served, policy, ctx)
     _publish(rt, ctx, batch["chunk"], tier.name, results.assemble(table, values), sink)
 
 
+_ROW_COLUMNS = ("prompt_id", "prompt", "system", "max_output_tokens", "tenant")
+
+
 def _rows(table: pa.Table) -> list[dict[str, Any]]:
-    names = [
-        n for n in ("prompt_id", "prompt", "system", "max_output_tokens") if n in table.column_names
-    ]
+    names = [n for n in (*_ROW_COLUMNS, EST_INPUT_TOKENS, ALLOWED) if n in table.column_names]
     return table.select(names).to_pylist()
 
 
-def _request(row: dict[str, Any], tier: TierSpec) -> ChatRequest:
-    wanted = row.get("max_output_tokens") or tier.max_output_tokens
-    return ChatRequest(row["prompt"], row.get("system"), min(wanted, tier.max_output_tokens))
+def _row(row: dict[str, Any], tier: TierSpec) -> Row:
+    prompt, system = row["prompt"], row.get("system")
+    tokens = row.get(EST_INPUT_TOKENS)
+    if tier.truncate_input and tokens is not None and tokens > tier.max_input_tokens:
+        prompt, system, tokens = _truncate(prompt, system, tier.max_input_tokens)
+    return Row(
+        prompt_id=row["prompt_id"],
+        prompt=prompt,
+        system=system,
+        max_output_tokens=row.get("max_output_tokens"),
+        tenant=row.get("tenant") or "default",
+        input_tokens=int(tokens or 0),
+        allowed=row.get(ALLOWED),
+    )
+
+
+def _truncate(prompt: str, system: str | None, limit: int) -> tuple[str, str | None, int]:
+    """Keep the system prompt whole and the end of the prompt (where the question is)."""
+    used = int(count_tokens([system])[0]) if system else 0
+    if used >= limit:  # the system prompt alone does not fit: keep the end of both
+        return "", truncate_tokens(system or "", limit), limit
+    kept = truncate_tokens(prompt, limit - used)
+    return kept, system, used + int(count_tokens([kept])[0])
 
 
 def _outcomes(
     table: pa.Table,
     canonical: list[bool],
-    completions: list[Completion],
+    served: list[Served],
     policy: Policy,
-    tier: TierSpec,
     ctx: JobContext,
 ) -> dict[str, list[Any]]:
     """Result columns for every row; duplicates reuse their canonical row's answer."""
-    model, baseline_model = tier.primary, policy.baseline_tier.primary
+    baseline_model = policy.baseline_tier.primary
     ids = table.column("prompt_id").to_pylist()
     dedupe_of = table.column("dedupe_of").to_pylist()
-    by_id = dict(
-        zip((i for i, c in zip(ids, canonical, strict=True) if c), completions, strict=True)
-    )
-    cols: dict[str, list[Any]] = {
-        k: []
-        for k in (
-            "status",
-            "response",
-            "finish_reason",
-            "input_tokens",
-            "output_tokens",
-            "cost_usd",
-            "baseline_cost_usd",
-            "latency_ms",
-            "attempts",
-            "error",
-            "cache_hit",
-        )
-    }
-    for pid, original in zip(ids, dedupe_of, strict=True):
-        done = by_id[original or pid]
-        ok = done.ok
-        cost = call_cost(model, done.input_tokens, done.output_tokens) if ok else ZERO
+    reasons = table.column("route_reason").to_pylist()
+    by_id = dict(zip((i for i, c in zip(ids, canonical, strict=True) if c), served, strict=True))
+    cols: dict[str, list[Any]] = {k: [] for k in _OUTCOME_COLUMNS}
+    for pid, original, reason in zip(ids, dedupe_of, reasons, strict=True):
+        s = by_id[original or pid]
+        done, ok = s.done, s.kind is Kind.OK
         baseline = call_cost(baseline_model, done.input_tokens, done.output_tokens) if ok else ZERO
-        cols["status"].append("ok" if ok else "failed")
+        cols["status"].append(s.status)
         cols["response"].append(done.text)
         cols["finish_reason"].append(done.finish_reason)
         cols["input_tokens"].append(done.input_tokens if ok else None)
         cols["output_tokens"].append(done.output_tokens if ok else None)
-        cols["cost_usd"].append(ZERO if original else cost)
+        cols["cost_usd"].append(ZERO if original else s.cost)
         cols["baseline_cost_usd"].append(baseline)
         cols["latency_ms"].append(0.0 if original else done.latency_ms)
-        cols["attempts"].append(0 if original else done.attempts)
-        cols["error"].append(done.error)
+        cols["attempts"].append(0 if original else s.calls)
+        cols["error"].append(None if ok else done.error)
         cols["cache_hit"].append(False)
+        cols["tier"].append(s.tier.name)
+        cols["model"].append(s.model.name)
+        cols["provider"].append(s.model.provider)
+        cols["fallback_from"].append(s.fallback_from)
+        cols["escalated_from"].append(s.escalated_from)
+        cols["confidence"].append(s.confidence)
+        cols["route_reason"].append("; ".join([reason, *s.notes]) if s.notes else reason)
     n = table.num_rows
-    cols.update(
-        job_id=[ctx.job_id] * n,
-        tier=[tier.name] * n,
-        model=[model.name] * n,
-        provider=[model.provider] * n,
-        policy_version=[ctx.policy_version] * n,
-    )
+    cols.update(job_id=[ctx.job_id] * n, policy_version=[ctx.policy_version] * n)
     return cols
+
+
+_OUTCOME_COLUMNS = (
+    "status",
+    "response",
+    "finish_reason",
+    "input_tokens",
+    "output_tokens",
+    "cost_usd",
+    "baseline_cost_usd",
+    "latency_ms",
+    "attempts",
+    "error",
+    "cache_hit",
+    "tier",
+    "model",
+    "provider",
+    "fallback_from",
+    "escalated_from",
+    "confidence",
+    "route_reason",
+)
 
 
 # ---------------------------------------------------------------- publish / finalize

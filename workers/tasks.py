@@ -6,17 +6,22 @@ handled inside dispatch by the retry policy and end up in the row's ``error``.
 
 from __future__ import annotations
 
+import contextlib
+import time
+from datetime import UTC, datetime
 from functools import cache
 from typing import Any
 
 import redis
+from celery import Task
 
 from routing.errors import StorageError
 from routing.plan import ChunkRef, JobContext
 from workers import stages
-from workers.app import FINALIZE_QUEUE, app, settings, tier_queue
+from workers.app import FINALIZE_QUEUE, INGEST_QUEUE, app, settings, tier_queue
 from workers.finalize import finalize as finalize_job
 from workers.jobstate import RedisJobTracker
+from workers.reconcile import reconcile as reconcile_job
 from workers.storage import Storage
 
 _INFRA = (StorageError, redis.ConnectionError, redis.TimeoutError, OSError)
@@ -37,7 +42,7 @@ def runtime() -> stages.Runtime:
 
 
 class CelerySink:
-    """Routed batches go to their tier queue; the finalize signal to ``finalize``."""
+    """Routed batches go to their tier queue; ingest and finalize to theirs."""
 
     def dispatch(self, ctx: JobContext, batch: dict[str, Any]) -> None:
         dispatch.apply_async(args=[ctx.model_dump(), batch], queue=tier_queue(batch["tier"]))
@@ -45,17 +50,66 @@ class CelerySink:
     def finalize(self, ctx: JobContext) -> None:
         finalize.apply_async(args=[ctx.model_dump()], queue=FINALIZE_QUEUE)
 
-
-@app.task(name="ingest", **_RETRY)
-def ingest(ctx: dict[str, Any], chunk: dict[str, Any]) -> None:
-    stages.ingest(runtime(), JobContext(**ctx), ChunkRef(**chunk), CelerySink())
+    def ingest(self, ctx: JobContext, chunk: ChunkRef, only: list[str] | None) -> None:
+        ingest.apply_async(args=[ctx.model_dump(), chunk.model_dump(), only], queue=INGEST_QUEUE)
 
 
-@app.task(name="dispatch", **_RETRY)
+class _JobTask(Task):  # type: ignore[misc]
+    """A task whose attempts are exhausted lands in the job's dead-letter list (``status``
+    shows it); the rows it would have written stay missing until ``reconcile``."""
+
+    def on_failure(self, exc, task_id, args, kwargs, einfo) -> None:  # type: ignore[no-untyped-def]
+        ctx = args[0] if args and isinstance(args[0], dict) else {}
+        job_id = ctx.get("job_id")
+        if not job_id:
+            return
+        detail = args[1] if len(args) > 1 and isinstance(args[1], dict) else {}
+        entry = {
+            "task": self.name,
+            "task_id": task_id,
+            "chunk": detail.get("chunk"),
+            "tier": detail.get("tier"),
+            "error": f"{type(exc).__name__}: {str(exc)[:500]}",
+            "at": datetime.now(UTC).isoformat(timespec="seconds"),
+        }
+        with contextlib.suppress(Exception):  # the broker/Redis may be what failed
+            runtime().tracker.dead_letter(job_id, entry)
+
+
+@app.task(name="ingest", base=_JobTask, **_RETRY)
+def ingest(ctx: dict[str, Any], chunk: dict[str, Any], only: list[str] | None = None) -> None:
+    stages.ingest(runtime(), JobContext(**ctx), ChunkRef(**chunk), CelerySink(), only)
+
+
+@app.task(name="dispatch", base=_JobTask, **_RETRY)
 def dispatch(ctx: dict[str, Any], batch: dict[str, Any]) -> None:
     stages.dispatch(runtime(), JobContext(**ctx), batch, CelerySink())
 
 
-@app.task(name="finalize", **_RETRY)
+@app.task(name="finalize", base=_JobTask, **_RETRY)
 def finalize(ctx: dict[str, Any]) -> None:
     finalize_job(runtime(), JobContext(**ctx))
+
+
+@app.task(name="reconcile", **_RETRY)
+def reconcile(job_root: str) -> dict[str, Any]:
+    """Re-enqueue what a job is missing (``batch-router reconcile``, or beat)."""
+    return reconcile_job(runtime(), job_root, CelerySink()).to_dict()
+
+
+@app.task(name="reconcile_stalled")
+def reconcile_stalled(stall_s: float = 1800.0) -> list[str]:
+    """Beat's periodic sweep: reconcile every running job whose state has not changed for
+    ``stall_s`` (lost messages, a dead-lettered task). A job whose Redis state is gone
+    cannot be found here — run ``batch-router reconcile JOB_PATH`` for it."""
+    rt = runtime()
+    swept = []
+    for job_id in rt.tracker.list_jobs(limit=200):
+        status = rt.tracker.status(job_id)
+        if status is None or status.state != "running" or "job_root" not in status.meta:
+            continue
+        if time.time() - float(status.meta.get("updated_at", time.time())) < stall_s:
+            continue
+        reconcile.apply_async(args=[status.meta["job_root"]], queue=INGEST_QUEUE)
+        swept.append(job_id)
+    return swept

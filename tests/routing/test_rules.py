@@ -704,3 +704,31 @@ def test_the_example_in_docs_policy_md_is_valid() -> None:
         "score → fast; floor by rule vip-tickets: fast → balanced; pii(employee_id, internal_ip):"
         " balanced → onprem",
     ]
+
+
+def test_allowed_mask_is_the_intersection_of_every_constraint() -> None:
+    from routing.rules import allowed_tiers
+
+    order = ("fast", "balanced", "expert", "onprem")
+    frame = pl.DataFrame(
+        {
+            "prompt": ["a", "b", "c"],
+            "input_tokens": [10, 10, 10],
+            "customer_tier": ["free", "pro", "pro"],
+        }
+    )
+    ent = EntitlementsSpec(max_tier={"free": "balanced"})
+    decisions = apply_rules(
+        frame,
+        ["expert", "fast", "expert"],
+        order,
+        [],
+        ent,
+        frozenset({"onprem"}),
+        [[], [], ["email"]],
+    )
+    masks = decisions.allowed.to_list()
+    assert allowed_tiers(masks[0], order) == ["fast", "balanced"]
+    assert allowed_tiers(masks[1], order) == list(order)
+    assert allowed_tiers(masks[2], order) == ["onprem"]
+    assert decisions.tier.to_list() == ["balanced", "fast", "onprem"]

@@ -22,6 +22,8 @@ CTX = {
     "policy_uri": "/p",
     "policy_version": "p-1",
     "total_chunks": 1,
+    "classifier_uri": None,
+    "rows_total": 0,
 }
 
 

@@ -289,3 +289,16 @@ def test_cli_serves_and_stops_on_sigterm() -> None:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_outage_of_one_model(sim: SimServer, client: openai.OpenAI) -> None:
+    sim.configure(fail_models=["down-model"])
+    try:
+        with pytest.raises(openai.InternalServerError, match="simulated outage"):
+            client.chat.completions.create(
+                model="down-model", messages=[{"role": "user", "content": "hi"}]
+            )
+        assert ask(client).choices[0].finish_reason == "stop"  # other models still answer
+        assert sim.stats()["requests_by_model"]["down-model"] >= 1
+    finally:
+        sim.configure(fail_models=[])

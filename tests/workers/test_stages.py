@@ -44,7 +44,13 @@ def make_policy(max_attempts: int = 2) -> Policy:
     for tier in data["tiers"]:
         tier["max_input_tokens"] = MAX_INPUT_TOKENS
     data["limits"] = {"max_prompt_chars": MAX_CHARS}
-    data["retry"] = {"max_attempts": max_attempts, "base_delay_s": 0.001, "max_delay_s": 0.01}
+    data["retry"] = {
+        "max_attempts": max_attempts,
+        "base_delay_s": 0.001,
+        "max_delay_s": 0.01,
+        "job_budget": 1.0,  # every prompt may use all its attempts (tests/workers/test_calls.py
+    }  # covers the job's retry budget and the breakers, which stay out of the way here)
+    data["breaker"] = {"failures": 1000, "min_calls": 1000}
     return parse_policy(yaml.safe_dump(data), "test-policy.yaml")
 
 

@@ -1,0 +1,86 @@
+"""Policy sections for resilience: budgets, circuit breakers, cascade (pure data).
+
+They are part of :class:`routing.policy.Policy` (and of its content hash). The mechanisms
+that enforce them live in ``workers/``: the budget ledger (``workers/ledger.py``), breakers
+and global rate limits (``workers/breaker.py``, ``workers/ratelimit.py``), retries, fallback
+and cascade in the dispatch stage.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+WILDCARD = "*"
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class BreakerSpec(_Frozen):
+    """A circuit breaker per (provider, model), shared by every worker.
+
+    Closed → open after ``failures`` consecutive failures, or when at least ``min_calls``
+    calls in the last ``window_s`` seconds failed at a rate ≥ ``failure_rate``. Open → half-open
+    after ``cooldown_s``: at most ``half_open_probes`` calls at a time probe the model; a
+    success closes the breaker, a failure opens it again for another cool-down."""
+
+    failures: int = Field(5, ge=1)
+    failure_rate: float = Field(0.5, gt=0, le=1)
+    window_s: float = Field(30.0, gt=0)
+    min_calls: int = Field(20, ge=1)
+    cooldown_s: float = Field(10.0, gt=0)
+    half_open_probes: int = Field(1, ge=1)
+
+
+class BudgetLimit(_Frozen):
+    """A spending cap: USD, tokens (input + output), or both (``None`` = no cap)."""
+
+    usd: Decimal | None = Field(None, ge=0)
+    tokens: int | None = Field(None, ge=0)
+
+    @property
+    def capped(self) -> bool:
+        return self.usd is not None or self.tokens is not None
+
+
+class BudgetSpec(_Frozen):
+    """Caps checked before every provider call (reserve the estimate, settle the usage).
+
+    ``tenant_day`` / ``tenant_month``: per tenant per UTC day / month, keyed by tenant name
+    or ``"*"`` for every tenant without its own entry. ``job``: per job. ``tier``: per job and
+    tier, keyed by tier name. When a reservation does not fit, ``on_exhausted`` decides:
+    ``downgrade`` tries the cheaper tiers the prompt may use, cheapest-nearest first, then
+    marks the row ``over_budget``; ``over_budget`` marks it at once. An ``over_budget`` row
+    was never sent and can be resubmitted."""
+
+    tenant_day: dict[str, BudgetLimit] = Field(default_factory=dict)
+    tenant_month: dict[str, BudgetLimit] = Field(default_factory=dict)
+    job: BudgetLimit = BudgetLimit()
+    tier: dict[str, BudgetLimit] = Field(default_factory=dict)
+    on_exhausted: Literal["downgrade", "over_budget"] = "downgrade"
+    reservation_ttl_s: int = Field(3600, gt=0, description="an unsettled reservation expires")
+
+    @property
+    def enabled(self) -> bool:
+        limits = [
+            *self.tenant_day.values(),
+            *self.tenant_month.values(),
+            self.job,
+            *self.tier.values(),
+        ]
+        return any(limit.capped for limit in limits)
+
+    def for_tenant(self, period: dict[str, BudgetLimit], tenant: str) -> BudgetLimit:
+        return period.get(tenant) or period.get(WILDCARD) or BudgetLimit()
+
+
+class CascadeSpec(_Frozen):
+    """Answer on this tier first; when the answer's confidence (mean token probability from
+    logprobs, 0 for a refusal, an empty or a truncated answer) is below ``min_confidence``,
+    ask the next tier too and keep its answer. Both calls are paid and attributed."""
+
+    min_confidence: float = Field(ge=0, le=1)

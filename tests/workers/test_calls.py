@@ -1,0 +1,201 @@
+"""Serving a tier batch through the local executor and the simulated provider over HTTP:
+fallback models and tiers behind circuit breakers, budgets (over_budget and downgrade),
+the job's retry budget, cascade escalation and input truncation."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+import pyarrow as pa
+import pytest
+import yaml
+
+from routing.cost import call_cost
+from routing.policy import Policy, default_policy_text, parse_policy
+from tests.workers.test_stages import make_settings, plan_job, results, write_input
+from workers import local, stages
+from workers.jobstate import MemoryJobTracker
+from workers.settings import S3Settings
+from workers.simprovider import SimConfig, SimServer
+from workers.storage import Storage
+
+FAST, BALANCED, EXPERT = "gpt-4o-mini", "gpt-4.1-mini", "gpt-4.1"
+
+
+class ConstScorer:
+    """Every prompt gets the same score (so every row starts on one tier)."""
+
+    version = "const"
+
+    def __init__(self, score: float) -> None:
+        self._score = score
+
+    def score(self, features: pl.DataFrame, input_tokens: np.ndarray) -> np.ndarray:
+        return np.full(features.height, self._score)
+
+
+def policy(**changes: Any) -> Policy:
+    """The default policy with fast retries, a quick breaker and ``changes`` merged in
+    (``tiers`` as {name: {field: value}})."""
+    data = yaml.safe_load(default_policy_text())
+    data["retry"] = {"max_attempts": 2, "base_delay_s": 0.001, "max_delay_s": 0.01}
+    data["breaker"] = {"failures": 3, "cooldown_s": 60, "min_calls": 1000}
+    for name, fields in changes.pop("tiers", {}).items():
+        tier = next(t for t in data["tiers"] if t["name"] == name)
+        tier.update(fields)
+    data.update(changes)
+    return parse_policy(yaml.safe_dump(data), "test-policy.yaml")
+
+
+def prompts(n: int, words: int = 12) -> pa.Table:
+    return pa.table(
+        {
+            "prompt_id": [f"p{i:03d}" for i in range(n)],
+            "prompt": [
+                f"Question {i}: " + " ".join(f"w{i}x{j}" for j in range(words)) for i in range(n)
+            ],
+        }
+    )
+
+
+@pytest.fixture(scope="module")
+def sim_server() -> Iterator[SimServer]:
+    with SimServer(SimConfig(seed=11)) as sim:
+        yield sim
+
+
+@pytest.fixture
+def sim(sim_server: SimServer) -> Iterator[SimServer]:
+    sim_server.configure(**SimConfig(seed=11).as_dict())
+    sim_server.reset()
+    yield sim_server
+    sim_server.configure(**SimConfig(seed=11).as_dict())
+
+
+def run(
+    tmp_path: Path, sim: SimServer, pol: Policy, score: float, table: pa.Table
+) -> tuple[stages.Runtime, dict[str, Any], pl.DataFrame]:
+    rt = stages.Runtime(
+        settings=make_settings(sim),
+        storage=Storage(S3Settings()),
+        tracker=MemoryJobTracker(),
+        scorer=ConstScorer(score),
+    )
+    uri = write_input(tmp_path / "in" / "p.parquet", table)
+    plan = plan_job(rt, uri, tmp_path / "out", policy=pol)
+    manifest = local.run_job(rt, plan)
+    out = results(rt, plan)
+    assert out.height == table.num_rows == manifest["rows_out"]
+    return rt, manifest, out
+
+
+def test_breaker_opens_and_the_next_model_of_the_tier_serves(
+    tmp_path: Path, sim: SimServer
+) -> None:
+    backup = {
+        "name": BALANCED,
+        "provider": "sim",
+        "input_per_mtok": "0.4",
+        "output_per_mtok": "1.6",
+    }
+    primary = {"name": EXPERT, "provider": "sim", "input_per_mtok": "2", "output_per_mtok": "8"}
+    pol = policy(tiers={"expert": {"models": [primary, backup], "concurrency": 1}})
+    sim.configure(fail_models=[EXPERT])
+    _, _, out = run(tmp_path, sim, pol, 0.99, prompts(30))
+    assert (out["status"] == "ok").all()
+    assert set(out["model"]) == {BALANCED} and set(out["tier"]) == {"expert"}
+    assert set(out["fallback_from"]) == {f"sim/{EXPERT}"}
+    # one request at a time: the breaker opened after exactly `failures` calls
+    assert sim.stats()["requests_by_model"][EXPERT] == pol.breaker.failures
+
+
+def test_fallback_tier_serves_while_the_tier_is_down(tmp_path: Path, sim: SimServer) -> None:
+    pol = policy(tiers={"expert": {"fallback": ["balanced"], "concurrency": 4}})
+    sim.configure(fail_models=[EXPERT])
+    _, _, out = run(tmp_path, sim, pol, 0.99, prompts(40))
+    assert (out["status"] == "ok").all()
+    assert set(out["tier"]) == {"balanced"} and set(out["model"]) == {BALANCED}
+    assert set(out["fallback_from"]) == {f"sim/{EXPERT}"}
+    # at most `concurrency` calls were in flight when the breaker opened, each tried twice
+    assert sim.stats()["requests_by_model"][EXPERT] <= pol.breaker.failures + 4 * 2
+
+
+def test_job_budget_marks_the_rest_over_budget_and_never_overspends(
+    tmp_path: Path, sim: SimServer
+) -> None:
+    cap = Decimal("0.05")
+    pol = policy(budgets={"job": {"usd": str(cap)}, "on_exhausted": "over_budget"})
+    rt, manifest, out = run(tmp_path, sim, pol, 0.99, prompts(60, words=300))
+    by_status = manifest["rows_by_status"]
+    assert by_status["ok"] > 0 and by_status["over_budget"] > 0
+    assert by_status["ok"] + by_status["over_budget"] == 60
+    spent = sum(out["cost_usd"].to_list(), Decimal(0))
+    assert spent <= cap
+    over = out.filter(pl.col("status") == "over_budget")
+    assert over["response"].is_null().all() and (over["cost_usd"] == 0).all()
+    assert over["error"].str.contains("over budget").all()
+    assert rt.guards(pol).ledger.usage(f"job:{manifest['job_id']}").settled_usd == spent
+
+
+def test_downgrade_when_the_tier_budget_runs_out(tmp_path: Path, sim: SimServer) -> None:
+    pol = policy(budgets={"tier": {"expert": {"usd": "0.02"}}, "on_exhausted": "downgrade"})
+    _, _, out = run(tmp_path, sim, pol, 0.99, prompts(40, words=300))
+    assert (out["status"] == "ok").all()
+    tiers = out["tier"].value_counts().to_dict(as_series=False)
+    assert set(tiers["tier"]) == {"expert", "balanced"}
+    downgraded = out.filter(pl.col("tier") == "balanced")
+    assert downgraded["route_reason"].str.ends_with("budget: expert → balanced").all()
+    expert = out.filter(pl.col("tier") == "expert")
+    assert sum(expert["cost_usd"].to_list(), Decimal(0)) <= Decimal("0.02")
+
+
+def test_job_retry_budget_bounds_the_extra_calls(tmp_path: Path, sim: SimServer) -> None:
+    pol = policy(
+        retry={"max_attempts": 5, "base_delay_s": 0.001, "max_delay_s": 0.01, "job_budget": 0.1},
+        breaker={"failures": 10_000, "min_calls": 10_000},
+    )
+    sim.configure(error_rate=1.0)
+    _, _, out = run(tmp_path, sim, pol, 0.0, prompts(50))
+    assert (out["status"] == "failed").all()
+    assert sim.stats()["requests"] <= 50 + 5  # ≤ 10 % of 50 prompts retried
+    assert out["error"].str.contains("retry budget exhausted").any()
+
+
+def test_cascade_escalates_low_confidence_answers(tmp_path: Path, sim: SimServer) -> None:
+    pol = policy(tiers={"fast": {"cascade": {"min_confidence": 0.62}}})
+    _, _, out = run(tmp_path, sim, pol, 0.0, prompts(80))
+    assert (out["status"] == "ok").all()
+    assert out["confidence"].is_not_null().all()
+    low = out.filter(pl.col("confidence") < 0.62)
+    high = out.filter(pl.col("confidence") >= 0.62)
+    assert low.height > 0 and high.height > 0
+    assert (low["escalated_from"] == "fast").all() and (low["tier"] == "balanced").all()
+    assert high["escalated_from"].is_null().all() and (high["tier"] == "fast").all()
+    # both calls are paid: more than the balanced call alone
+    balanced = pol.tier("balanced").primary
+    for row in low.iter_rows(named=True):
+        alone = call_cost(balanced, row["input_tokens"], row["output_tokens"])
+        assert row["cost_usd"] > alone
+        assert row["attempts"] == 2
+        assert "confidence" in row["route_reason"]
+
+
+def test_truncate_input_keeps_the_end_of_the_prompt(tmp_path: Path, sim: SimServer) -> None:
+    pol = policy(tiers={"fast": {"max_input_tokens": 40, "truncate_input": True}})
+    table = pa.table(
+        {
+            "prompt_id": ["long"],
+            "prompt": [
+                " ".join(f"filler{j}" for j in range(200)) + " What is the capital of France?"
+            ],
+        }
+    )
+    _, _, out = run(tmp_path, sim, pol, 0.0, table)
+    row = out.row(0, named=True)
+    assert row["status"] == "ok" and row["tier"] == "fast"
+    assert row["input_tokens"] <= 40

@@ -1,0 +1,115 @@
+"""Bring a job's progress back in line with what the object store holds.
+
+After Redis lost the job's state (restarted without persistence) or messages were lost,
+``reconcile`` rebuilds the state from the job's own objects and re-enqueues only what is
+missing:
+
+1. The plan (``_job/plan.json``) lists every chunk. A job with ``_SUCCESS`` is done.
+2. No Redis state → the job is registered again (``running``).
+3. Per chunk: no ``_job/chunks/cNNNNNN.json`` → ingest never finished → ingest it again.
+   Otherwise it lists the parts the chunk writes; each part present in ``results/`` is
+   recorded as complete again, from the part's own rows (idempotent: a set member per part);
+   missing parts are re-enqueued as ``ingest(chunk, only=missing)`` — routing is
+   deterministic, so exactly those tier batches are dispatched again.
+4. When every part is there, the job is finalized (finalize is idempotent).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from routing.errors import InputError
+from routing.plan import ChunkRef, JobContext, JobPlan
+from workers import layout, stages
+
+
+class Resubmit(Protocol):
+    def ingest(self, ctx: JobContext, chunk: ChunkRef, only: list[str] | None) -> None: ...
+    def finalize(self, ctx: JobContext) -> None: ...
+
+
+@dataclass
+class Reconciled:
+    job_id: str
+    state: str  # "succeeded" (nothing to do), "finalizing", "resumed"
+    registered: bool = False  # the Redis state was gone and was rebuilt
+    chunks_total: int = 0
+    chunks_complete: int = 0
+    reingested: list[int] = field(default_factory=list)  # whole chunks sent to ingest again
+    parts_resent: dict[int, list[str]] = field(default_factory=dict)  # chunk → parts
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "job_id": self.job_id,
+            "state": self.state,
+            "registered": self.registered,
+            "chunks_total": self.chunks_total,
+            "chunks_complete": self.chunks_complete,
+            "reingested": self.reingested,
+            "parts_resent": {str(k): v for k, v in self.parts_resent.items()},
+        }
+
+
+def load_plan(rt: stages.Runtime, job_root: str) -> JobPlan:
+    uri = layout.plan(job_root)
+    if not rt.storage.exists(uri):
+        raise InputError(f"{job_root}: no job plan ({uri}); is this a job folder?")
+    return JobPlan.model_validate(json.loads(rt.storage.read_bytes(uri)))
+
+
+def reconcile(rt: stages.Runtime, job_root: str, sink: Resubmit) -> Reconciled:
+    """See the module doc. Safe to run at any time, also while the job is progressing."""
+    plan = load_plan(rt, job_root)
+    ctx = plan.context
+    out = Reconciled(ctx.job_id, "succeeded", chunks_total=len(plan.chunks))
+    if rt.storage.exists(layout.success(job_root)):
+        out.chunks_complete = len(plan.chunks)
+        return out
+    known = rt.tracker.status(ctx.job_id)
+    # After a restart, a task that was in flight may have recorded its part on the empty
+    # Redis: a job hash without ``total_chunks`` is lost state too.
+    if known is None or "total_chunks" not in known.meta:
+        rt.tracker.register(
+            ctx.job_id,
+            {
+                "total_chunks": ctx.total_chunks,
+                "rows_total": plan.rows_total,
+                "job_root": ctx.job_root,
+                "reconciled": 1,
+            },
+        )
+        out.registered = True
+    present = set(rt.storage.list_files(layout.results_dir(job_root), ".parquet"))
+    finalize_sent = False
+    for chunk in plan.chunks:
+        manifest_uri = layout.chunk_parts(job_root, chunk.chunk)
+        if not rt.storage.exists(manifest_uri):
+            sink.ingest(ctx, chunk, None)
+            out.reingested.append(chunk.chunk)
+            continue
+        parts = json.loads(rt.storage.read_bytes(manifest_uri))["parts"]
+        rt.tracker.expect(ctx.job_id, chunk.chunk, parts)
+        missing = []
+        for part in parts:
+            uri = layout.result_part(job_root, chunk.chunk, part)
+            if uri not in present:
+                missing.append(part)
+                continue
+            counts = stages.part_counts(rt.storage.read_parquet(uri))
+            if rt.tracker.complete(ctx.job_id, chunk.chunk, part, counts, ctx.total_chunks):
+                sink.finalize(ctx)
+                finalize_sent = True
+        if missing:
+            sink.ingest(ctx, chunk, missing)
+            out.parts_resent[chunk.chunk] = missing
+        else:
+            out.chunks_complete += 1
+    if out.chunks_complete == len(plan.chunks):
+        if not finalize_sent:  # the trigger fired earlier but the finalize message was lost
+            sink.finalize(ctx)
+        out.state = "finalizing"
+    else:
+        out.state = "resumed"
+    return out
