@@ -16,7 +16,9 @@ from routing.features import FEATURE_VERSION
 
 
 class Scorer(Protocol):
-    """Scores a batch of feature rows."""
+    """Scores a batch of feature rows. A row's score depends on that row only:
+    :func:`routing.router.route_batch` scores each distinct (system, prompt) of a batch
+    once and gives duplicates the same score."""
 
     version: str
 

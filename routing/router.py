@@ -2,11 +2,15 @@
 
 Pure computation over Arrow/polars; the ingest stage calls :func:`route_batch` once per
 chunk. Routing columns are added to the table; internal ones start with ``__br_``.
+
+What depends on a text alone — its token count, its features, its PII kinds — is computed
+once per distinct text of the batch, and kept across batches in a bounded :class:`TextMemo`
+(nightly jobs repeat prompts, templates and system prompts across chunks); the score once
+per distinct (system, prompt) pair. Duplicates copy the values: every output is the same
+as computing each row on its own (a scorer's score of a row depends on that row only).
 """
 
 from __future__ import annotations
-
-from functools import cache
 
 import numpy as np
 import polars as pl
@@ -14,123 +18,189 @@ import pyarrow as pa
 
 from routing.classify import Scorer
 from routing.dedupe import mark_duplicates
-from routing.features import compute_features
-from routing.pii import PiiDetector
+from routing.memo import MEMO, TextMemo, compute_values
 from routing.policy import Policy
 from routing.route import assign_tiers
-from routing.rules import PiiSpec, apply_rules
-from routing.tokens import count_tokens
+from routing.rules import Decisions, apply_rules
 
 INTERNAL = "__br_"
 FINGERPRINT = f"{INTERNAL}fingerprint"
 EST_INPUT_TOKENS = f"{INTERNAL}input_tokens"
 REJECTED_REASON = f"{INTERNAL}rejected_reason"
+# The tiers the policy allows the row (Int64 bit mask, bit k = k-th tier; routing.rules).
+ALLOWED = f"{INTERNAL}allowed"
 # Columns rules and entitlements may read (besides the prompt and its token count).
 _RULE_COLUMNS = ("tenant", "customer_tier", "domain", "metadata")
 
 
-@cache
-def _detector(spec: PiiSpec) -> PiiDetector:
-    return spec.detector()
+def _distinct(values: list[str | None]) -> tuple[list[str | None], np.ndarray]:
+    """The distinct values in first-seen order, and each row's index into them."""
+    index = dict.fromkeys(values)
+    if len(index) == len(values):
+        return values, np.arange(len(values))
+    for i, v in enumerate(index):
+        index[v] = i
+    return list(index), np.fromiter(map(index.__getitem__, values), np.int64, len(values))
+
+
+def _pairs(first: np.ndarray, second: np.ndarray, n_second: int) -> tuple[np.ndarray, np.ndarray]:
+    """Distinct (first, second) pairs in first-seen order: each pair's first row, and each
+    row's pair."""
+    _, start, inverse = np.unique(first * n_second + second, True, True)
+    order = np.argsort(start, kind="stable")
+    rank = np.empty_like(order)
+    rank[order] = np.arange(len(order))
+    return start[order], rank[inverse.reshape(-1)]
 
 
 def _decide(
-    table: pa.Table, prompts: list[str], tokens: np.ndarray, scores: np.ndarray, policy: Policy
-) -> tuple[list[str], list[str], list[str | None], list[str | None]]:
-    """Score tiers, then rules, entitlements, PII and input limits (routing.rules)."""
-    score_tiers, score_reasons = assign_tiers(scores, policy)
-    kinds = None
-    if policy.pii.enabled:
-        kinds = _detector(policy.pii).detect(pl.Series(prompts, dtype=pl.String))
-    columns = {"prompt": pl.Series(prompts, dtype=pl.String), "input_tokens": pl.Series(tokens)}
+    table: pa.Table,
+    prompts: pl.Series,
+    tokens: np.ndarray,
+    score: tuple[pl.Series, list[str]],
+    kinds: pl.Series | None,
+    policy: Policy,
+) -> Decisions:
+    """Rules, entitlements, PII and input limits (routing.rules) after the score's tiers."""
+    columns = [prompts.alias("prompt"), pl.Series("input_tokens", tokens)]
     for name in _RULE_COLUMNS:
         if name in table.column_names:
-            columns[name] = pl.Series(table.column(name).to_pylist(), dtype=pl.String)
-    decisions = apply_rules(
+            columns.append(_strings(table, name))
+    return apply_rules(
         pl.DataFrame(columns),
-        score_tiers,
+        score[0],
         policy.tier_names,
         policy.rules,
         policy.entitlements,
         policy.pii_allowed_tiers,
         kinds,
-        score_reasons=score_reasons,
-        input_limits={t.name: t.max_input_tokens for t in policy.tiers},
-    )
-    pii: list[str | None] = [None] * len(prompts)
-    if kinds is not None:
-        pii = [", ".join(k) or None for k in kinds.to_list()]
-    return (
-        decisions.tier.fill_null("").to_list(),
-        decisions.route_reason.to_list(),
-        decisions.rejected_reason.to_list(),
-        pii,
+        score_reasons=score[1],
+        # A tier that truncates its input (at dispatch) takes a prompt of any length.
+        input_limits={t.name: t.max_input_tokens for t in policy.tiers if not t.truncate_input},
     )
 
 
-def _scopes(table: pa.Table) -> list[str]:
+def _strings(table: pa.Table, name: str) -> pl.Series:
+    column = table.column(name)
+    if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
+        return pl.Series(name, column, dtype=pl.String)
+    return pl.Series(name, column.to_pylist(), dtype=pl.String)
+
+
+def _scopes(table: pa.Table) -> pl.Series:
     """What besides the text makes two requests different: everything a rule or an
     entitlement may read (tenant, customer tier, domain, metadata) and the output limit."""
     n = table.num_rows
-    parts = [
-        table.column(name).to_pylist() if name in table.column_names else [None] * n
-        for name in (*_RULE_COLUMNS, "max_output_tokens")
-    ]
-    return [
-        "\x1e".join("" if v is None else str(v) for v in row) for row in zip(*parts, strict=True)
-    ]
+    names = (*_RULE_COLUMNS, "max_output_tokens")
+    if all(
+        pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_integer(t)
+        for t in (table.schema.field(c).type for c in names if c in table.column_names)
+    ):
+        parts = [
+            pl.Series(c, table.column(c)).cast(pl.String).fill_null("")
+            if c in table.column_names
+            else pl.repeat("", n, dtype=pl.String, eager=True)
+            for c in names
+        ]
+        return pl.select(pl.concat_str(parts, separator="\x1e")).to_series().alias("scope")
+    lists = [table.column(c).to_pylist() if c in table.column_names else [None] * n for c in names]
+    return pl.Series(
+        "scope",
+        ["\x1e".join("" if v is None else str(v) for v in row) for row in zip(*lists, strict=True)],
+        dtype=pl.String,
+    )
 
 
-def route_batch(table: pa.Table, policy: Policy, scorer: Scorer) -> pa.Table:
+class _Batch:
+    """A batch's text values: per row (tokens, PII kinds) and per distinct (system,
+    prompt) pair (features with the text, tokens), with each row's pair."""
+
+    def __init__(self, table: pa.Table, policy: Policy, memo: TextMemo | None) -> None:
+        n = table.num_rows
+        values = memo.values if memo is not None else compute_values
+        self.prompts = pl.Series("prompt", table.column("prompt"), dtype=pl.String)
+        texts, text_of = _distinct(table.column("prompt").to_pylist())
+        of_text = values(texts, features=True, pii=policy.pii if policy.pii.enabled else None)
+        self.tokens = of_text.tokens[text_of]
+        system_of, systems = np.zeros(n, np.int64), list[str | None]([None])
+        if "system" in table.column_names:
+            systems, system_of = _distinct(table.column("system").to_pylist())
+            self.tokens = self.tokens + values(systems).tokens[system_of]
+        first, self.pair_of = _pairs(text_of, system_of, len(systems))
+        self.distinct = len(first) < n
+        assert of_text.features is not None
+        # The frame carries the text too: a learned scorer reads it (n-grams).
+        self.features = of_text.features.select(pl.all().gather(text_of[first])).with_columns(
+            self.prompts.gather(first)
+        )
+        self.pair_tokens = self.tokens[first]
+        self.kinds = of_text.kinds.gather(text_of) if of_text.kinds is not None else None
+
+    def per_row(self, values: list[str]) -> list[str]:
+        return [values[j] for j in self.pair_of] if self.distinct else values
+
+
+def route_batch(
+    table: pa.Table, policy: Policy, scorer: Scorer, *, memo: TextMemo | None = MEMO
+) -> pa.Table:
     """Add ``complexity_score``, ``tier`` (empty string: rejected by the policy, reason in
     the internal ``REJECTED_REASON`` column), ``route_reason``, ``dedupe_of``,
-    ``pii_kinds``, ``classifier_version`` and the internal fingerprint / token columns."""
-    prompts = table.column("prompt").to_pylist()
-    systems = (
-        table.column("system").to_pylist()
-        if "system" in table.column_names
-        else [None] * len(prompts)
-    )
-    tokens = count_tokens(prompts) + count_tokens(systems)
-    text = pl.Series("prompt", prompts, dtype=pl.String)
-    # The frame carries the text too: a learned scorer reads it (n-grams).
-    scores = scorer.score(compute_features(text).with_columns(text), tokens)
-    tiers, reasons, rejected, pii = _decide(table, prompts, tokens, scores, policy)
+    ``pii_kinds``, ``classifier_version`` and the internal fingerprint / token / allowed
+    tiers columns (a duplicate carries its first occurrence's score, tier, reasons and
+    allowed tiers).
+
+    ``memo``: where values of texts seen before are kept (None: compute everything)."""
+    batch = _Batch(table, policy, memo)
+    pair_scores = np.asarray(scorer.score(batch.features, batch.pair_tokens))
+    score_tiers, score_reasons = assign_tiers(pair_scores, policy)
+    score = (pl.Series(batch.per_row(score_tiers), dtype=pl.String), batch.per_row(score_reasons))
+    decisions = _decide(table, batch.prompts, batch.tokens, score, batch.kinds, policy)
+    scores = pair_scores[batch.pair_of]
+    tiers = decisions.tier.fill_null("")
     marks = mark_duplicates(
         pl.DataFrame(
-            {
-                "prompt_id": table.column("prompt_id").to_pylist(),
-                "prompt": prompts,
-                "system": systems,
-                "tier": tiers,
-                "scope": _scopes(table),
-            },
-            schema={
-                "scope": pl.String,
-                "prompt_id": pl.String,
-                "prompt": pl.String,
-                "system": pl.String,
-                "tier": pl.String,
-            },
+            [
+                _scopes(table),
+                pl.Series("prompt_id", table.column("prompt_id"), dtype=pl.String),
+                batch.prompts,
+                _strings(table, "system")
+                if "system" in table.column_names
+                else pl.Series("system", [None] * table.num_rows, dtype=pl.String),
+                tiers.alias("tier"),
+            ]
         )
     )
     # A duplicate goes wherever its first occurrence goes: dispatch answers it from that
     # row, which must therefore be in the same tier batch (whitespace-only differences
     # change the token count, so the duplicate's own score could pick another tier).
     first = pl.col("row").first().over("fingerprint")
-    canonical = marks.with_row_index("row").select(first).to_series().to_numpy()
-    scores = np.asarray(scores)[canonical]
-    tiers = [tiers[j] for j in canonical]
-    reasons = [reasons[j] for j in canonical]
-    rejected = [rejected[j] for j in canonical]
+    canonical = pa.array(marks.with_row_index("row").select(first).to_series().to_numpy())
+
+    def strings(series: pl.Series) -> pa.Array:
+        return series.to_arrow().cast(pa.string())
+
     return (
-        table.append_column("complexity_score", pa.array(scores, pa.float64()))
-        .append_column("tier", pa.array(tiers, pa.string()))
-        .append_column("route_reason", pa.array(reasons, pa.string()))
+        table.append_column("complexity_score", pa.array(scores, pa.float64()).take(canonical))
+        .append_column("tier", strings(tiers).take(canonical))
+        .append_column("route_reason", strings(decisions.route_reason).take(canonical))
         .append_column("dedupe_of", marks.get_column("dedupe_of").to_arrow())
         .append_column(FINGERPRINT, marks.get_column("fingerprint").to_arrow())
-        .append_column("pii_kinds", pa.array(pii, pa.string()))
-        .append_column("classifier_version", pa.array([scorer.version] * len(prompts), pa.string()))
-        .append_column(REJECTED_REASON, pa.array(rejected, pa.string()))
-        .append_column(EST_INPUT_TOKENS, pa.array(tokens, pa.int64()))
+        .append_column("pii_kinds", strings(_pii_text(batch.kinds, table.num_rows)))
+        .append_column("classifier_version", pa.repeat(pa.scalar(scorer.version), table.num_rows))
+        .append_column(REJECTED_REASON, strings(decisions.rejected_reason).take(canonical))
+        .append_column(EST_INPUT_TOKENS, pa.array(batch.tokens, pa.int64()))
+        .append_column(ALLOWED, _allowed(decisions, table.num_rows).take(canonical))
     )
+
+
+def _allowed(decisions: Decisions, n: int) -> pa.Array:
+    if decisions.allowed is None:
+        return pa.nulls(n, pa.int64())
+    return decisions.allowed.to_arrow().cast(pa.int64())
+
+
+def _pii_text(kinds: pl.Series | None, n: int) -> pl.Series:
+    """ "a, b" per row, or null when none was found (or PII is not checked)."""
+    if kinds is None:
+        return pl.Series([None] * n, dtype=pl.String)
+    return pl.select(pl.when(kinds.list.len() > 0).then(kinds.list.join(", "))).to_series()

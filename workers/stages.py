@@ -25,7 +25,7 @@ from routing.cost import ZERO, call_cost
 from routing.errors import PolicyError
 from routing.plan import ChunkRef, JobContext
 from routing.policy import Policy, TierSpec, parse_policy
-from routing.router import EST_INPUT_TOKENS, REJECTED_REASON, route_batch
+from routing.router import ALLOWED, EST_INPUT_TOKENS, REJECTED_REASON, route_batch
 from routing.tokens import count_tokens, truncate_tokens
 from routing.validate import check_schema, conform, row_rejections
 from workers import layout
@@ -36,7 +36,6 @@ from workers.settings import Settings
 from workers.storage import Storage
 
 REJECTED_PART = "rejected"
-ALLOWED = "__br_allowed"  # TEMP until routing.router exports it
 DEFAULT_TENANT = "default"
 
 

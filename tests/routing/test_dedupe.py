@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import polars as pl
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from routing.dedupe import fingerprint_expr, mark_duplicates
+from routing.dedupe import COLLAPSE, fingerprint_expr, mark_duplicates
 from tests.routing.helpers import PROPERTY
 
 
@@ -141,3 +143,29 @@ def test_scope_separates_tenants_and_output_limits() -> None:
     )
     marked = mark_duplicates(df)
     assert marked["dedupe_of"].to_list() == [None, None, None, "a"]
+
+
+def _collapsed_as_f1(texts: list[str | None]) -> list[str]:
+    """The normalisation as first written: every ``\\s+`` run → one space, stripped."""
+    series = pl.Series(texts, dtype=pl.String).fill_null("")
+    return series.str.replace_all(r"\s+", " ").str.strip_chars().to_list()
+
+
+def _collapsed(texts: list[str | None]) -> list[str]:
+    df = pl.DataFrame({"t": texts}, schema={"t": pl.String})
+    expr = pl.col("t").fill_null("").str.replace_all(COLLAPSE, " ").str.strip_chars()
+    return df.select(expr).to_series().to_list()
+
+
+WHITESPACE = [" ", "  ", "\t", "\n", "\r\n", "\u00a0", "\u3000", "\u2028", "\u0085", "\x0b"]
+
+
+@PROPERTY
+@given(st.lists(st.lists(st.sampled_from([*WHITESPACE, "a", "bc", "é", "\x1f"])).map("".join)))
+def test_collapse_is_the_f1_normalisation(texts: list[str]) -> None:
+    assert _collapsed(texts) == _collapsed_as_f1(texts)
+
+
+def test_collapse_is_the_f1_normalisation_on_the_corpus(corpus_path: Path) -> None:
+    prompts = pl.read_parquet(corpus_path, columns=["prompt"])["prompt"].to_list()
+    assert _collapsed(prompts) == _collapsed_as_f1(prompts)

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import textwrap
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -12,8 +16,17 @@ import pyarrow.parquet as pq
 import pytest
 
 from routing.classify import HeuristicScorer
-from routing.policy import Policy
-from routing.router import EST_INPUT_TOKENS, FINGERPRINT, INTERNAL, REJECTED_REASON, route_batch
+from routing.policy import Policy, load_policy
+from routing.router import (
+    ALLOWED,
+    EST_INPUT_TOKENS,
+    FINGERPRINT,
+    INTERNAL,
+    REJECTED_REASON,
+    TextMemo,
+    _scopes,
+    route_batch,
+)
 from routing.tokens import count_tokens
 from routing.validate import check_schema, conform, row_rejections
 from tests.routing.helpers import FixedScorer, tiers_policy
@@ -28,6 +41,7 @@ ADDED = [
     "classifier_version",
     REJECTED_REASON,
     EST_INPUT_TOKENS,
+    ALLOWED,
 ]
 
 
@@ -72,7 +86,8 @@ def test_adds_routing_columns_after_the_input_untouched(default_policy: Policy) 
     assert out.select(table.column_names).equals(table)
     assert out.schema.field("complexity_score").type == pa.float64()
     assert out.schema.field(EST_INPUT_TOKENS).type == pa.int64()
-    assert all(name.startswith(INTERNAL) for name in (FINGERPRINT, EST_INPUT_TOKENS))
+    assert all(name.startswith(INTERNAL) for name in (FINGERPRINT, EST_INPUT_TOKENS, ALLOWED))
+    assert out.schema.field(ALLOWED).type == pa.int64()
 
 
 def test_scores_tiers_and_reasons(default_policy: Policy) -> None:
@@ -146,7 +161,8 @@ def test_skips_a_later_tier_with_a_smaller_limit() -> None:
         {"name": "narrow", "max_score": 0.8, "max_input_tokens": 20},
         {"name": "wide", "max_input_tokens": 1000},
     )
-    out = _route(_table([_words(50), _words(15), _words(50)]), policy, [0.1, 0.1, 0.6])
+    prompts = [_words(50), _words(15), _words(49) + "word?"]
+    out = _route(_table(prompts), policy, [0.1, 0.1, 0.6])
     assert out["tier"] == ["wide", "narrow", "wide"]
 
 
@@ -155,7 +171,8 @@ def test_skips_a_later_tier_with_a_smaller_limit() -> None:
 
 def test_later_duplicates_point_at_the_first(default_policy: Policy) -> None:
     prompts = ["Tell me a joke.", "Other", "  Tell me\ta  joke. ", "Tell me a joke."]
-    out = _route(_table(prompts), default_policy, [0.1, 0.1, 0.1, 0.1])
+    # The scorer sees each distinct (system, prompt) once: three texts, three scores.
+    out = _route(_table(prompts), default_policy, [0.1, 0.1, 0.1])
     assert out["dedupe_of"] == [None, None, "p0", "p0"]
     assert out[FINGERPRINT][0] == out[FINGERPRINT][2] == out[FINGERPRINT][3] != out[FINGERPRINT][1]
 
@@ -224,3 +241,175 @@ def test_real_corpus_is_spread_over_tiers_by_the_default_policy(
         out.column(EST_INPUT_TOKENS).to_pylist()
         == count_tokens(sample.column("prompt").to_pylist()).tolist()
     )
+
+
+# ---------------------------------------------------------------- the text memo
+
+GOVERNED = Path(__file__).resolve().parents[2] / "infra" / "policies" / "governed.yaml"
+PII_PROMPTS = [
+    "Email me at jane.doe@example.com about the invoice.",
+    "Card 4111 1111 1111 1111 was charged twice, why?",
+    "Ping 8.8.8.8 and 10.1.2.3 from EMP-123456's laptop.",
+]
+
+
+@pytest.fixture(scope="module")
+def governed() -> Policy:
+    return load_policy(GOVERNED)
+
+
+def _corpus_batches(corpus_path: Path, rows: int, size: int) -> list[pa.Table]:
+    """Corpus prompts with repeats inside and across batches, systems, rule columns, PII."""
+    prompts = pq.read_table(corpus_path, columns=["prompt"]).column("prompt").to_pylist()
+    rng = np.random.default_rng(7)
+    picked = [prompts[i] for i in rng.integers(0, 400, rows)]  # many repeats
+    picked[::17] = [PII_PROMPTS[i % 3] for i in range(len(picked[::17]))]
+    systems = [None, "Be terse.", "Answer in French.", ""]
+    table = pa.table(
+        {
+            "prompt_id": [f"p{i}" for i in range(rows)],
+            "prompt": picked,
+            "system": [systems[i] for i in rng.integers(0, 4, rows)],
+            "tenant": [["acme", "globex", None][i] for i in rng.integers(0, 3, rows)],
+            "customer_tier": [["pro", "gold", "free"][i] for i in rng.integers(0, 3, rows)],
+            "domain": [["legal", None, "medical"][i] for i in rng.integers(0, 3, rows)],
+            "max_output_tokens": pa.array(rng.integers(0, 3, rows) * 500, pa.int64()),
+        }
+    )
+    return [table.slice(i, size) for i in range(0, rows, size)]
+
+
+def test_memo_results_are_identical_to_computing_everything(
+    corpus_path: Path, governed: Policy
+) -> None:
+    batches = _corpus_batches(corpus_path, 1500, 250)
+    scorer = HeuristicScorer()
+    memo = TextMemo()
+    plain = [route_batch(b, governed, scorer, memo=None) for b in batches]
+    cold = [route_batch(b, governed, scorer, memo=memo) for b in batches]  # fills as it goes
+    warm = [route_batch(b, governed, scorer, memo=memo) for b in batches]
+    assert len(memo) > 0
+    for p, c, w in zip(plain, cold, warm, strict=True):
+        assert c.equals(p)
+        assert w.equals(p)
+    pii = pc.drop_null(pa.concat_arrays([t.column("pii_kinds").combine_chunks() for t in plain]))
+    assert len(pii) > 0, "the batches exercise PII"
+
+
+def test_a_tiny_memo_evicts_and_stays_identical(corpus_path: Path, governed: Policy) -> None:
+    batches = _corpus_batches(corpus_path, 600, 200)
+    scorer = HeuristicScorer()
+    plain = [route_batch(b, governed, scorer, memo=None) for b in batches]
+    by_count, by_bytes = TextMemo(max_entries=7), TextMemo(max_bytes=4000)
+    for memo in (by_count, by_bytes):
+        for _ in range(2):
+            for b, expected in zip(batches, plain, strict=True):
+                assert route_batch(b, governed, scorer, memo=memo).equals(expected)
+    assert 0 < len(by_count) <= 7
+    assert 0 < by_bytes._bytes <= 4000
+    assert by_bytes._bytes == sum(sys.getsizeof(t) for t in by_bytes._slots)
+
+
+def test_values_of_a_text_seen_as_system_then_as_prompt(default_policy: Policy) -> None:
+    memo = TextMemo()
+    text = "Explain why the sky is blue; compare with sunsets."
+    first = route_batch(_table(["hi"], [text]), default_policy, HeuristicScorer(), memo=memo)
+    again = route_batch(_table([text], [None]), default_policy, HeuristicScorer(), memo=memo)
+    alone = route_batch(_table([text], [None]), default_policy, HeuristicScorer(), memo=None)
+    assert first.column(EST_INPUT_TOKENS).to_pylist()[0] == 1 + count_tokens([text])[0]
+    assert again.equals(alone)
+
+
+def test_memo_off_keeps_nothing(default_policy: Policy) -> None:
+    memo = TextMemo(max_entries=0)
+    out = route_batch(_table(["a", "b"]), default_policy, HeuristicScorer(), memo=memo)
+    assert len(memo) == 0
+    assert out.equals(route_batch(_table(["a", "b"]), default_policy, HeuristicScorer(), memo=None))
+
+
+def test_memo_is_thread_safe(corpus_path: Path, governed: Policy) -> None:
+    batches = _corpus_batches(corpus_path, 1200, 100)
+    scorer = HeuristicScorer()
+    plain = [route_batch(b, governed, scorer, memo=None) for b in batches]
+    memo = TextMemo(max_entries=150)  # small: threads evict each other's texts
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        routed = list(pool.map(lambda b: route_batch(b, governed, scorer, memo=memo), batches * 3))
+    for out, expected in zip(routed, plain * 3, strict=True):
+        assert out.equals(expected)
+
+
+FORKED = textwrap.dedent(
+    """
+    import os, signal, sys, threading, time
+    import pyarrow as pa
+    from routing.classify import HeuristicScorer
+    from routing.policy import load_policy
+    from routing.router import MEMO, route_batch
+    table = pa.table({"prompt_id": ["a", "b"], "prompt": ["Prove it.", "Hi"]})
+    route_batch(table, load_policy(), HeuristicScorer())
+    assert len(MEMO) == 2
+    held = threading.Event()
+    def hold():  # another thread is inside the memo when the process forks
+        with MEMO._lock:
+            held.set()
+            time.sleep(2)
+    threading.Thread(target=hold, daemon=True).start()
+    held.wait()
+    pid = os.fork()
+    if pid == 0:
+        signal.alarm(20)  # a child stuck on the inherited lock dies here
+        empty = len(MEMO) == 0
+        tokens = MEMO.values(["Prove it."]).tokens.tolist()  # no polars: a forked child
+        os._exit(0 if empty and tokens == [4] and len(MEMO) == 1 else 3)
+    _, status = os.waitpid(pid, 0)
+    sys.exit(os.waitstatus_to_exitcode(status) or (0 if len(MEMO) == 2 else 4))
+    """
+)
+
+
+def test_a_forked_child_starts_with_an_empty_memo_and_a_free_lock() -> None:
+    proc = subprocess.run(
+        [sys.executable, "-c", FORKED], capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+
+
+@pytest.mark.parametrize(
+    "columns",
+    [
+        {},
+        {"tenant": ["acme", None, "x\x1ey"], "max_output_tokens": pa.array([5, None, -1])},
+        {
+            "customer_tier": ["gold", "pro", None],
+            "domain": [None, "legal", ""],
+            "metadata": ['{"a": 1}', None, "{}"],
+            "max_output_tokens": pa.array([1, 2, 3], pa.int32()),
+        },
+        {"tenant": pa.array(["a", "b", None], pa.large_string())},
+        {"max_output_tokens": pa.array([1.5, None, 2.0])},  # not conformed: the slow path
+    ],
+)
+def test_scopes_are_the_rows_rule_values_joined(columns: dict) -> None:
+    table = _table(["a", "b", "c"], **columns)
+    names = ("tenant", "customer_tier", "domain", "metadata", "max_output_tokens")
+    values = [table.column(c).to_pylist() if c in columns else [None] * 3 for c in names]
+    expected = [
+        "\x1e".join("" if v is None else str(v) for v in row) for row in zip(*values, strict=True)
+    ]
+    assert _scopes(table).to_list() == expected
+
+
+def test_allowed_tiers_mask_per_row(limited: Policy) -> None:
+    prompts = [_words(5), _words(20), _words(300), _words(5)]
+    out = _route(_table(prompts), limited, [0.1, 0.1, 0.1])  # the 4th repeats the 1st
+    assert out[ALLOWED] == [0b111, 0b110, 0, 0b111]  # fast ≤ 10, balanced ≤ 50, expert ≤ 200
+
+
+def test_a_tier_that_truncates_its_input_takes_long_prompts() -> None:
+    policy = tiers_policy(
+        {"name": "fast", "max_score": 0.5, "max_input_tokens": 10, "truncate_input": True},
+        {"name": "expert", "max_input_tokens": 200},
+    )
+    out = _route(_table([_words(100), _words(300)]), policy, [0.1, 0.9])
+    assert out["tier"] == ["fast", "fast"], "301 tokens fit only the truncating tier"
+    assert out[ALLOWED] == [0b11, 0b01]

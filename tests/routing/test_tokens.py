@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
+import polars as pl
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from routing.tokens import count_tokens, truncate_tokens
+from routing.tokens import _encoding, count_tokens, truncate_tokens
 from tests.routing.helpers import PROPERTY
 
 
@@ -63,3 +66,50 @@ def test_truncation_through_emoji() -> None:
     text = "héllo 🌍🌍🌍 世界 " * 3
     for max_tokens in range(1, 12):
         assert text.endswith(truncate_tokens(text, max_tokens)), max_tokens
+
+
+# ---------------------------------------------------------------- count == encode_ordinary
+
+VARIED = [
+    None,
+    "",
+    " ",
+    "\n\n\t  ",
+    "hello world",
+    "<|endoftext|> and <|fim_prefix|>",
+    "héllo wörld, ça va? Ünïcödé",
+    "日本語のテキストと中文文本",
+    "emoji 🌍🚀👩‍👩‍👧‍👦 and flags 🇫🇷",
+    "lone surrogate \ud800 here",
+    "\udcff",
+    "math: ∑ x² ≤ ∞, \\frac{1}{2}",
+    "code:\n```python\ndef f(x):\n    return x ** 2\n```",
+    "word " * 3000,
+    "a" * 5000,
+    "Ξ" * 777 + " mixed ASCII 123 456",
+]
+
+
+def _encode_ordinary(text: str | None) -> int:
+    return len(_encoding().encode_ordinary(text)) if text else 0
+
+
+def test_fast_counts_equal_encode_ordinary_on_varied_text() -> None:
+    assert count_tokens(VARIED).tolist() == [_encode_ordinary(t) for t in VARIED]
+
+
+@PROPERTY
+@given(st.lists(st.one_of(st.none(), st.text(max_size=200)), max_size=8))
+def test_fast_counts_equal_encode_ordinary(texts: list[str | None]) -> None:
+    assert count_tokens(texts).tolist() == [_encode_ordinary(t) for t in texts]
+
+
+def test_fast_counts_equal_encode_ordinary_on_the_corpus(corpus_path: Path) -> None:
+    prompts = pl.read_parquet(corpus_path, columns=["prompt"])["prompt"].to_list()
+    sample = prompts[::7]  # ~2,400 real prompts: chat, code, math, many languages
+    assert count_tokens(sample).tolist() == [_encode_ordinary(t) for t in sample]
+
+
+def test_over_long_text_raises_like_encode_ordinary() -> None:
+    with pytest.raises(ValueError, match="too long"):
+        count_tokens(["x" * 1_000_000])
