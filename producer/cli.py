@@ -382,10 +382,23 @@ def train(
     specs: Annotated[list[str], typer.Argument(metavar="SPEC...", help="PATH:weak,strong[,…]")],
     out: Annotated[Path, typer.Option("--out", help="where to write the trained router")],
     feedback: Annotated[
-        list[Path] | None, typer.Option(help="extra labelled prompts (same format)")
+        list[Path] | None,
+        typer.Option(
+            help="extra labelled prompts (same format), repeatable: FILE, or FILE:weak,strong "
+            "when the file names its models differently from the SPECs"
+        ),
     ] = None,
-    feedback_weight: Annotated[float, typer.Option(help="sample weight of feedback")] = 1.0,
+    feedback_weight: Annotated[
+        float, typer.Option(help="sample weight of feedback rows (10 measured best)")
+    ] = 10.0,
     folds: Annotated[int, typer.Option(help="cross-validation folds", min=2)] = 5,
+    label: Annotated[
+        str | None,
+        typer.Option(help="needs | win_rate (default: win_rate for two models, needs for more)"),
+    ] = None,
+    tolerance: Annotated[
+        float, typer.Option(help="quality within this of the best counts as adequate / a tie")
+    ] = 0.0,
 ) -> None:
     """Train the learned router on labelled files, cross-validate it and save it.
 
@@ -395,7 +408,10 @@ def train(
     """
     from producer.train_cmd import run_train
 
-    run_train(specs, out, feedback or [], feedback_weight, folds, console)
+    run_train(
+        specs, out, feedback or [], feedback_weight, folds, console,
+        label=label, tolerance=tolerance,
+    )  # fmt: skip
 
 
 @app.command("sim-provider")

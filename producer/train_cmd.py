@@ -6,9 +6,12 @@ Each SPEC is ``PATH:weak,strong[,more…]`` — a labels file in the long format
 a weak/strong router; more give an ordinal (cheapest adequate tier) router. Every SPEC must
 list the same number of models; the k-th model of each SPEC is tier k.
 
-``--feedback FILE[:weak,strong…]`` adds user-labelled prompts (same format) to every training
-set with weight ``--feedback-weight``; without models the file must hold the models of one
-SPEC. Feedback prompts are never scored in the reported metrics.
+``--feedback FILE`` or ``--feedback FILE:weak,strong[,…]`` (repeatable) adds user-labelled
+prompts (same format) to every training set with weight ``--feedback-weight`` (10 measured
+best, ``docs/training.md``); bare ``FILE`` must hold the models of one SPEC, the
+``FILE:weak,strong`` form names them when the file calls them differently. Feedback prompts
+are never scored in the reported metrics. ``--label needs|win_rate`` (default ``win_rate`` for
+two models, ``needs`` for more) and ``--tolerance`` set the target.
 
 Reported: k-fold cross-validated metrics per dataset (the pooled model, out-of-fold), and with
 two or more SPECs leave-one-dataset-out (train on the others, score the held-out one): ROC AUC
@@ -20,7 +23,7 @@ Example::
     batch-router train \\
       ../shared/data/labels/mmlu.parquet:mixtral-8x7b-instruct-v0.1,gpt-4-1106-preview \\
       ../shared/data/labels/gsm8k.parquet:mixtral-8x7b-instruct-v0.1,gpt-4-1106-preview \\
-      --out models/router.zip --feedback ours.parquet --feedback-weight 3 --folds 5
+      --out models/router.zip --feedback ours.parquet --feedback-weight 10 --folds 5
 """
 
 from __future__ import annotations
@@ -55,6 +58,8 @@ except ImportError:  # pragma: no cover - the evaluation module ships with routi
     evaluate = None
 
 REQUIRED = ("prompt_id", "prompt", "model", "quality")
+LABELS: tuple[Label, ...] = ("needs", "win_rate")
+DEFAULT_FEEDBACK_WEIGHT = 10.0  # the measured plateau is 5–20 (docs/training.md)
 
 
 @dataclass(frozen=True)
@@ -321,7 +326,7 @@ def run_train(
     folds: int,
     console: Console,
     *,
-    label: Label | None = None,
+    label: Label | str | None = None,
     tolerance: float = 0.0,
     config: TrainConfig | None = None,
 ) -> dict[str, Any]:
@@ -334,6 +339,8 @@ def run_train(
         raise InputError(f"--folds must be at least 2, got {folds}")
     if feedback_weight <= 0:
         raise InputError(f"--feedback-weight must be positive, got {feedback_weight}")
+    if tolerance < 0:
+        raise InputError(f"--tolerance must be at least 0, got {tolerance}")
     parsed = [parse_spec(s) for s in specs]
     if len({len(s.models) for s in parsed}) > 1:
         raise InputError("every SPEC must list the same number of models (tier k = k-th model)")
@@ -377,10 +384,13 @@ def run_train(
 
 
 def _config(
-    config: TrainConfig | None, label: Label | None, tolerance: float, n_models: int
+    config: TrainConfig | None, label: Label | str | None, tolerance: float, n_models: int
 ) -> TrainConfig:
     base = config or TrainConfig()
-    chosen: Label = label or ("win_rate" if n_models == 2 else "needs")
+    if label is not None and label not in LABELS:
+        raise InputError(f"--label must be one of {', '.join(LABELS)}, got {label!r}")
+    named = [x for x in LABELS if x == label]
+    chosen: Label = named[0] if named else ("win_rate" if n_models == 2 else "needs")
     if chosen == "win_rate" and n_models != 2:
         raise InputError("label win_rate needs exactly two models per SPEC; use needs")
     return replace(base, label=chosen, tolerance=tolerance)

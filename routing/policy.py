@@ -101,6 +101,16 @@ class LimitsSpec(_Frozen):
     max_prompt_chars: int = Field(200_000, gt=0)
 
 
+class CacheSpec(_Frozen):
+    """The cross-job response cache (Redis; in memory for the local executor): an answer is
+    reused for the same model, generation parameters and normalised (system, prompt) text
+    within ``ttl_s``. Per tenant unless ``shared_across_tenants``."""
+
+    enabled: bool = True
+    ttl_s: int = Field(86_400, gt=0)
+    shared_across_tenants: bool = False
+
+
 class ClassifierSpec(_Frozen):
     """Which scorer computes ``complexity_score``: the built-in heuristic (no training), or
     a router trained by ``batch-router train`` (``path``: a local file or an ``s3://`` URI;
@@ -132,6 +142,7 @@ class Policy(_Frozen):
     pii: PiiSpec = PiiSpec()
     classifier: ClassifierSpec = ClassifierSpec()
     budgets: BudgetSpec = BudgetSpec()
+    cache: CacheSpec = CacheSpec()
     breaker: BreakerSpec = BreakerSpec()
 
     @model_validator(mode="after")

@@ -48,6 +48,7 @@ from routing.retry import backoff_delay, should_retry
 from routing.rules import allowed_tiers
 from workers.aio import io_loop
 from workers.breaker import Breaker, MemoryBreaker, RedisBreaker
+from workers.cache import MemoryCache, RedisCache, ResponseCache, cache_key
 from workers.ledger import Ledger, MemoryLedger, RedisLedger, budget_scopes
 from workers.provider import ChatRequest, Completion, call_once, client_for
 from workers.ratelimit import (
@@ -115,6 +116,7 @@ class Guards:
     breaker: Breaker
     limiter: RateLimiter
     retries: RetryBudget
+    cache: ResponseCache
 
     @classmethod
     def for_policy(cls, settings: Settings, policy: Policy) -> Guards:
@@ -124,6 +126,7 @@ class Guards:
                 MemoryBreaker(policy.breaker),
                 MemoryRateLimiter(),
                 MemoryRetryBudget(),
+                MemoryCache(),
             )
         client = redis.Redis.from_url(settings.state_redis())
         return cls(
@@ -131,6 +134,7 @@ class Guards:
             RedisBreaker(client, policy.breaker),
             RedisRateLimiter(client),
             RedisRetryBudget(client, settings.job_ttl_s),
+            RedisCache(client),
         )
 
 
@@ -170,6 +174,7 @@ class Served:
     fallback_from: str | None = None
     escalated_from: str | None = None
     confidence: float | None = None
+    cache_hit: bool = False
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -319,6 +324,11 @@ class Caller:
                 skipped = skipped or target
                 last = Served(Kind.UNAVAILABLE, _no_call(f"{target}: {client}"), tier, model)
                 continue
+            cached = self._cached(row, model, request)
+            if cached is not None:
+                served = Served(Kind.OK, cached, tier, model, calls=calls, cache_hit=True)
+                served.fallback_from = skipped
+                return served
             key = f"{self.ctx.job_id}/{row.prompt_id}/{tier.name}/{model.name}"
             tokens = row.input_tokens + request.max_tokens
             estimate = call_cost(model, row.input_tokens, request.max_tokens)
@@ -335,6 +345,7 @@ class Caller:
                 self.guards.ledger.settle(
                     key, cost, done.input_tokens + done.output_tokens, scopes=scopes
                 )
+                self._remember(row, model, request, done)
                 served = Served(Kind.OK, done, tier, model, cost=cost, calls=calls)
                 served.fallback_from = skipped
                 return served
@@ -347,6 +358,48 @@ class Caller:
         last.fallback_from = skipped
         last.calls = calls
         return last
+
+    def _cache_key(self, row: Row, model: ModelSpec, request: ChatRequest) -> str:
+        return cache_key(
+            self.policy.cache,
+            row.tenant,
+            model,
+            request.max_tokens,
+            request.logprobs,
+            request.system,
+            request.prompt,
+        )
+
+    def _cached(self, row: Row, model: ModelSpec, request: ChatRequest) -> Completion | None:
+        """A cached answer for this request, as a completion that made no call."""
+        if not self.policy.cache.enabled:
+            return None
+        hit = self.guards.cache.get(self._cache_key(row, model, request))
+        if hit is None:
+            return None
+        logprobs = hit.get("logprobs")
+        return Completion(
+            ok=True,
+            text=hit["text"],
+            finish_reason=hit["finish_reason"],
+            input_tokens=int(hit["input_tokens"]),
+            output_tokens=int(hit["output_tokens"]),
+            latency_ms=0.0,
+            attempts=0,
+            logprobs=tuple(logprobs) if logprobs is not None else None,
+        )
+
+    def _remember(self, row: Row, model: ModelSpec, request: ChatRequest, done: Completion) -> None:
+        if not self.policy.cache.enabled or done.finish_reason == "length":
+            return  # a truncated answer is not worth reusing
+        value = {
+            "text": done.text,
+            "finish_reason": done.finish_reason,
+            "input_tokens": done.input_tokens,
+            "output_tokens": done.output_tokens,
+            "logprobs": list(done.logprobs) if done.logprobs is not None else None,
+        }
+        self.guards.cache.put(self._cache_key(row, model, request), value, self.policy.cache.ttl_s)
 
     async def _call(
         self, client: Any, model: ModelSpec, target: str, request: ChatRequest, row: Row

@@ -263,7 +263,7 @@ def _outcomes(
         cols["latency_ms"].append(0.0 if original else done.latency_ms)
         cols["attempts"].append(0 if original else s.calls)
         cols["error"].append(None if ok else done.error)
-        cols["cache_hit"].append(False)
+        cols["cache_hit"].append(s.cache_hit)
         cols["tier"].append(s.tier.name)
         cols["model"].append(s.model.name)
         cols["provider"].append(s.model.provider)

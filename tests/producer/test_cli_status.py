@@ -46,6 +46,7 @@ def test_status_of_a_running_job(cli: CliRunner, redis_url: str) -> None:
         "rows_total": 30,
         "rows_by_status": {"ok": 18, "rejected": 2},
         "cost_usd": 0.25,
+        "dead_letters": [],
     }
 
     table = cli("status", BATCH_ROUTER_BROKER_URL=redis_url)  # no id: recent jobs
@@ -53,6 +54,19 @@ def test_status_of_a_running_job(cli: CliRunner, redis_url: str) -> None:
     line = next(line for line in table.stdout.splitlines() if job in line)
     for cell in ("running", "1/2", "20/30", "ok 18, rejected 2", "$0.2500"):
         assert cell in line, line
+
+
+def test_status_shows_dead_letters(cli: CliRunner, redis_url: str) -> None:
+    job = f"dead-{uuid.uuid4().hex[:6]}"
+    jobs = RedisJobTracker.from_url(redis_url, 600)
+    jobs.register(job, {"total_chunks": 1, "rows_total": 5, "job_root": f"/tmp/job_id={job}"})
+    entry = {"task": "dispatch", "chunk": 0, "tier": "fast", "error": "StorageError: boom"}
+    jobs.dead_letter(job, entry)
+    proc = cli("status", job, "--json", BATCH_ROUTER_BROKER_URL=redis_url)
+    assert json.loads(proc.stdout)[0]["dead_letters"] == [entry]
+    table = cli("status", job, BATCH_ROUTER_BROKER_URL=redis_url)
+    assert "dead letter" in table.stdout and "StorageError: boom" in table.stdout
+    assert "batch-router reconcile" in table.stdout
 
 
 def test_status_list_skips_jobs_whose_state_expired(cli: CliRunner, redis_url: str) -> None:

@@ -12,7 +12,7 @@ import polars as pl
 import pytest
 from rich.console import Console
 
-from producer.train_cmd import load_feedback, parse_spec, run_train
+from producer.train_cmd import DEFAULT_FEEDBACK_WEIGHT, load_feedback, parse_spec, run_train
 from routing.errors import InputError
 from routing.features import FEATURE_VERSION, compute_features
 from routing.learned import load_scorer
@@ -90,6 +90,10 @@ def test_bad_options(tmp_path: Path) -> None:
         run_train([spec], tmp_path / "m.zip", [], 0.0, 3, quiet())
     with pytest.raises(InputError, match="SPEC"):
         run_train([], tmp_path / "m.zip", [], 1.0, 3, quiet())
+    with pytest.raises(InputError, match="--label must be one of needs, win_rate"):
+        run_train([spec], tmp_path / "m.zip", [], 1.0, 3, quiet(), label="ranking")
+    with pytest.raises(InputError, match="tolerance"):
+        run_train([spec], tmp_path / "m.zip", [], 1.0, 3, quiet(), tolerance=-0.1)
     bad = tmp_path / "bad.parquet"
     pl.DataFrame({"prompt": ["x"]}).write_parquet(bad)
     with pytest.raises(InputError, match="missing column"):
@@ -148,3 +152,13 @@ def test_gsm8k_subsample_writes_an_artifact(tmp_path: Path) -> None:
     assert cv["apgr"] is None or isinstance(cv["apgr"], float)
     assert meta["fingerprint"] == stored["fingerprint"]
     assert load_scorer(out_path).version == stored["classifier_version"]
+
+
+def test_label_and_tolerance_options(tmp_path: Path) -> None:
+    spec = f"{write_labels(tmp_path / 'a.parquet', 'a')}:{WEAK},strong-x"
+    default = run_train([spec], tmp_path / "d.zip", [], 1.0, 3, quiet())
+    needs = run_train([spec], tmp_path / "n.zip", [], 1.0, 3, quiet(), label="needs", tolerance=0.1)
+    assert default["config"]["label"] == "win_rate"
+    assert needs["config"]["label"] == "needs" and needs["config"]["tolerance"] == 0.1
+    assert load_scorer(tmp_path / "n.zip").label == "needs"
+    assert DEFAULT_FEEDBACK_WEIGHT == 10.0

@@ -189,3 +189,55 @@ def test_wrong_format_raises_config_error(artifact: Path) -> None:
     _rewrite(artifact, {"format": "something-else/9"})
     with pytest.raises(ConfigError, match="format"):
         load_scorer(artifact)
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        TrainConfig(label="needs", word_ngrams=3, short_words=True, min_df=2),
+        TrainConfig(label="needs", word_ngrams=3, short_words=True, word_vocabulary=True),
+        TrainConfig(label="needs", char_features=2**10),
+        TrainConfig(label="needs", word_ngrams=0),  # numeric features only
+    ],
+)
+def test_other_feature_blocks_round_trip(config: TrainConfig, tmp_path: Path) -> None:
+    prompts, toks, quality = synthetic(30)
+    m = fit_scorer(prompts, toks, quality, config=config)
+    save_scorer(m, tmp_path / "m.zip")
+    probe = [EASY.format("new"), HARD.format("new")]
+    assert np.array_equal(score(load_scorer(tmp_path / "m.zip"), probe), score(m, probe))
+    if config.word_ngrams:
+        assert score(m, probe)[1] > score(m, probe)[0]
+
+
+def test_vocabulary_keeps_one_character_words() -> None:
+    # Only a single digit tells the two kinds apart (the default token pattern drops it).
+    prompts = [f"add the numbers {d} please" for d in "1234" * 10]
+    quality = np.array([[0.0, 1.0] if p.split()[3] in "12" else [1.0, 1.0] for p in prompts])
+    config = TrainConfig(label="needs", short_words=True)
+    m = fit_scorer(prompts, tokens(prompts), quality, config=config)
+    s = score(m, ["add the numbers 1 please", "add the numbers 3 please"])
+    assert s[0] > 0.5 > s[1]
+
+
+def test_tiny_training_set_without_shared_words_still_fits() -> None:
+    prompts = ["alpha beta", "gamma delta", "epsilon zeta", "eta theta"]
+    quality = np.array([[1.0, 1.0], [0.0, 1.0], [1.0, 1.0], [0.0, 1.0]])
+    for vocabulary in (False, True):
+        config = TrainConfig(label="needs", min_df=2, word_vocabulary=vocabulary)
+        m = fit_scorer(prompts, tokens(prompts), quality, config=config)
+        assert score(m, ["gamma delta", "alpha beta"]).shape == (2,)
+
+
+def test_min_df_zeroes_the_idf_of_rare_hashed_ngrams() -> None:
+    prompts, toks, quality = synthetic(20)  # "w0" … "w19": each in 2 prompts
+    prompts = [*prompts, "a singleton zebra", "a singleton zebra"[::-1]]
+    quality = np.vstack([quality, [[1.0, 1.0], [0.0, 1.0]]])
+    toks = tokens(prompts)
+    idf = {}
+    for min_df in (1, 3):
+        m = fit_scorer(prompts, toks, quality, config=TrainConfig(label="needs", min_df=min_df))
+        idf[min_df] = m.parts()["featurizer"].named_transformers_["word"][-1].idf_
+    kept = idf[3] > 0
+    assert kept.sum() < (idf[1] > 0).sum()
+    assert np.allclose(idf[3][kept], idf[1][kept])

@@ -199,3 +199,64 @@ def test_truncate_input_keeps_the_end_of_the_prompt(tmp_path: Path, sim: SimServ
     row = out.row(0, named=True)
     assert row["status"] == "ok" and row["tier"] == "fast"
     assert row["input_tokens"] <= 40
+
+
+def _run_on(
+    rt: stages.Runtime, tmp_path: Path, pol: Policy, table: pa.Table, job: str, tenant: str
+) -> pl.DataFrame:
+    uri = write_input(tmp_path / job / "p.parquet", table)
+    plan = plan_job(rt, uri, tmp_path / "out", job_id=job, tenant=tenant, policy=pol)
+    local.run_job(rt, plan)
+    return results(rt, plan)
+
+
+def test_second_run_is_answered_from_the_cache(tmp_path: Path, sim: SimServer) -> None:
+    pol = policy(tiers={"fast": {"cascade": {"min_confidence": 0.5}}})
+    rt = stages.Runtime(
+        settings=make_settings(sim),
+        storage=Storage(S3Settings()),
+        tracker=MemoryJobTracker(),
+        scorer=ConstScorer(0.0),
+    )
+    table = prompts(40)
+    first = _run_on(rt, tmp_path, pol, table, "first", "acme")
+    calls = sim.stats()["requests"]
+    assert not first["cache_hit"].any() and calls >= 40
+    # whitespace and Unicode width differences normalise to the same key
+    again = table.set_column(
+        1, "prompt", pa.array([f"  {p} " for p in table["prompt"].to_pylist()])
+    )
+    second = _run_on(rt, tmp_path, pol, again, "second", "acme")
+    assert sim.stats()["requests"] == calls  # no provider call at all
+    assert second["cache_hit"].all() and (second["status"] == "ok").all()
+    assert (second["cost_usd"] == 0).all() and (second["baseline_cost_usd"] > 0).all()
+    assert second["response"].to_list() == first["response"].to_list()
+    # the cached logprobs keep the cascade's decisions identical
+    assert second["escalated_from"].to_list() == first["escalated_from"].to_list()
+    # another tenant does not see acme's answers
+    other = _run_on(rt, tmp_path, pol, table, "other", "globex")
+    assert not other["cache_hit"].any() and sim.stats()["requests"] > calls
+
+
+def test_cache_shared_across_tenants_and_disabled(tmp_path: Path, sim: SimServer) -> None:
+    for shared, expect_hits in ((True, True), (False, False)):
+        pol = policy(cache={"enabled": True, "shared_across_tenants": shared})
+        rt = stages.Runtime(
+            settings=make_settings(sim),
+            storage=Storage(S3Settings()),
+            tracker=MemoryJobTracker(),
+            scorer=ConstScorer(0.0),
+        )
+        _run_on(rt, tmp_path, pol, prompts(10), f"a-{shared}", "acme")
+        out = _run_on(rt, tmp_path, pol, prompts(10), f"b-{shared}", "globex")
+        assert bool(out["cache_hit"].all()) is expect_hits
+    pol = policy(cache={"enabled": False})
+    rt = stages.Runtime(
+        settings=make_settings(sim),
+        storage=Storage(S3Settings()),
+        tracker=MemoryJobTracker(),
+        scorer=ConstScorer(0.0),
+    )
+    _run_on(rt, tmp_path, pol, prompts(10), "c1", "acme")
+    out = _run_on(rt, tmp_path, pol, prompts(10), "c2", "acme")
+    assert not out["cache_hit"].any()
