@@ -20,6 +20,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from routing.errors import PolicyError
+from routing.prices import fill_prices
 from routing.resilience import BreakerSpec, BudgetSpec, CascadeSpec
 from routing.rules import EntitlementsSpec, PiiSpec, RuleSpec, check_rules
 
@@ -47,10 +48,12 @@ class ProviderSpec(_Frozen):
 
 
 class ModelSpec(_Frozen):
-    """A model and its prices in USD per million tokens."""
+    """A model and its prices in USD per million tokens (written here, or taken from the
+    policy's price table by ``price_key``, default the model's name: routing.prices)."""
 
     name: str
     provider: str
+    price_key: str | None = None
     input_per_mtok: Decimal = Field(ge=0)
     output_per_mtok: Decimal = Field(ge=0)
     rpm: int | None = Field(None, gt=0, description="requests per minute, all workers together")
@@ -97,6 +100,12 @@ class RetrySpec(_Frozen):
     )
 
 
+class PricesSpec(_Frozen):
+    """A LiteLLM-format price table for models that do not state their prices."""
+
+    table: str | None = None
+
+
 class LimitsSpec(_Frozen):
     max_prompt_chars: int = Field(200_000, gt=0)
 
@@ -141,6 +150,7 @@ class Policy(_Frozen):
     entitlements: EntitlementsSpec = EntitlementsSpec()
     pii: PiiSpec = PiiSpec()
     classifier: ClassifierSpec = ClassifierSpec()
+    prices: PricesSpec = PricesSpec()
     budgets: BudgetSpec = BudgetSpec()
     cache: CacheSpec = CacheSpec()
     breaker: BreakerSpec = BreakerSpec()
@@ -213,14 +223,16 @@ def _canonical(value: object) -> str:
     raise TypeError(f"cannot hash {type(value).__name__} into a policy version")
 
 
-def parse_policy(text: str, source: str = "<policy>") -> Policy:
-    """Parse and validate policy YAML; raise :class:`PolicyError` naming the source."""
+def parse_policy(text: str, source: str = "<policy>", base_dir: Path | None = None) -> Policy:
+    """Parse and validate policy YAML; raise :class:`PolicyError` naming the source.
+    Missing model prices come from the policy's price table (relative to ``base_dir``)."""
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise PolicyError(f"{source}: not valid YAML: {exc}") from exc
     if not isinstance(data, dict):
         raise PolicyError(f"{source}: a policy is a YAML mapping")
+    data = fill_prices(data, base_dir, source)
     try:
         return Policy.model_validate(data)
     except ValidationError as exc:
@@ -247,7 +259,7 @@ def load_policy(path: str | Path | None = None) -> Policy:
     p = Path(path)
     if not p.is_file():
         raise PolicyError(f"policy file not found: {p}")
-    policy = parse_policy(p.read_text(), str(p))
+    policy = parse_policy(p.read_text(), str(p), p.parent)
     model = policy.classifier.path
     if model and "://" not in model and not Path(model).is_absolute():
         resolved = str((p.parent / model).resolve())
