@@ -113,3 +113,46 @@ def reconcile(rt: stages.Runtime, job_root: str, sink: Resubmit) -> Reconciled:
     else:
         out.state = "resumed"
     return out
+
+
+def stalled_jobs(rt: stages.Runtime, roots: list[str], stall_s: float, now: float) -> list[str]:
+    """Job folders to reconcile: jobs Redis knows as ``running`` that have not progressed for
+    ``stall_s``, and — under each output root in ``roots`` — job folders without
+    ``_SUCCESS`` whose Redis state is gone (Redis lost it) or stalled."""
+    found: dict[str, None] = {}
+    for job_id in rt.tracker.list_jobs(limit=500):
+        status = rt.tracker.status(job_id)
+        if status is None or status.state != "running" or "job_root" not in status.meta:
+            continue
+        if now - float(status.meta.get("updated_at", now)) >= stall_s:
+            found[status.meta["job_root"]] = None
+    for root in roots:
+        for job_root in _job_folders(rt, root):
+            if rt.storage.exists(layout.success(job_root)):
+                continue
+            if not rt.storage.exists(layout.plan(job_root)):
+                continue  # being planned right now, or not a job
+            job_id = job_root.rsplit("job_id=", 1)[1]
+            status = rt.tracker.status(job_id)
+            lost = status is None or "total_chunks" not in status.meta
+            idle = status is not None and now - float(status.meta.get("updated_at", now)) >= stall_s
+            if lost or (status is not None and status.state == "running" and idle):
+                found[job_root] = None
+    return list(found)
+
+
+def _job_folders(rt: stages.Runtime, root: str) -> list[str]:
+    """``…/job_id=*`` folders directly under an output root."""
+    from pyarrow import fs
+
+    filesystem, path = rt.storage.resolve(root)
+    try:
+        infos = filesystem.get_file_info(fs.FileSelector(path, allow_not_found=True))
+    except OSError:
+        return []
+    prefix = "s3://" if root.startswith("s3://") else ""
+    return sorted(
+        prefix + info.path
+        for info in infos
+        if info.type == fs.FileType.Directory and info.base_name.startswith("job_id=")
+    )
