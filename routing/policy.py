@@ -108,6 +108,7 @@ class PricesSpec(_Frozen):
 
 class LimitsSpec(_Frozen):
     max_prompt_chars: int = Field(200_000, gt=0)
+    max_metadata_bytes: int = Field(65_536, gt=0)
 
 
 class CacheSpec(_Frozen):

@@ -80,7 +80,20 @@ def row_rejections(table: pa.Table, limits: LimitsSpec, job_tenant: str | None) 
             pc.greater(pc.utf8_length(prompt), limits.max_prompt_chars),
             f"prompt longer than {limits.max_prompt_chars} characters",
         ),
+        # NUL cannot travel in most provider protocols and is never meant in a prompt
+        (pc.match_substring(prompt, "\x00"), "prompt contains a NUL character"),
     ]
+    if "system" in table.column_names:
+        checks.append(
+            (pc.match_substring(table.column("system"), "\x00"), "system contains a NUL character")
+        )
+    if "metadata" in table.column_names:
+        checks.append(
+            (
+                pc.greater(pc.binary_length(table.column("metadata")), limits.max_metadata_bytes),
+                f"metadata larger than {limits.max_metadata_bytes} bytes",
+            )
+        )
     if "max_output_tokens" in table.column_names:
         checks.append(
             (pc.less_equal(table.column("max_output_tokens"), 0), "max_output_tokens must be > 0")
