@@ -307,3 +307,59 @@ def stopping(*procs: Proc) -> Iterator[None]:
     finally:
         for p in procs:
             p.stop()
+
+
+def _http_ok(url: str, timeout: float = 2.0) -> bool:
+    with urllib.request.urlopen(url, timeout=timeout) as response:
+        return bool(response.status == 200)
+
+
+def start_flower(workdir: Path, env: dict[str, str], user: str, password: str) -> tuple[str, Proc]:
+    """``celery -A workers.app flower`` with basic auth on 127.0.0.1; returns its URL."""
+    port = free_port()
+    cmd = [
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "workers.app",
+        "flower",
+        "--address=127.0.0.1",
+        f"--port={port}",
+        f"--basic-auth={user}:{password}",
+    ]
+    proc = start(cmd, workdir / f"flower-{port}.log", "flower", env={**os.environ, **env})
+    url = f"http://127.0.0.1:{port}"
+    wait_until(lambda: _http_ok(f"{url}/healthcheck"), 60, "flower", proc)
+    return url, proc
+
+
+def start_metrics_exporter(workdir: Path, env: dict[str, str]) -> tuple[str, Proc]:
+    """``python -m workers.metrics`` on 127.0.0.1 (reads ``PROMETHEUS_MULTIPROC_DIR`` from
+    ``env``); returns the URL of its ``/metrics``."""
+    port = free_port()
+    cmd = [sys.executable, "-m", "workers.metrics", "--port", str(port)]
+    proc = start(cmd, workdir / f"metrics-{port}.log", "metrics", env={**os.environ, **env})
+    url = f"http://127.0.0.1:{port}/metrics"
+    wait_until(lambda: _http_ok(url), 60, "metrics exporter", proc)
+    return url, proc
+
+
+def submit(
+    bucket: str,
+    job_id: str,
+    env: dict[str, str],
+    *extra: str,
+    wait: bool = True,
+    timeout: float = 400,
+) -> subprocess.CompletedProcess[str]:
+    """``batch-router submit s3://BUCKET/in/ --output s3://BUCKET/out/ --job-id ID [EXTRA]
+    [--wait]`` as a user runs it (a subprocess with the deployment's environment)."""
+    cmd = [
+        sys.executable, "-m", "producer", "submit", f"s3://{bucket}/in/",
+        "--output", f"s3://{bucket}/out/", "--job-id", job_id, *extra,
+        *(["--wait"] if wait else []),
+    ]  # fmt: skip
+    return subprocess.run(
+        cmd, env={**os.environ, **env}, capture_output=True, text=True, timeout=timeout
+    )

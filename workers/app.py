@@ -13,6 +13,7 @@ from typing import Any
 from celery import Celery, signals
 
 from routing.errors import ConfigError
+from workers import logs
 from workers.settings import Settings
 
 INGEST_QUEUE = "ingest"
@@ -70,6 +71,7 @@ def make_app(settings: Settings) -> Celery:
 
 settings = Settings()
 app = make_app(settings)
+logs.install(app)  # JSON logs with job_id / chunk / tier in every celery process (workers/logs.py)
 
 
 @signals.worker_init.connect

@@ -46,6 +46,7 @@ from routing.plan import JobContext
 from routing.policy import ModelSpec, Policy, TierSpec
 from routing.retry import backoff_delay, should_retry
 from routing.rules import allowed_tiers
+from workers import metrics
 from workers.aio import io_loop
 from workers.breaker import Breaker, MemoryBreaker, RedisBreaker
 from workers.cache import MemoryCache, RedisCache, ResponseCache, cache_key
@@ -324,9 +325,14 @@ class Caller:
                 skipped = skipped or target
                 last = Served(Kind.UNAVAILABLE, _no_call(f"{target}: {client}"), tier, model)
                 continue
-            cached = self._cached(row, model, request)
-            if cached is not None:
-                served = Served(Kind.OK, cached, tier, model, calls=calls, cache_hit=True)
+            hit = self._cached(row, model, request)
+            if hit is not None:
+                cached, own_cost = hit
+                if own_cost is not None:  # this row's own answer: a redelivered task
+                    served = Served(Kind.OK, cached, tier, model, cost=own_cost)
+                    served.calls = calls + cached.attempts
+                else:
+                    served = Served(Kind.OK, cached, tier, model, calls=calls, cache_hit=True)
                 served.fallback_from = skipped
                 return served
             key = f"{self.ctx.job_id}/{row.prompt_id}/{tier.name}/{model.name}"
@@ -338,14 +344,18 @@ class Caller:
             if not self.guards.ledger.reserve(key, scopes, estimate, tokens):
                 error = f"over budget: ${estimate} for {tier.name} does not fit a budget cap"
                 return Served(Kind.BUDGET, _no_call(error), tier, model, calls=calls)
-            done = await self._call(client, model, target, request, row)
+            done = await self._call(client, model, target, request, row, tier.name)
             calls += done.attempts
             if done.ok:
                 cost = call_cost(model, done.input_tokens, done.output_tokens)
                 self.guards.ledger.settle(
                     key, cost, done.input_tokens + done.output_tokens, scopes=scopes
                 )
-                self._remember(row, model, request, done)
+                metrics.observe_cost(
+                    tier.name, row.tenant, cost, done.input_tokens, done.output_tokens
+                )
+                metrics.observe_budgets(self.guards.ledger, scopes)
+                self._remember(row, model, request, done, cost)
                 served = Served(Kind.OK, done, tier, model, cost=cost, calls=calls)
                 served.fallback_from = skipped
                 return served
@@ -370,26 +380,35 @@ class Caller:
             request.prompt,
         )
 
-    def _cached(self, row: Row, model: ModelSpec, request: ChatRequest) -> Completion | None:
-        """A cached answer for this request, as a completion that made no call."""
+    def _cached(
+        self, row: Row, model: ModelSpec, request: ChatRequest
+    ) -> tuple[Completion, Decimal | None] | None:
+        """A cached answer for this request, and — when it is this very row's answer from
+        an earlier delivery of the same job (a redelivered task) — the cost it was paid and
+        settled at, so the row keeps it (the ledger holds that settlement) instead of
+        counting as a free cache hit."""
         if not self.policy.cache.enabled:
             return None
         hit = self.guards.cache.get(self._cache_key(row, model, request))
         if hit is None:
             return None
+        own = hit.get("job_id") == self.ctx.job_id and hit.get("prompt_id") == row.prompt_id
         logprobs = hit.get("logprobs")
-        return Completion(
+        done = Completion(
             ok=True,
             text=hit["text"],
             finish_reason=hit["finish_reason"],
             input_tokens=int(hit["input_tokens"]),
             output_tokens=int(hit["output_tokens"]),
             latency_ms=0.0,
-            attempts=0,
+            attempts=int(hit.get("attempts", 1)) if own else 0,
             logprobs=tuple(logprobs) if logprobs is not None else None,
         )
+        return done, (Decimal(hit["cost_usd"]) if own and "cost_usd" in hit else None)
 
-    def _remember(self, row: Row, model: ModelSpec, request: ChatRequest, done: Completion) -> None:
+    def _remember(
+        self, row: Row, model: ModelSpec, request: ChatRequest, done: Completion, cost: Decimal
+    ) -> None:
         if not self.policy.cache.enabled or done.finish_reason == "length":
             return  # a truncated answer is not worth reusing
         value = {
@@ -398,11 +417,21 @@ class Caller:
             "input_tokens": done.input_tokens,
             "output_tokens": done.output_tokens,
             "logprobs": list(done.logprobs) if done.logprobs is not None else None,
+            "job_id": self.ctx.job_id,
+            "prompt_id": row.prompt_id,
+            "cost_usd": str(cost),
+            "attempts": done.attempts,
         }
         self.guards.cache.put(self._cache_key(row, model, request), value, self.policy.cache.ttl_s)
 
     async def _call(
-        self, client: Any, model: ModelSpec, target: str, request: ChatRequest, row: Row
+        self,
+        client: Any,
+        model: ModelSpec,
+        target: str,
+        request: ChatRequest,
+        row: Row,
+        tier: str,
     ) -> Completion:
         """Attempts through the breaker and the rate limiter, with retries."""
         attempt = 0
@@ -419,15 +448,25 @@ class Caller:
                     max_wait_s=RATE_LIMIT_MAX_WAIT_S,
                 )
             except RateLimitTimeout as exc:
+                metrics.observe_skipped(target, tier, "rate_limit")
                 done = replace(_no_call(f"{target}: {exc}"), retryable=True, attempts=attempt)
                 break
             permit = self.guards.breaker.acquire(target)
             if permit is None:
+                metrics.observe_skipped(target, tier, "breaker_open")
                 done = _no_call(f"{target}: circuit breaker open")
                 done = replace(done, retryable=True, attempts=attempt)
                 break
             attempt += 1
             done = await call_once(client, model.name, request, attempt)
+            outcome = "ok" if done.ok else "retryable" if done.retryable else "permanent"
+            metrics.observe_call(
+                target,
+                tier,
+                done.latency_ms / 1000,
+                outcome,
+                None if done.ok else metrics.error_class(done.status, done.retryable, done.error),
+            )
             outage = not done.ok and done.retryable and done.status != 429
             self.guards.breaker.record(target, not outage, permit == "probe")
             if done.ok or not done.retryable or not should_retry(attempt, self.policy.retry):

@@ -13,11 +13,11 @@ from functools import cache
 from typing import Any
 
 import redis
-from celery import Task
+from celery import Task, signals
 
 from routing.errors import StorageError
 from routing.plan import ChunkRef, JobContext
-from workers import stages
+from workers import logs, metrics, stages
 from workers.app import FINALIZE_QUEUE, INGEST_QUEUE, app, settings, tier_queue
 from workers.finalize import finalize as finalize_job
 from workers.jobstate import RedisJobTracker
@@ -45,7 +45,12 @@ class CelerySink:
     """Routed batches go to their tier queue; ingest and finalize to theirs."""
 
     def dispatch(self, ctx: JobContext, batch: dict[str, Any]) -> None:
-        dispatch.apply_async(args=[ctx.model_dump(), batch], queue=tier_queue(batch["tier"]))
+        dispatch.apply_async(
+            args=[ctx.model_dump(), batch],
+            queue=tier_queue(batch["tier"]),
+            argsrepr=_describe(ctx.job_id, batch),  # events/Flower: not the inline rows
+        )
+        metrics.observe_routed(batch["tier"], int(batch.get("rows", 0)))
 
     def finalize(self, ctx: JobContext) -> None:
         finalize.apply_async(args=[ctx.model_dump()], queue=FINALIZE_QUEUE)
@@ -81,7 +86,21 @@ def ingest(ctx: dict[str, Any], chunk: dict[str, Any], only: list[str] | None = 
     stages.ingest(runtime(), JobContext(**ctx), ChunkRef(**chunk), CelerySink(), only)
 
 
-@app.task(name="dispatch", base=_JobTask, **_RETRY)
+def _describe(job_id: str, batch: dict[str, Any]) -> str:
+    where = "staged" if batch.get("staged") else "inline"
+    return (
+        f"(job_id={job_id!r}, chunk={batch.get('chunk')}, tier={batch.get('tier')!r}, "
+        f"rows={batch.get('rows')}, {where})"
+    )
+
+
+def _dispatch_name(task: Task, args: Any, kwargs: Any, options: Any) -> str:
+    """``dispatch[<tier>]`` in worker logs, events and Flower (the task stays ``dispatch``)."""
+    tier = logs.task_fields("dispatch", args, kwargs).get("tier")
+    return f"dispatch[{tier}]" if tier else "dispatch"
+
+
+@app.task(name="dispatch", base=_JobTask, shadow_name=_dispatch_name, **_RETRY)
 def dispatch(ctx: dict[str, Any], batch: dict[str, Any]) -> None:
     stages.dispatch(runtime(), JobContext(**ctx), batch, CelerySink())
 
@@ -113,3 +132,28 @@ def reconcile_stalled(stall_s: float = 1800.0) -> list[str]:
         reconcile.apply_async(args=[status.meta["job_root"]], queue=INGEST_QUEUE)
         swept.append(job_id)
     return swept
+
+
+# ---------------------------------------------------------------- log context and metrics
+
+_OUTCOMES = {"SUCCESS": "success", "RETRY": "retry", "FAILURE": "failure"}
+_started: dict[str, tuple[float, Any]] = {}
+
+
+@signals.task_prerun.connect
+def _task_started(task_id: str, task: Task, args: Any = None, kwargs: Any = None, **_: Any) -> None:
+    fields = logs.task_fields(task.name, args, kwargs)
+    token = logs.bind(task=task.name, task_id=task_id, **fields)
+    _started[task_id] = (time.perf_counter(), token)
+
+
+@signals.task_postrun.connect
+def _task_finished(
+    task_id: str, task: Task, args: Any = None, kwargs: Any = None, state: Any = None, **_: Any
+) -> None:
+    started, token = _started.pop(task_id, (None, None))
+    logs.unbind(token)
+    if started is not None:
+        tier = logs.task_fields(task.name, args, kwargs).get("tier")
+        outcome = _OUTCOMES.get(str(state), str(state or "unknown").lower())
+        metrics.observe_task(task.name, tier, time.perf_counter() - started, outcome)

@@ -5,9 +5,7 @@ back in the object store."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 import urllib.request
 from decimal import Decimal
 from pathlib import Path
@@ -35,23 +33,7 @@ def _sim_stats(sim_url: str) -> dict[str, int]:
 def _submit(
     bucket: str, job_id: str, env: dict[str, str], *extra: str, timeout: float
 ) -> subprocess.CompletedProcess[str]:
-    """`batch-router submit s3://BUCKET/in/ --output s3://BUCKET/out/ --wait` as a user runs it."""
-    cmd = [
-        sys.executable,
-        "-m",
-        "producer",
-        "submit",
-        f"s3://{bucket}/in/",
-        "--output",
-        f"s3://{bucket}/out/",
-        "--job-id",
-        job_id,
-        *extra,
-        "--wait",
-    ]
-    return subprocess.run(
-        cmd, env={**os.environ, **env}, capture_output=True, text=True, timeout=timeout
-    )
+    return services.submit(bucket, job_id, env, *extra, timeout=timeout)
 
 
 def _input_table(corpus: Path) -> tuple[pa.Table, int]:

@@ -103,20 +103,20 @@ def upload(env: dict[str, str], bucket: str, table: pa.Table, tmp_path: Path) ->
 
 def submit(
     env: dict[str, str], bucket: str, job_id: str, policy: Path, *extra: str, wait: bool = True
-) -> subprocess.CompletedProcess[str] | subprocess.Popen[str]:
-    cmd = [
-        sys.executable, "-m", "producer", "submit", f"s3://{bucket}/in/",
-        "--output", f"s3://{bucket}/out/", "--job-id", job_id, "--policy", str(policy), *extra,
-    ]  # fmt: skip
-    if wait:
-        return subprocess.run(
-            [*cmd, "--wait"], env={**os.environ, **env}, capture_output=True, text=True, timeout=400
-        )
-    done = subprocess.run(
-        cmd, env={**os.environ, **env}, capture_output=True, text=True, timeout=120
+) -> subprocess.CompletedProcess[str]:
+    proc = services.submit(
+        bucket,
+        job_id,
+        env,
+        "--policy",
+        str(policy),
+        *extra,
+        wait=wait,
+        timeout=400 if wait else 120,
     )
-    assert done.returncode == 0, done.stdout + done.stderr
-    return done
+    if not wait:
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+    return proc
 
 
 def job_root(bucket: str, job_id: str) -> str:

@@ -1,0 +1,253 @@
+"""Structured logs: one JSON object per line, with the job, chunk and tier of the task.
+
+Worker processes log through :func:`configure` (installed on Celery's ``setup_logging``
+signal by :func:`install`): every record is a JSON object on stderr, e.g.::
+
+    {"ts": "2026-11-28T02:14:07.311Z", "level": "INFO", "logger": "celery.app.trace",
+     "message": "Task dispatch[fast][…] succeeded in 0.41s: None", "pid": 311,
+     "worker": "fast@host", "task": "dispatch", "task_id": "…", "job_id": "nightly-…",
+     "chunk": 3, "tier": "fast"}
+
+The task fields come from :func:`bind`, called by the task signals in ``workers.tasks``
+for the task being run (a context variable, plus a per-process copy for the provider
+I/O loop's thread, which does not see the task thread's context). ``LOG_FORMAT=text``
+switches back to a plain line format (for a developer's terminal); JSON is the default.
+
+What is never logged: prompt or response text. Only fields listed here and scalar
+``extra=`` values under other names are written — never a record's ``args`` mapping or
+Celery's ``data`` (task arguments). The HTTP client libraries are held at WARNING: at
+DEBUG the ``openai`` SDK logs whole request bodies, i.e. prompts.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import json
+import logging
+import os
+import sys
+import threading
+import traceback
+from collections.abc import Iterator, Mapping
+from datetime import UTC, datetime
+from typing import IO, Any
+
+FORMAT_ENV = "LOG_FORMAT"
+CONTEXT_FIELDS = ("task", "task_id", "job_id", "chunk", "tier")
+# Loggers that print request bodies (prompts) at DEBUG, or one line per request at INFO.
+QUIET_LOGGERS = (
+    "openai",
+    "httpx",
+    "httpx2",
+    "httpx_aiohttp",
+    "httpcore",
+    "aiohttp.client",
+    "urllib3",
+    "botocore",
+    "boto3",
+)
+# ``extra=`` names never written even when scalar (Celery puts task arguments in ``data``).
+_DENIED = frozenset({"data", "args", "kwargs", "prompt", "system", "response", "messages", "body"})
+_RECORD_ATTRS = frozenset(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {
+    "message",
+    "asctime",
+    "taskName",
+}
+_MAX_EXTRA_CHARS = 2000
+
+_context: contextvars.ContextVar[Mapping[str, Any] | None] = contextvars.ContextVar(
+    "batch_router_log_context", default=None
+)
+_process_context: dict[str, Any] = {}  # the main thread's task, for the I/O loop thread
+_static: dict[str, Any] = {}  # per process: e.g. the Celery node name
+
+
+# ---------------------------------------------------------------- context
+
+
+def bind(**fields: Any) -> contextvars.Token[Mapping[str, Any] | None]:
+    """Attach ``fields`` (job_id, chunk, tier, task, task_id…) to every record logged by
+    this task until :func:`unbind`. ``None`` values are dropped."""
+    values = {k: v for k, v in fields.items() if v is not None}
+    if threading.current_thread() is threading.main_thread():
+        # prefork / solo pools run one task at a time on the main thread: the provider I/O
+        # loop (another thread) logs on its behalf. A threads pool never sets this.
+        _process_context.clear()
+        _process_context.update(values)
+    return _context.set(values)
+
+
+def unbind(token: contextvars.Token[Mapping[str, Any] | None] | None = None) -> None:
+    if token is not None:
+        with contextlib.suppress(ValueError):  # a token from another context
+            _context.reset(token)
+            if threading.current_thread() is threading.main_thread():
+                _process_context.clear()
+            return
+    _context.set(None)
+    if threading.current_thread() is threading.main_thread():
+        _process_context.clear()
+
+
+@contextlib.contextmanager
+def bound(**fields: Any) -> Iterator[None]:
+    token = bind(**fields)
+    try:
+        yield
+    finally:
+        unbind(token)
+
+
+def current() -> dict[str, Any]:
+    """The fields bound for the code running now (empty outside a task)."""
+    values = _context.get()
+    if values is None:
+        values = _process_context
+    return dict(values)
+
+
+def set_static(**fields: Any) -> None:
+    """Fields written on every record of this process (e.g. ``worker`` = the node name)."""
+    _static.update({k: v for k, v in fields.items() if v is not None})
+
+
+def task_fields(name: str, args: Any, kwargs: Any) -> dict[str, Any]:
+    """job_id / chunk / tier of a batch-router task call (``ingest``, ``dispatch``,
+    ``finalize``: the job context first, then the chunk ref or the routed batch)."""
+    args = list(args or ())
+    kwargs = dict(kwargs or {})
+    ctx = args[0] if args else kwargs.get("ctx")
+    detail = args[1] if len(args) > 1 else kwargs.get("batch") or kwargs.get("chunk")
+    out: dict[str, Any] = {}
+    if isinstance(ctx, Mapping):
+        out["job_id"] = ctx.get("job_id")
+    if isinstance(detail, Mapping):
+        out["chunk"] = detail.get("chunk")
+        if name == "dispatch":
+            out["tier"] = detail.get("tier")
+    return {k: v for k, v in out.items() if v is not None}
+
+
+class ContextFilter(logging.Filter):
+    """Copies the bound fields onto each record (``extra=`` values win)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        for key, value in {**_static, **current()}.items():
+            if not hasattr(record, key):
+                setattr(record, key, value)
+        return True
+
+
+# ---------------------------------------------------------------- formatting
+
+
+def _scalar(value: Any) -> Any:
+    if value is None or isinstance(value, bool | int | float):
+        return value
+    text = str(value)
+    return text if len(text) <= _MAX_EXTRA_CHARS else text[:_MAX_EXTRA_CHARS] + "…"
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per record: ts, level, logger, message, pid, the bound fields,
+    scalar extras, and ``exception`` / ``stack`` as text when present."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        ts = datetime.fromtimestamp(record.created, UTC)
+        out: dict[str, Any] = {
+            "ts": ts.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ts.microsecond // 1000:03d}Z",
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+            "pid": record.process,
+        }
+        for key, value in record.__dict__.items():
+            if key in _RECORD_ATTRS or key in _DENIED or key.startswith("_") or key in out:
+                continue
+            if isinstance(value, Mapping | list | tuple | set):
+                continue  # structured extras may carry task arguments: never written
+            out[key] = _scalar(value)
+        if record.exc_info:
+            out["exception"] = "".join(traceback.format_exception(*record.exc_info)).rstrip()
+        elif record.exc_text:
+            out["exception"] = record.exc_text
+        if record.stack_info:
+            out["stack"] = record.stack_info
+        return json.dumps(out, ensure_ascii=False, default=str)
+
+
+TEXT_FORMAT = "[%(asctime)s: %(levelname)s/%(processName)s] %(message)s"
+
+
+def log_format() -> str:
+    value = os.environ.get(FORMAT_ENV, "json").strip().lower()
+    return "text" if value == "text" else "json"
+
+
+def configure(
+    level: int | str = logging.INFO, stream: IO[str] | None = None, fmt: str | None = None
+) -> logging.Handler:
+    """Replace the root logger's handlers with one writing to ``stream`` (default: the
+    process's real stderr) in ``fmt`` (``json`` or ``text``; default ``$LOG_FORMAT``)."""
+    handler = logging.StreamHandler(stream if stream is not None else sys.__stderr__)
+    fmt = fmt or log_format()
+    handler.setFormatter(JsonFormatter() if fmt == "json" else logging.Formatter(TEXT_FORMAT))
+    handler.addFilter(ContextFilter())
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(level)
+    for name in ("celery", "celery.task", "celery.redirected"):
+        logger = logging.getLogger(name)
+        logger.handlers.clear()
+        logger.propagate = True
+    for name in QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)
+    logging.captureWarnings(True)
+    return handler
+
+
+# ---------------------------------------------------------------- Celery wiring
+
+
+def install(app: Any) -> None:
+    """Make every ``celery`` process of ``app`` log through :func:`configure`.
+
+    ``setup_logging`` having a receiver tells Celery not to configure logging itself. The
+    worker's ASCII banner (plain text on stdout) is replaced by one JSON record, and
+    stdout/stderr written by task code are redirected to the ``celery.redirected``
+    logger, as Celery does when it owns logging."""
+    from celery import signals
+
+    @signals.setup_logging.connect(weak=False)
+    def _setup_logging(loglevel: Any = None, **_: Any) -> None:
+        configure(loglevel or logging.INFO)
+
+    @signals.celeryd_init.connect(weak=False)
+    def _worker_init(
+        sender: Any = None, instance: Any = None, options: Any = None, **_: Any
+    ) -> None:
+        from celery.utils.log import mlevel
+
+        set_static(worker=sender)
+        # Now, not at setup_logging: the worker warns (e.g. running as root) before that.
+        configure(mlevel((options or {}).get("loglevel") or logging.INFO))
+        if instance is not None and log_format() == "json":
+            instance.quiet = True  # no ASCII banner: JSON only
+
+    @signals.celeryd_after_setup.connect(weak=False)
+    def _worker_ready(sender: Any = None, instance: Any = None, **_: Any) -> None:
+        if instance is None:
+            return
+        queues = sorted(instance.app.amqp.queues.consume_from or ())
+        logging.getLogger("batch_router.worker").info(
+            "worker %s starting: queues %s, concurrency %s",
+            sender,
+            ",".join(queues),
+            getattr(instance, "concurrency", None),
+            extra={"queues": ",".join(queues)},
+        )
+        if getattr(instance, "redirect_stdouts", False):
+            instance.app.log.redirect_stdouts(instance.redirect_stdouts_level)
