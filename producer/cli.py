@@ -414,6 +414,44 @@ def train(
     )  # fmt: skip
 
 
+audit_app = typer.Typer(
+    no_args_is_help=True,
+    help="The audit trail of a job's routing decisions (docs/governance.md).",
+)
+app.add_typer(audit_app, name="audit")
+
+
+@audit_app.command("verify")
+def audit_verify(
+    ctx: typer.Context,
+    path: Annotated[
+        str,
+        typer.Argument(metavar="JOB_PATH", help="a job folder (…/job_id=ID), local or s3://"),
+    ],
+    expect: Annotated[
+        str | None,
+        typer.Option(help="anchors sha256 recorded elsewhere (append-only log) to match"),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
+) -> None:
+    """Check a finished job's audit trail: every record's hash and chain link, each
+    part's chain against its anchor in manifest.json, and that every result part has its
+    audit object. Exit 1 naming the first broken record if anything was edited, deleted,
+    inserted or reordered.
+
+    Example: `batch-router audit verify s3://out/job_id=20261128T021500Z-3fa2c1`
+    """
+    from producer.audit_cmd import run_verify
+
+    storage = Storage(_settings(ctx).s3)
+    try:
+        intact = run_verify(storage, path, expect, as_json, console, err)
+    except FileNotFoundError as exc:
+        raise typer.BadParameter(str(exc), param_hint="JOB_PATH") from exc
+    if not intact:
+        raise typer.Exit(1)
+
+
 @app.command("sim-provider")
 def sim_provider(
     host: Annotated[str, typer.Option(help="address to bind")] = "127.0.0.1",

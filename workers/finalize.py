@@ -2,7 +2,8 @@
 
 It reads the result parts (only the columns it needs), checks that row count out equals
 row count in, writes the cost summary, then ``manifest.json``, then ``_SUCCESS`` —
-in that order, so a reader that sees ``_SUCCESS`` sees a complete job.
+in that order, so a reader that sees ``_SUCCESS`` sees a complete job. The manifest
+anchors every part's audit chain (record count and last hash; workers.audit).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import pyarrow.compute as pc
 
 from routing.plan import JobContext
 from routing.schema import COST_SUMMARY_SCHEMA, Status
-from workers import layout
+from workers import audit, layout
 from workers.stages import Runtime
 
 _COLUMNS = [
@@ -132,6 +133,7 @@ def finalize(rt: Runtime, ctx: JobContext) -> dict[str, Any]:
     policy = rt.policy(ctx)
     manifest["tiers"] = list(policy.tier_names)
     manifest["classifier_version"] = rt.scorer_for(ctx, policy).version
+    manifest["audit"] = audit.anchor_parts(storage, root, ctx.job_id)
     storage.write_bytes(layout.manifest(root), json.dumps(manifest, indent=2).encode())
     if not manifest["complete"]:
         rt.tracker.set_state(ctx.job_id, "failed", error="row count out != row count in")

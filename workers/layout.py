@@ -39,6 +39,16 @@ def result_part(root: str, chunk: int, part: str) -> str:
     return join(root, "results", f"part-c{chunk:06d}-{part}.parquet")
 
 
+def audit_dir(root: str) -> str:
+    return join(root, "_audit")
+
+
+def audit_part(root: str, chunk: int, part: str) -> str:
+    """The audit trail of ``result_part(root, chunk, part)``: one hash-chained JSON record
+    per row (routing.audit)."""
+    return join(root, "_audit", f"part-c{chunk:06d}-{part}.parquet")
+
+
 def cost_summary(root: str) -> str:
     return join(root, "cost", "summary.parquet")
 

@@ -28,7 +28,7 @@ from routing.policy import Policy, TierSpec, parse_policy
 from routing.router import ALLOWED, EST_INPUT_TOKENS, REJECTED_REASON, route_batch
 from routing.tokens import count_tokens, truncate_tokens
 from routing.validate import check_schema, conform, row_rejections
-from workers import layout
+from workers import audit, layout
 from workers.calls import Caller, Guards, Kind, Row, Served
 from workers.classifier import job_scorer
 from workers.jobstate import JobTracker
@@ -312,6 +312,7 @@ def part_counts(table: pa.Table) -> dict[str, Any]:
 def _publish(
     rt: Runtime, ctx: JobContext, chunk: int, part: str, table: pa.Table, sink: Sink
 ) -> None:
+    audit.append_part(rt.storage, ctx, chunk, part, table)  # before the part it describes
     rt.storage.write_parquet(layout.result_part(ctx.job_root, chunk, part), table)
     if rt.tracker.complete(ctx.job_id, chunk, part, part_counts(table), ctx.total_chunks):
         sink.finalize(ctx)
