@@ -71,5 +71,12 @@ def render(manifest: dict[str, Any]) -> Group:
     summary.add_row(
         "saving", f"{_usd(totals['saving_usd'])} ({totals['saving_pct']:.1f}% vs all-expert)"
     )
+    if "cache_saved_usd" in totals:
+        summary.add_row(
+            "reuse",
+            f"{totals['cache_hits']:,} answered from the cache ({_usd(totals['cache_saved_usd'])}"
+            f" not spent), {totals['duplicates_answered']:,} duplicates "
+            f"({_usd(totals['dedupe_saved_usd'])} not spent)",
+        )
     summary.add_row("policy", manifest["policy_version"])
     return Group(by_tier, summary)

@@ -16,7 +16,9 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from routing.cost import call_cost
 from routing.plan import JobContext
+from routing.policy import Policy
 from routing.schema import COST_SUMMARY_SCHEMA, Status
 from workers import audit, layout
 from workers.stages import Runtime
@@ -31,6 +33,7 @@ _COLUMNS = [
     "cost_usd",
     "baseline_cost_usd",
     "dedupe_of",
+    "cache_hit",
 ]
 _KEYS = ["tenant", "tier", "model", "status"]
 NOT_ROUTED = "(not routed)"  # breakdown label of rows that never reached a tier (rejected)
@@ -120,6 +123,38 @@ def _count(summary: pa.Table, key: str, value: str) -> int:
     return int(pc.sum(summary.filter(mask).column("rows")).as_py() or 0)
 
 
+def savings(table: pa.Table, policy: Policy) -> dict[str, Any]:
+    """What calls never made saved, at the serving model's list prices and the answer's
+    tokens: ``cache_saved_usd`` (answered from the response cache) and ``dedupe_saved_usd``
+    (exact duplicates answered with their canonical row's answer), with their row counts."""
+    models = {(t.name, m.name): m for t in policy.tiers for m in t.models}
+    ok = pc.equal(table.column("status"), Status.OK.value)
+    out: dict[str, Any] = {}
+    for name, mask in (
+        (  # a duplicate of a cache hit counts as a duplicate
+            "cache",
+            pc.and_(
+                pc.and_(ok, pc.fill_null(table.column("cache_hit"), False)),
+                pc.is_null(table.column("dedupe_of")),
+            ),
+        ),
+        ("dedupe", pc.and_(ok, pc.is_valid(table.column("dedupe_of")))),
+    ):
+        rows = table.filter(mask)
+        grouped = rows.group_by(["tier", "model"], use_threads=False).aggregate(
+            [("input_tokens", "sum"), ("output_tokens", "sum")]
+        )
+        saved = Decimal(0)
+        for g in grouped.to_pylist():
+            model = models.get((g["tier"], g["model"]))
+            if model is not None:
+                saved += call_cost(model, g["input_tokens_sum"] or 0, g["output_tokens_sum"] or 0)
+        key = "cache_hits" if name == "cache" else "duplicates_answered"
+        out[key] = rows.num_rows
+        out[f"{name}_saved_usd"] = str(saved)
+    return out
+
+
 def finalize(rt: Runtime, ctx: JobContext) -> dict[str, Any]:
     """Write cost summary, manifest and ``_SUCCESS``; return the manifest."""
     storage, root = rt.storage, ctx.job_root
@@ -133,6 +168,7 @@ def finalize(rt: Runtime, ctx: JobContext) -> dict[str, Any]:
     policy = rt.policy(ctx)
     manifest["tiers"] = list(policy.tier_names)
     manifest["classifier_version"] = rt.scorer_for(ctx, policy).version
+    manifest["totals"].update(savings(table, policy))
     manifest["audit"] = audit.anchor_parts(storage, root, ctx.job_id)
     storage.write_bytes(layout.manifest(root), json.dumps(manifest, indent=2).encode())
     if not manifest["complete"]:

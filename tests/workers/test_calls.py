@@ -260,3 +260,38 @@ def test_cache_shared_across_tenants_and_disabled(tmp_path: Path, sim: SimServer
     _run_on(rt, tmp_path, pol, prompts(10), "c1", "acme")
     out = _run_on(rt, tmp_path, pol, prompts(10), "c2", "acme")
     assert not out["cache_hit"].any()
+
+
+def test_manifest_counts_what_the_cache_and_dedupe_saved(tmp_path: Path, sim: SimServer) -> None:
+    pol = policy()
+    rt = stages.Runtime(
+        settings=make_settings(sim),
+        storage=Storage(S3Settings()),
+        tracker=MemoryJobTracker(),
+        scorer=ConstScorer(0.0),
+    )
+    base = prompts(12)
+    doubled = pa.concat_tables(
+        [base, base.set_column(0, "prompt_id", pa.array([f"dup{i}" for i in range(12)]))]
+    )
+    _run_on(rt, tmp_path, pol, base, "warm", "acme")
+    uri = write_input(tmp_path / "again" / "p.parquet", doubled)
+    plan = plan_job(rt, uri, tmp_path / "out", job_id="again", tenant="acme", policy=pol)
+    manifest = local.run_job(rt, plan)
+    out = results(rt, plan)
+    totals = manifest["totals"]
+    fast = pol.tier("fast").primary
+    hits = out.filter(pl.col("cache_hit") & pl.col("dedupe_of").is_null())
+    dups = out.filter(pl.col("dedupe_of").is_not_null())
+    assert totals["cache_hits"] == hits.height == 12
+    assert totals["duplicates_answered"] == dups.height == 12
+    for frame, key in ((hits, "cache_saved_usd"), (dups, "dedupe_saved_usd")):
+        expected = sum(
+            (
+                call_cost(fast, r["input_tokens"], r["output_tokens"])
+                for r in frame.iter_rows(named=True)
+            ),
+            Decimal(0),
+        )
+        assert Decimal(totals[key]) == expected > 0
+    assert Decimal(totals["cost_usd"]) == 0  # nothing was paid for this job
