@@ -182,7 +182,9 @@ def status(
     if not ids and not as_json:
         console.print("no jobs yet (`batch-router submit INPUT --output OUT` starts one)")
         return
-    table = Table("job", "state", "chunks", "rows done", "by status", "cost so far", "dead letters")
+    table = Table(
+        "job", "state", "chunks", "rows done", "by status", "cost so far", "ETA", "dead letters"
+    )
     rows: list[dict[str, Any]] = []
     dead_letters: dict[str, list[dict[str, Any]]] = {}
     for jid in ids:
@@ -192,6 +194,7 @@ def status(
                 continue  # still in the index, but its state expired (job_ttl_s)
             err.print(f"[red]unknown job {escape(jid)}[/]")
             raise typer.Exit(1)
+        eta = None if (e := st.eta_s()) is None else round(e, 1)
         rows.append(
             {
                 "job_id": st.job_id,
@@ -201,6 +204,7 @@ def status(
                 "rows_total": st.rows_total,
                 "rows_by_status": st.rows_by_status,
                 "cost_usd": st.cost_usd,
+                "eta_s": eta,
                 "dead_letters": dead_letters.setdefault(jid, jobs.dead_letters(jid)),
             }
         )
@@ -211,6 +215,7 @@ def status(
             f"{st.rows_done:,}/{st.rows_total:,}",
             ", ".join(f"{k} {v:,}" for k, v in sorted(st.rows_by_status.items())),
             f"${st.cost_usd:,.4f}",
+            "—" if eta is None else _duration(eta),
             str(len(dead_letters[jid])),
         )
     if as_json:
@@ -224,6 +229,12 @@ def status(
                     f"{' ' + dead['tier'] if dead.get('tier') else ''}: {escape(dead['error'])}"
                     " (`batch-router reconcile` re-enqueues it)"
                 )
+
+
+def _duration(seconds: float) -> str:
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"
 
 
 @app.command()

@@ -16,6 +16,7 @@ import threading
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, Protocol
 
 import redis
@@ -38,6 +39,22 @@ class JobStatus:
     @property
     def rows_done(self) -> int:
         return sum(self.rows_by_status.values())
+
+    def eta_s(self, now: float | None = None) -> float | None:
+        """Seconds to go at the job's average rate so far (None: not running, nothing done
+        yet, or no start time recorded)."""
+        started = self.meta.get("created_at")
+        if self.state != "running" or not started or self.rows_done <= 0:
+            return None
+        try:
+            start = datetime.fromisoformat(started).timestamp()
+        except ValueError:
+            return None
+        elapsed = (time.time() if now is None else now) - start
+        if elapsed <= 0:
+            return None
+        left = max(self.rows_total - self.rows_done, 0)
+        return left * elapsed / self.rows_done
 
 
 class JobTracker(Protocol):

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import re
 import time
 import uuid
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -46,6 +48,7 @@ def test_status_of_a_running_job(cli: CliRunner, redis_url: str) -> None:
         "rows_total": 30,
         "rows_by_status": {"ok": 18, "rejected": 2},
         "cost_usd": 0.25,
+        "eta_s": None,  # no start time recorded
         "dead_letters": [],
     }
 
@@ -84,3 +87,16 @@ def test_status_list_skips_jobs_whose_state_expired(cli: CliRunner, redis_url: s
     listed = [row["job_id"] for row in json.loads(proc.stdout)]
     assert live in listed
     assert expired not in listed
+
+
+def test_status_estimates_the_time_left(cli: CliRunner, redis_url: str) -> None:
+    job = f"eta-{uuid.uuid4().hex[:6]}"
+    started = datetime.fromtimestamp(time.time() - 100, UTC).isoformat(timespec="seconds")
+    jobs = RedisJobTracker.from_url(redis_url, 600)
+    jobs.register(job, {"total_chunks": 4, "rows_total": 400, "created_at": started})
+    jobs.expect(job, 0, ["fast"])
+    jobs.complete(job, 0, "fast", {"rows": {"ok": 100}, "cost_usd": 0.1}, total_chunks=4)
+    [row] = json.loads(cli("status", job, "--json", BATCH_ROUTER_BROKER_URL=redis_url).stdout)
+    assert 250 <= row["eta_s"] <= 350  # 100 rows in ~100 s, 300 to go
+    table = cli("status", job, BATCH_ROUTER_BROKER_URL=redis_url).stdout
+    assert re.search(r"[45]m\d\ds", table), table
