@@ -127,6 +127,10 @@ def savings(table: pa.Table, policy: Policy) -> dict[str, Any]:
     """What calls never made saved, at the serving model's list prices and the answer's
     tokens: ``cache_saved_usd`` (answered from the response cache) and ``dedupe_saved_usd``
     (exact duplicates answered with their canonical row's answer), with their row counts."""
+    if table.num_rows == 0:  # an empty job's columns are untyped (all null)
+        zero = str(Decimal(0))
+        return {"cache_hits": 0, "cache_saved_usd": zero, "duplicates_answered": 0,
+                "dedupe_saved_usd": zero}  # fmt: skip
     models = {(t.name, m.name): m for t in policy.tiers for m in t.models}
     ok = pc.equal(table.column("status"), Status.OK.value)
     out: dict[str, Any] = {}
