@@ -22,6 +22,7 @@ from workers.app import FINALIZE_QUEUE, INGEST_QUEUE, app, settings, tier_queue
 from workers.finalize import finalize as finalize_job
 from workers.jobstate import RedisJobTracker
 from workers.reconcile import reconcile as reconcile_job
+from workers.reconcile import stalled_jobs
 from workers.storage import Storage
 
 _INFRA = (StorageError, redis.ConnectionError, redis.TimeoutError, OSError)
@@ -118,19 +119,14 @@ def reconcile(job_root: str) -> dict[str, Any]:
 
 @app.task(name="reconcile_stalled")
 def reconcile_stalled(stall_s: float = 1800.0) -> list[str]:
-    """Beat's periodic sweep: reconcile every running job whose state has not changed for
-    ``stall_s`` (lost messages, a dead-lettered task). A job whose Redis state is gone
-    cannot be found here — run ``batch-router reconcile JOB_PATH`` for it."""
+    """Beat's periodic sweep (``workers.reconcile.stalled_jobs``): reconcile every running
+    job that has not progressed for ``stall_s`` (lost messages, a dead-lettered task), and
+    every unfinished job folder under ``BATCH_ROUTER_OUTPUT`` whose Redis state is gone."""
     rt = runtime()
-    swept = []
-    for job_id in rt.tracker.list_jobs(limit=200):
-        status = rt.tracker.status(job_id)
-        if status is None or status.state != "running" or "job_root" not in status.meta:
-            continue
-        if time.time() - float(status.meta.get("updated_at", time.time())) < stall_s:
-            continue
-        reconcile.apply_async(args=[status.meta["job_root"]], queue=INGEST_QUEUE)
-        swept.append(job_id)
+    roots = [settings.output] if settings.output else []
+    swept = stalled_jobs(rt, roots, stall_s, time.time())
+    for job_root in swept:
+        reconcile.apply_async(args=[job_root], queue=INGEST_QUEUE)
     return swept
 
 
