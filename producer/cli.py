@@ -1,83 +1,33 @@
-"""The ``batch-router`` command line."""
+"""The ``batch-router`` command line: the job commands; the others register themselves
+from ``producer/*_cmd.py`` (imported at the end of this module)."""
 
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 from typing import Annotated, Any, cast
 
 import typer
-from pydantic import ValidationError
-from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from routing.errors import BatchRouterError, ConfigError, JobFailedError
-from routing.policy import Policy, load_policy
-from workers import layout
-from workers.settings import Settings
-from workers.storage import Storage, join
-
-app = typer.Typer(
-    no_args_is_help=True,
-    add_completion=False,
-    rich_markup_mode="markdown",
+from producer.app import (
+    JobIdOpt,
+    OutputOpt,
+    PolicyOpt,
+    TenantOpt,
+    _fail,
+    _output,
+    _policy,
+    _progress,
+    _settings,
+    app,
+    console,
+    err,
 )
-console = Console()
-err = Console(stderr=True)
-
-OutputOpt = Annotated[
-    str | None,
-    typer.Option(
-        "--output",
-        "-o",
-        help="output root (local path or s3://bucket/prefix); default BATCH_ROUTER_OUTPUT",
-    ),
-]
-PolicyOpt = Annotated[
-    Path | None, typer.Option("--policy", help="routing policy YAML (default: the packaged policy)")
-]
-TenantOpt = Annotated[str | None, typer.Option(help="tenant the job is billed to")]
-JobIdOpt = Annotated[str | None, typer.Option("--job-id", help="job id (default: generated)")]
-
-
-def _settings(ctx: typer.Context) -> Settings:
-    root = ctx.find_root()
-    if root.obj is None:
-        try:
-            root.obj = Settings()
-        except ValidationError as exc:
-            problems = "; ".join(
-                f"BATCH_ROUTER_{'__'.join(str(p) for p in e['loc']).upper()}: {e['msg']}"
-                for e in exc.errors()
-            )
-            raise ConfigError(f"invalid settings (environment or .env): {problems}") from exc
-    settings: Settings = root.obj
-    return settings
-
-
-def _policy(settings: Settings, path: Path | None) -> Policy:
-    return load_policy(path or settings.policy_path)
-
-
-def _output(settings: Settings, output: str | None) -> str:
-    out = output or settings.output
-    if not out:
-        raise typer.BadParameter("give --output or set BATCH_ROUTER_OUTPUT", param_hint="--output")
-    return out
-
-
-def _progress() -> Progress:
-    return Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=err,
-        transient=False,
-    )
+from routing.errors import BatchRouterError, ConfigError, JobFailedError
+from workers import layout
+from workers.storage import Storage, join
 
 
 @app.callback()
@@ -235,29 +185,6 @@ def _duration(seconds: float) -> str:
     minutes, secs = divmod(int(seconds), 60)
     hours, minutes = divmod(minutes, 60)
     return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"
-
-
-@app.command()
-def report(
-    ctx: typer.Context,
-    path: Annotated[
-        str,
-        typer.Argument(metavar="PATH", help="a job folder (…/job_id=ID) or its output root"),
-    ],
-    as_json: Annotated[bool, typer.Option("--json", help="print the manifest as JSON")] = False,
-) -> None:
-    """Print a finished job's cost report.
-
-    Example: `batch-router report ./out/job_id=20261128T021500Z-3fa2c1`
-    """
-    from producer.report import find_job_root, load_manifest
-
-    storage = Storage(_settings(ctx).s3)
-    try:
-        root = find_job_root(storage, path)
-    except FileNotFoundError as exc:
-        raise typer.BadParameter(str(exc), param_hint="PATH") from exc
-    _print_manifest(load_manifest(storage, root), as_json)
 
 
 @app.command("eval")
@@ -497,15 +424,6 @@ def sim_provider(
     serve(host, port, config)
 
 
-def _print_manifest(manifest: dict[str, object], as_json: bool) -> None:
-    from producer.report import render
-
-    if as_json:
-        console.print_json(json.dumps(manifest))
-    else:
-        console.print(render(manifest))
-
-
 def main() -> None:
     import redis
 
@@ -519,8 +437,8 @@ def main() -> None:
         _fail(f"cannot reach Redis: {exc}")
 
 
-def _fail(message: str, code: int = 2) -> None:
-    """One clear message on stderr (no traceback); exit 2 for bad input or config, 1 for a
-    job that ran and failed."""
-    err.print(f"[red]error:[/] {escape(message)}", highlight=False)
-    sys.exit(code)
+# Commands defined in their own modules register themselves on ``app`` when imported.
+from producer import report_cmd  # noqa: E402
+from producer.report_cmd import _print_manifest  # noqa: E402
+
+__all__ = ["app", "main", "report_cmd"]
