@@ -35,9 +35,11 @@ class _Frozen(BaseModel):
 
 
 class ProviderSpec(_Frozen):
-    """An endpoint speaking a provider wire protocol."""
+    """An endpoint speaking a provider wire protocol: ``openai`` (chat completions; the
+    base URL ends in ``/v1``) or ``anthropic`` (Messages; the base URL is the API root,
+    e.g. ``https://api.anthropic.com``)."""
 
-    kind: str = Field("openai", pattern="^(openai)$")
+    kind: Literal["openai", "anthropic"] = "openai"
     base_url: str
     api_key_env: str | None = None
     timeout_s: float = Field(60.0, gt=0)

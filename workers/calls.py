@@ -37,7 +37,6 @@ from decimal import Decimal
 from enum import Enum
 from typing import Any, Protocol
 
-import openai
 import redis
 
 from routing.confidence import confidence
@@ -51,7 +50,7 @@ from workers.aio import io_loop
 from workers.breaker import Breaker, MemoryBreaker, RedisBreaker
 from workers.cache import MemoryCache, RedisCache, ResponseCache, cache_key
 from workers.ledger import Ledger, MemoryLedger, RedisLedger, budget_scopes
-from workers.provider import ChatRequest, Completion, call_once, client_for
+from workers.provider import ChatRequest, Client, Completion, call_once, client_for
 from workers.ratelimit import (
     MemoryRateLimiter,
     RateLimiter,
@@ -205,7 +204,7 @@ class Caller:
         )
         self._rng = random.Random()
         self._retry_limit = max(1, math.ceil(policy.retry.job_budget * max(ctx.rows_total, 1)))
-        self._clients: dict[tuple[str, str], openai.AsyncOpenAI | Exception] = {}
+        self._clients: dict[tuple[str, str], Client | Exception] = {}
         for t in self._reachable(tier):  # resolved here: the I/O loop cannot build clients
             for model in t.models:
                 key = (model.provider, model.name)

@@ -49,7 +49,9 @@ def simulated_providers(policy: Policy, settings: Settings) -> Iterator[Settings
     with SimServer(SimConfig()) as sim:
         providers = dict(settings.providers)
         for name in missing:
-            providers[name] = ProviderOverride(base_url=sim.base_url)
+            # Each SDK's base-URL convention: OpenAI's ends in /v1, Anthropic's is the root.
+            url = sim.url if policy.providers[name].kind == "anthropic" else sim.base_url
+            providers[name] = ProviderOverride(base_url=url)
         yield settings.model_copy(update={"providers": providers})
 
 

@@ -1,4 +1,6 @@
-"""Provider calls: the official ``openai`` SDK over any OpenAI-compatible endpoint.
+"""Provider calls over two wire protocols: OpenAI chat completions (the official ``openai``
+SDK, any OpenAI-compatible endpoint) and Anthropic Messages (the official ``anthropic``
+SDK, ``POST /v1/messages``); a provider's ``kind`` in the policy picks one.
 
 Requests go through the SDK's generic ``post`` with plain-dict bodies and responses
 (``cast_to=object``): same transport, auth and typed errors, without the per-request
@@ -25,6 +27,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
+import anthropic
 import openai
 
 from routing.errors import (
@@ -70,6 +73,21 @@ class Endpoint:
     base_url: str
     api_key: str
     timeout_s: float
+    kind: str = "openai"  # the wire protocol: "openai" or "anthropic"
+
+
+# A provider SDK client; :func:`call_once` speaks the protocol of the one it is given.
+Client = openai.AsyncOpenAI | anthropic.AsyncAnthropic
+# Anthropic's stop reasons as the chat-completions finish reasons the pipeline records.
+_STOP_REASONS = {
+    "end_turn": "stop",
+    "stop_sequence": "stop",
+    "max_tokens": "length",
+    "model_context_window_exceeded": "length",
+    "refusal": "content_filter",
+    "tool_use": "tool_calls",
+    "pause_turn": "stop",
+}
 
 
 class TierExecutor(Protocol):
@@ -96,17 +114,26 @@ def resolve_endpoint(name: str, spec: ProviderSpec, settings: Settings) -> Endpo
                 f"BATCH_ROUTER_PROVIDERS__{name.upper()}__API_KEY)"
             )
         key = "simulated"
-    return Endpoint(name, base_url, key, min(spec.timeout_s, settings.request_timeout_s))
+    timeout = min(spec.timeout_s, settings.request_timeout_s)
+    return Endpoint(name, base_url, key, timeout, spec.kind)
 
 
 def classify(exc: Exception) -> ProviderRetryableError | ProviderPermanentError:
-    """Sort an SDK exception into retryable or permanent, once."""
-    if isinstance(exc, openai.APIStatusError):
+    """Sort an SDK exception (either SDK) into retryable or permanent, once."""
+    if isinstance(exc, openai.APIStatusError | anthropic.APIStatusError):
         status = exc.status_code
+        # 529: Anthropic's "overloaded".
         if status == 429 or status >= 500 or status == 408:
             return ProviderRetryableError(str(exc), status, _retry_after(exc))
         return ProviderPermanentError(str(exc), status)
-    if isinstance(exc, openai.APITimeoutError | openai.APIConnectionError | asyncio.TimeoutError):
+    if isinstance(
+        exc,
+        openai.APITimeoutError
+        | openai.APIConnectionError
+        | anthropic.APITimeoutError
+        | anthropic.APIConnectionError
+        | asyncio.TimeoutError,
+    ):
         # The SDK's text is generic ("Connection error.", and with the aiohttp transport a
         # refused connection reads "Request timed out."): the cause says what happened.
         cause = f" ({exc.__cause__})" if exc.__cause__ else ""
@@ -114,7 +141,7 @@ def classify(exc: Exception) -> ProviderRetryableError | ProviderPermanentError:
     return ProviderPermanentError(f"{type(exc).__name__}: {exc}")
 
 
-def _retry_after(exc: openai.APIStatusError) -> float | None:
+def _retry_after(exc: openai.APIStatusError | anthropic.APIStatusError) -> float | None:
     value = exc.response.headers.get("retry-after")
     try:
         return float(value) if value is not None else None
@@ -123,25 +150,49 @@ def _retry_after(exc: openai.APIStatusError) -> float | None:
 
 
 async def call_once(
-    client: openai.AsyncOpenAI, model: str, request: ChatRequest, attempt: int = 1
+    client: Client, model: str, request: ChatRequest, attempt: int = 1
 ) -> Completion:
-    """One chat-completions call; every outcome is a :class:`Completion` (never raises for
-    a provider error: it is classified once, into ``retryable`` or not)."""
-    messages = [{"role": "system", "content": request.system}] if request.system else []
-    messages.append({"role": "user", "content": request.prompt})
-    body: dict[str, Any] = {"model": model, "messages": messages, "max_tokens": request.max_tokens}
-    if request.logprobs:
-        body["logprobs"] = True
+    """One call in the client's protocol; every outcome is a :class:`Completion` (never
+    raises for a provider error: it is classified once, into ``retryable`` or not)."""
     start = time.perf_counter()
     try:
-        answer = await client.post("/chat/completions", body=body, cast_to=object)
+        if isinstance(client, anthropic.AsyncAnthropic):
+            answer = await client.post(
+                "/v1/messages", body=_messages_body(model, request), cast_to=object
+            )
+            return _parse_messages(answer, attempt, start)
+        answer = await client.post(
+            "/chat/completions", body=_chat_body(model, request), cast_to=object
+        )
     except Exception as exc:  # classified here, re-raised never
         return _failure(classify(exc), attempt, start)
     return _parse(answer, attempt, start)
 
 
+def _chat_body(model: str, request: ChatRequest) -> dict[str, Any]:
+    messages = [{"role": "system", "content": request.system}] if request.system else []
+    messages.append({"role": "user", "content": request.prompt})
+    body: dict[str, Any] = {"model": model, "messages": messages, "max_tokens": request.max_tokens}
+    if request.logprobs:
+        body["logprobs"] = True
+    return body
+
+
+def _messages_body(model: str, request: ChatRequest) -> dict[str, Any]:
+    """An Anthropic Messages request: the system prompt is a top-level field, and there are
+    no logprobs (a cascade on such a model uses its other signals: routing.confidence)."""
+    body: dict[str, Any] = {
+        "model": model,
+        "max_tokens": request.max_tokens,
+        "messages": [{"role": "user", "content": request.prompt}],
+    }
+    if request.system:
+        body["system"] = request.system
+    return body
+
+
 async def call_with_retry(
-    client: openai.AsyncOpenAI,
+    client: Client,
     model: str,
     request: ChatRequest,
     retry: RetrySpec,
@@ -187,6 +238,34 @@ def _parse(body: Any, attempts: int, start: float) -> Completion:
         return _failure(error, attempts, start)
 
 
+def _parse_messages(body: Any, attempts: int, start: float) -> Completion:
+    """An Anthropic Messages response body (a plain dict) as a :class:`Completion`: the
+    text blocks joined, the stop reason mapped (``_STOP_REASONS``), the reported usage
+    (prompt-cache reads and writes count as input tokens)."""
+    try:
+        if body.get("type") != "message":
+            raise ValueError(f"type is {body.get('type')!r}, not 'message'")
+        blocks = [b["text"] for b in body["content"] if b.get("type") == "text"]
+        usage = body["usage"]
+        input_tokens = sum(
+            int(usage.get(k) or 0)
+            for k in ("input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens")
+        )
+        reason = body.get("stop_reason")
+        return Completion(
+            ok=True,
+            text="".join(blocks),
+            finish_reason=_STOP_REASONS.get(reason, reason),
+            input_tokens=input_tokens,
+            output_tokens=int(usage.get("output_tokens", 0)),
+            latency_ms=(time.perf_counter() - start) * 1000,
+            attempts=attempts,
+        )
+    except (KeyError, IndexError, TypeError, AttributeError, ValueError) as exc:
+        error = ProviderPermanentError(f"malformed messages response: {exc!r}")
+        return _failure(error, attempts, start)
+
+
 def _failure(error: Exception, attempts: int, start: float) -> Completion:
     status = getattr(error, "status", None)
     retryable = isinstance(error, ProviderRetryableError)
@@ -206,7 +285,18 @@ def _failure(error: Exception, attempts: int, start: float) -> Completion:
     )
 
 
-def make_client(endpoint: Endpoint, transport: str) -> openai.AsyncOpenAI:
+def make_client(endpoint: Endpoint, transport: str) -> Client:
+    """The SDK client of the endpoint's protocol; the SDK's own retries off."""
+    if endpoint.kind == "anthropic":
+        return anthropic.AsyncAnthropic(
+            base_url=endpoint.base_url,
+            api_key=endpoint.api_key,
+            max_retries=0,
+            timeout=endpoint.timeout_s,
+            http_client=anthropic.DefaultAioHttpClient()
+            if transport == "aiohttp"
+            else anthropic.DefaultAsyncHttpxClient(),
+        )
     http_client = (
         openai.DefaultAioHttpClient()
         if transport == "aiohttp"
@@ -234,7 +324,7 @@ class RealtimeExecutor:
         return io_loop().run(self._run(client, model.name, requests))
 
     async def _run(
-        self, client: openai.AsyncOpenAI, model: str, requests: Sequence[ChatRequest]
+        self, client: Client, model: str, requests: Sequence[ChatRequest]
     ) -> list[Completion]:
         gate = asyncio.Semaphore(self._concurrency)
         rng = random.Random()
@@ -246,7 +336,7 @@ class RealtimeExecutor:
         return list(await asyncio.gather(*(one(r) for r in requests)))
 
 
-def client_for(policy: Policy, model: ModelSpec, settings: Settings) -> openai.AsyncOpenAI:
+def client_for(policy: Policy, model: ModelSpec, settings: Settings) -> Client:
     """This process's SDK client for ``model``'s provider (cached on the I/O loop)."""
     endpoint = resolve_endpoint(model.provider, policy.providers[model.provider], settings)
     transport = settings.http_transport
@@ -255,5 +345,5 @@ def client_for(policy: Policy, model: ModelSpec, settings: Settings) -> openai.A
     )
 
 
-async def _close_client(client: openai.AsyncOpenAI) -> None:
+async def _close_client(client: Client) -> None:
     await client.close()

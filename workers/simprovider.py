@@ -1,7 +1,9 @@
-"""Simulated LLM provider: a real aiohttp HTTP server speaking a subset of OpenAI's wire protocol.
+"""Simulated LLM provider: a real aiohttp HTTP server speaking a subset of OpenAI's wire protocol,
+and of Anthropic's Messages protocol (``POST /v1/messages``: workers/sim_messages.py).
 
-Demos, tests and benchmarks point an OpenAI-compatible client (``base_url=".../v1"``) at it. It is
-never used silently in place of a configured provider.
+Demos, tests and benchmarks point an OpenAI-compatible client (``base_url=".../v1"``) or an
+Anthropic client (``base_url`` the server root) at it. It is never used silently in place of a
+configured provider.
 
 Wire protocol subset
 --------------------
@@ -608,6 +610,9 @@ def make_app(config: SimConfig | None = None) -> web.Application:
     app = web.Application(client_max_size=_MAX_PROMPT_BYTES)
     app[_STATE] = _SimState(config or SimConfig())
     app.router.add_post("/v1/chat/completions", _chat_completions)
+    from workers.sim_messages import messages  # Anthropic's protocol on the same state
+
+    app.router.add_post("/v1/messages", messages)
     app.router.add_get("/_sim/config", _get_config)
     app.router.add_post("/_sim/config", _post_config)
     app.router.add_get("/_sim/stats", _get_stats)
