@@ -34,7 +34,7 @@ def load_manifest(storage: Storage, job_root: str) -> dict[str, Any]:
     return dict(json.loads(storage.read_bytes(layout.manifest(job_root))))
 
 
-def _usd(value: str | Decimal) -> str:
+def usd(value: str | Decimal) -> str:
     amount = Decimal(value)
     return f"${amount:,.4f}" if amount < 100 else f"${amount:,.2f}"
 
@@ -51,14 +51,14 @@ def render(manifest: dict[str, Any]) -> Group:
     )
     for tier, entry in tiers:
         by_tier.add_row(
-            tier, f"{entry['rows']:,}", _usd(entry["cost_usd"]), _usd(entry["baseline_cost_usd"])
+            tier, f"{entry['rows']:,}", usd(entry["cost_usd"]), usd(entry["baseline_cost_usd"])
         )
     by_tier.add_section()
     by_tier.add_row(
         "total",
         f"{manifest['rows_out']:,}",
-        _usd(totals["cost_usd"]),
-        _usd(totals["baseline_cost_usd"]),
+        usd(totals["cost_usd"]),
+        usd(totals["baseline_cost_usd"]),
     )
     summary = Table.grid(padding=(0, 2))
     statuses = ", ".join(f"{k} {v:,}" for k, v in manifest["rows_by_status"].items() if v)
@@ -69,14 +69,93 @@ def render(manifest: dict[str, Any]) -> Group:
         + f"; {manifest['duplicates']:,} duplicates answered once",
     )
     summary.add_row(
-        "saving", f"{_usd(totals['saving_usd'])} ({totals['saving_pct']:.1f}% vs all-expert)"
+        "saving", f"{usd(totals['saving_usd'])} ({totals['saving_pct']:.1f}% vs all-expert)"
     )
     if "cache_saved_usd" in totals:
         summary.add_row(
             "reuse",
-            f"{totals['cache_hits']:,} answered from the cache ({_usd(totals['cache_saved_usd'])}"
+            f"{totals['cache_hits']:,} answered from the cache ({usd(totals['cache_saved_usd'])}"
             f" not spent), {totals['duplicates_answered']:,} duplicates "
-            f"({_usd(totals['dedupe_saved_usd'])} not spent)",
+            f"({usd(totals['dedupe_saved_usd'])} not spent)",
         )
     summary.add_row("policy", manifest["policy_version"])
     return Group(by_tier, summary)
+
+
+def _pct(part: int, whole: int) -> str:
+    return f"{part / whole * 100:.1f}%" if whole else "–"
+
+
+def _table(title: str, key: str, lines: dict[str, dict[str, Any]], rows_total: int) -> Table:
+    table = Table(title=title, title_justify="left")
+    for col in (key, "rows", "share", "cost", "all-expert baseline", "saving"):
+        table.add_column(col, justify="left" if col == key else "right")
+    for name, entry in lines.items():
+        table.add_row(
+            name,
+            f"{entry['rows']:,}",
+            _pct(entry["rows"], rows_total),
+            usd(entry["cost_usd"]),
+            usd(entry["baseline_cost_usd"]),
+            f"{usd(entry['saving_usd'])} ({entry['saving_pct']:.1f}%)",
+        )
+    return table
+
+
+def _scope(report: dict[str, Any]) -> str:
+    filters = report["filters"]
+    days = (
+        f"{report['first_day']} … {report['last_day']}"
+        if report["first_day"] != report["last_day"]
+        else str(report["first_day"])
+    )
+    text = f"{report['jobs']:,} job{'s' if report['jobs'] != 1 else ''}, {days}"
+    if filters.get("tenant") is not None:
+        text += f", tenant {filters['tenant']}"
+    return text
+
+
+def render_report(report: dict[str, Any]) -> Group:
+    """A terminal report of cost rollups: by tier, tenant, model and day, then totals."""
+    totals = report["totals"]
+    rows = totals["rows"]
+    if rows == 0:
+        return Group(f"cost report — no rows match ({_scope_filters(report)})")
+    parts: list[Any] = [
+        _table(f"cost report — {_scope(report)} — by tier", "tier", report["by_tier"], rows)
+    ]
+    for key, title in (("tenant", "by tenant"), ("model", "by model"), ("day", "by day")):
+        lines = report[f"by_{key}"]
+        if len(lines) > 1:
+            parts.append(_table(title, key, lines, rows))
+    summary = Table.grid(padding=(0, 2))
+    statuses = ", ".join(f"{k} {v['rows']:,}" for k, v in report["by_status"].items())
+    summary.add_row("rows", f"{rows:,} ({statuses})")
+    summary.add_row(
+        "cost", f"{usd(totals['cost_usd'])} of {usd(totals['baseline_cost_usd'])} all-expert"
+    )
+    summary.add_row(
+        "saving", f"{usd(totals['saving_usd'])} ({totals['saving_pct']:.1f}% vs all-expert)"
+    )
+    summary.add_row(
+        "reuse",
+        f"{totals['cache_hits']:,} answered from the cache ({usd(totals['cache_saved_usd'])}"
+        f" not spent), {totals['duplicates']:,} duplicates ({usd(totals['dedupe_saved_usd'])}"
+        " not spent)",
+    )
+    lat = totals["latency_ms"]
+    if lat["count"]:
+        summary.add_row(
+            "latency",
+            f"mean {lat['mean_ms']:,.0f} ms, p50 ≈ {lat['p50_ms']:,.0f}, p95 ≈ "
+            f"{lat['p95_ms']:,.0f}, p99 ≈ {lat['p99_ms']:,.0f}, max {lat['max_ms']:,.0f} ms "
+            f"({lat['count']:,} calls)",
+        )
+    parts.append(summary)
+    return Group(*parts)
+
+
+def _scope_filters(report: dict[str, Any]) -> str:
+    filters = {k: v for k, v in report["filters"].items() if v is not None}
+    shown = ", ".join(f"{k} {v}" for k, v in filters.items()) or "no filter"
+    return f"{report['jobs_searched']:,} jobs searched; {shown}"

@@ -91,6 +91,34 @@ COST_SUMMARY_SCHEMA = pa.schema(
 )
 
 
+# Upper bounds (ms) of the cost rollup's cumulative latency buckets (`latency_le_<b>ms`).
+LATENCY_BUCKETS_MS = (50, 100, 250, 500, 1000, 2000, 5000, 10000, 30000, 60000, 120000)
+
+# Columns of a cost rollup file, cost/day=<YYYY-MM-DD>/tenant=<t>/part-0.parquet: one row
+# per tier, model and status; job_id, day and tenant are the hive path (docs/reports.md).
+COST_ROLLUP_SCHEMA = pa.schema(
+    [
+        pa.field("tier", pa.string()),
+        pa.field("model", pa.string()),
+        pa.field("status", pa.string()),
+        pa.field("rows", pa.int64()),
+        pa.field("input_tokens", pa.int64()),
+        pa.field("output_tokens", pa.int64()),
+        pa.field("cost_usd", MONEY),
+        pa.field("baseline_cost_usd", MONEY),
+        pa.field("cache_hits", pa.int64()),
+        pa.field("cache_saved_usd", MONEY),
+        pa.field("duplicates", pa.int64()),
+        pa.field("dedupe_saved_usd", MONEY),
+        pa.field("escalated", pa.int64()),
+        pa.field("latency_count", pa.int64()),
+        pa.field("latency_ms_sum", pa.float64()),
+        pa.field("latency_ms_max", pa.float64()),
+        *(pa.field(f"latency_le_{b}ms", pa.int64()) for b in LATENCY_BUCKETS_MS),
+    ]
+)
+
+
 def output_schema(input_schema: pa.Schema) -> pa.Schema:
     """The result schema for a given (already validated) input schema."""
     extra = [f for f in input_schema if f.name not in RESULT_COLUMNS]

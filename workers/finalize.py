@@ -1,7 +1,8 @@
 """The job finalizer: runs once all chunks are written (and is safe to run again).
 
 It reads the result parts (only the columns it needs), checks that row count out equals
-row count in, writes the cost summary, then ``manifest.json``, then ``_SUCCESS`` —
+row count in, writes the cost summary and the cost rollup (workers.rollup), then
+``manifest.json``, then ``_SUCCESS`` —
 in that order, so a reader that sees ``_SUCCESS`` sees a complete job. The manifest
 anchors every part's audit chain (record count and last hash; workers.audit).
 """
@@ -20,7 +21,7 @@ from routing.cost import call_cost
 from routing.plan import JobContext
 from routing.policy import Policy
 from routing.schema import COST_SUMMARY_SCHEMA, Status
-from workers import audit, layout
+from workers import audit, layout, rollup
 from workers.stages import Runtime
 
 _COLUMNS = [
@@ -34,6 +35,8 @@ _COLUMNS = [
     "baseline_cost_usd",
     "dedupe_of",
     "cache_hit",
+    "latency_ms",  # read by workers.rollup
+    "escalated_from",
 ]
 _KEYS = ["tenant", "tier", "model", "status"]
 NOT_ROUTED = "(not routed)"  # breakdown label of rows that never reached a tier (rejected)
@@ -173,6 +176,9 @@ def finalize(rt: Runtime, ctx: JobContext) -> dict[str, Any]:
     manifest["tiers"] = list(policy.tier_names)
     manifest["classifier_version"] = rt.scorer_for(ctx, policy).version
     manifest["totals"].update(savings(table, policy))
+    manifest["cost_rollup"] = rollup.write(
+        storage, root, table, plan["created_at"], policy, ctx.tenant
+    )
     manifest["audit"] = audit.anchor_parts(storage, root, ctx.job_id)
     storage.write_bytes(layout.manifest(root), json.dumps(manifest, indent=2).encode())
     if not manifest["complete"]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from urllib.parse import quote
+
 from workers.storage import join
 
 
@@ -59,3 +61,21 @@ def manifest(root: str) -> str:
 
 def success(root: str) -> str:
     return join(root, "_SUCCESS")
+
+
+HIVE_NULL = "__HIVE_DEFAULT_PARTITION__"  # Hive's (and polars') name for a null partition value
+
+
+def hive_value(value: str | None) -> str:
+    """A partition value as a path segment: percent-encoded (``/``, ``=``, spaces are safe;
+    polars decodes them), ``None`` as Hive's default partition."""
+    return HIVE_NULL if value is None else quote(value, safe="")
+
+
+def cost_rollup_dir(root: str) -> str:
+    return join(root, "cost")
+
+
+def cost_rollup_part(root: str, day: str, tenant: str | None) -> str:
+    """The job's cost rollup of one UTC day and tenant (workers.rollup)."""
+    return join(root, "cost", f"day={day}", f"tenant={hive_value(tenant)}", "part-0.parquet")
