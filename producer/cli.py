@@ -438,6 +438,7 @@ def main() -> None:
 
 
 # Commands defined in their own modules register themselves on ``app`` when imported.
+import producer.watch_cmd  # noqa: E402, F401
 from producer import report_cmd  # noqa: E402
 from producer.report_cmd import _print_manifest  # noqa: E402
 

@@ -65,6 +65,15 @@ def make_app(settings: Settings) -> Celery:
             }
         },
     )
+    if settings.schedule is not None:  # nightly jobs: beat reads the file when it starts
+        from workers.nightly import schedule_args
+
+        app.conf.beat_schedule["nightly-tick"] = {
+            "task": "nightly_tick",
+            "schedule": settings.nightly_tick_s,
+            "args": [schedule_args(settings.schedule)],
+            "options": {"queue": INGEST_QUEUE, "expires": settings.nightly_tick_s},
+        }
     app.conf.batch_router_settings = settings
     return app
 

@@ -60,6 +60,16 @@ class Settings(BaseSettings):
     job_ttl_s: int = Field(7 * 86400, gt=0)
     http_transport: Literal["aiohttp", "httpx"] = "aiohttp"
     request_timeout_s: float = Field(60.0, gt=0)
+    # drop folder (`batch-router watch`, producer/watch.py) and nightly jobs (workers/nightly.py)
+    watch_poll_s: float = Field(10.0, gt=0, description="seconds between inbox listings")
+    watch_lease_s: int = Field(
+        60, ge=5, description="a watcher's claim on a file expires this long after it dies"
+    )
+    watch_max_jobs: int = Field(4, gt=0, description="files one watcher runs at once")
+    watch_queue_url: str | None = Field(None, description="SQS queue of S3 events (sqs mode)")
+    sqs_endpoint_url: str | None = Field(None, description="SQS endpoint; unset → AWS")
+    schedule: Path | None = Field(None, description="nightly schedules YAML; unset → none")
+    nightly_tick_s: float = Field(30.0, gt=0, description="beat checks the schedules this often")
 
     @property
     def distributed(self) -> bool:

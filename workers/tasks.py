@@ -153,3 +153,12 @@ def _task_finished(
         tier = logs.task_fields(task.name, args, kwargs).get("tier")
         outcome = _OUTCOMES.get(str(state), str(state or "unknown").lower())
         metrics.observe_task(task.name, tier, time.perf_counter() - started, outcome)
+
+
+@app.task(name="nightly_tick")
+def nightly_tick(schedules: list[dict[str, Any]]) -> list[str]:
+    """Beat's nightly tick (``workers.nightly``): submit each schedule's latest due window
+    not yet claimed; returns the job ids submitted."""
+    from workers import nightly
+
+    return nightly.tick_task(settings, schedules)

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from tests import services
 from tests.ops import stack as ops
 
 
@@ -32,6 +33,21 @@ def ops_stack(
 @pytest.fixture(scope="package")
 def ops_job(ops_stack: ops.OpsStack, tier_queues: list[str]) -> ops.OpsJob:
     return ops.run_job(ops_stack, tier_queues)
+
+
+@pytest.fixture(scope="package")
+def ops_fleet(ops_stack: ops.OpsStack, tier_queues: list[str]) -> ops.OpsStack:
+    """The stack with its tier worker up, for the drop-folder and nightly tests.
+
+    ``ops_job`` starts that worker mid-job; if no job ran in this session it is started
+    here (the test files run in name order, so ``ops_job``'s backlog check comes first).
+    """
+    if ops.TIER_WORKER_PROC not in ops_stack.procs:
+        ops_stack.procs[ops.TIER_WORKER_PROC] = services.start_worker(
+            ops_stack.workdir, tier_queues, ops_stack.env, ops.TIER_WORKER, concurrency=2
+        )
+    services.wait_workers_ready(ops_stack.redis_url, [ops.INGEST_WORKER, ops.TIER_WORKER])
+    return ops_stack
 
 
 @pytest.fixture

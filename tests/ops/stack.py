@@ -29,6 +29,7 @@ FLOWER_USER, FLOWER_PASSWORD = "ops", "ops-test-secret-7d41"
 SENTINEL = "ZQX-SENTINEL-PROMPT-3f9a"
 ROWS, ROWS_PER_CHUNK, TENANT = 1200, 300, "acme"
 INGEST_WORKER, TIER_WORKER = "ops-ingest", "ops-tiers"
+TIER_WORKER_PROC = "worker-tiers"  # its key in OpsStack.procs
 JOB_TIMEOUT_S = 60.0
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
@@ -188,7 +189,7 @@ def run_job(stack: OpsStack, tier_queues: list[str]) -> OpsJob:
 
     first = _poll("a tier backlog with every chunk ingested", backlog, 45, stack)
 
-    stack.procs["worker-tiers"] = services.start_worker(
+    stack.procs[TIER_WORKER_PROC] = services.start_worker(
         stack.workdir, tier_queues, stack.env, TIER_WORKER, concurrency=2
     )
     during: list[Scrape] = []

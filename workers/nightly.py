@@ -1,0 +1,208 @@
+"""Nightly jobs: schedules from a YAML file, one job per window, submitted by beat's tick.
+
+The file (``BATCH_ROUTER_SCHEDULE``) lists schedules::
+
+    schedules:
+      - name: acme-nightly                  # unique; part of the job id and Redis keys
+        cron: "15 2 * * *"                  # UTC; a 6th field means seconds
+        input: s3://input/nightly/{date}/   # {date} = the window's YYYY-MM-DD, {window} =
+        output: s3://out/nightly/           #   its YYYYMMDDTHHMMSSZ; both usable in either
+        tenant: acme                        # optional
+        policy: /etc/batch-router/acme.yaml # optional (default: the packaged policy)
+
+A window is a cron fire time. Each tick (beat, every ``nightly_tick_s``) takes, per
+schedule, the *latest* window at or before now and submits it unless it was already
+claimed — so after an outage only the latest missed window runs (caught up once), never
+the whole backlog. The claim is one Lua call in Redis (``SET NX`` of the window's key,
+guarded by the schedule's last claimed window, which only moves forward): two beats, or
+two ticks racing, never start the same window twice, nor an older window after a newer.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import redis
+import yaml
+from croniter import croniter
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from routing.errors import ConfigError, PermanentError
+from workers.settings import Settings
+
+log = logging.getLogger("batch_router.nightly")
+
+PREFIX = "br:nightly"
+
+# KEYS[1] schedule's last window (epoch s), KEYS[2] this window's key; ARGV[1] window
+# epoch s, ARGV[2] claim record, ARGV[3] TTL s. The previous last window (-1: none) if
+# this call claimed the window, else nil.
+_CLAIM = """
+local last = redis.call('GET', KEYS[1]) or '-1'
+if tonumber(last) >= tonumber(ARGV[1]) then return nil end
+if not redis.call('SET', KEYS[2], ARGV[2], 'NX', 'EX', ARGV[3]) then return nil end
+redis.call('SET', KEYS[1], ARGV[1])
+return last
+"""
+
+# KEYS as _CLAIM; ARGV[1] window epoch s, ARGV[2] the previous last window. Undo a claim
+# whose submission failed for a transient reason, so the next tick tries again.
+_UNCLAIM = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('SET', KEYS[1], ARGV[2]) end
+redis.call('DEL', KEYS[2])
+return 1
+"""
+
+
+class Schedule(BaseModel):
+    """One nightly job definition."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    cron: str
+    input: str
+    output: str
+    tenant: str | None = None
+    policy: Path | None = None
+
+    @field_validator("cron")
+    @classmethod
+    def _valid_cron(cls, value: str) -> str:
+        if not croniter.is_valid(value):
+            raise ValueError(f"not a cron expression: {value!r}")
+        return value
+
+    @field_validator("input", "output")
+    @classmethod
+    def _valid_template(cls, value: str) -> str:
+        try:
+            value.format(date="2000-01-01", window="20000101T000000Z")
+        except (KeyError, IndexError, ValueError) as exc:
+            raise ValueError(f"{value!r}: only {{date}} and {{window}} may be used") from exc
+        return value
+
+    def latest_window(self, now: datetime) -> datetime:
+        """The last fire time at or before ``now`` (UTC)."""
+        now = now.astimezone(UTC).replace(microsecond=0)
+        if croniter.match(self.cron, now):
+            return now
+        prev: datetime = croniter(self.cron, now).get_prev(datetime)
+        return prev.astimezone(UTC)
+
+    def render(self, template: str, window: datetime) -> str:
+        return template.format(date=window.date().isoformat(), window=stamp(window))
+
+
+def stamp(window: datetime) -> str:
+    return window.astimezone(UTC).strftime("%Y%m%dT%H%M%SZ")
+
+
+def load_schedules(path: Path) -> list[Schedule]:
+    """Read and check a schedules file; a clear ConfigError names what is wrong."""
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+        entries = data.get("schedules", []) if isinstance(data, dict) else None
+        if not isinstance(entries, list):
+            raise ConfigError(f"{path}: expected `schedules:` with a list of schedules")
+        schedules = [Schedule.model_validate(e) for e in entries]
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(f"{path}: cannot read the schedules: {exc}") from exc
+    except ValidationError as exc:
+        raise ConfigError(f"{path}: invalid schedule: {exc}") from exc
+    names = [s.name for s in schedules]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"{path}: schedule names must be unique: {names}")
+    return schedules
+
+
+def last_key(name: str) -> str:
+    """String: epoch seconds of the schedule's latest claimed window."""
+    return f"{PREFIX}:{name}:last"
+
+
+def window_key(name: str, window: datetime) -> str:
+    """String: the window's claim record (job id, or why it could not be submitted)."""
+    return f"{PREFIX}:{name}:window:{stamp(window)}"
+
+
+def new_job_id(schedule: Schedule, window: datetime) -> str:
+    return f"nightly-{schedule.name}-{stamp(window)}-{secrets.token_hex(3)}"
+
+
+@dataclass(frozen=True)
+class Fired:
+    schedule: str
+    window: datetime
+    job_id: str
+    error: str | None = None
+
+
+Submit = Callable[[Settings, Schedule, datetime, str], None]
+
+
+def tick(
+    settings: Settings,
+    schedules: list[Schedule],
+    now: datetime,
+    submit: Submit,
+    client: redis.Redis | None = None,
+) -> list[Fired]:
+    """Submit the latest due window of every schedule that has not been claimed yet."""
+    r = client or redis.Redis.from_url(settings.state_redis(), decode_responses=True)
+    claim, unclaim = r.register_script(_CLAIM), r.register_script(_UNCLAIM)
+    fired = []
+    for schedule in schedules:
+        window = schedule.latest_window(now)
+        job_id = new_job_id(schedule, window)
+        keys = [last_key(schedule.name), window_key(schedule.name, window)]
+        epoch = int(window.timestamp())
+        previous = claim(keys=keys, args=[epoch, job_id, settings.job_ttl_s])
+        if previous is None:
+            continue
+        try:
+            submit(settings, schedule, window, job_id)
+        except PermanentError as exc:  # e.g. no input for that night: recorded, not retried
+            r.set(keys[1], f"{job_id} not submitted: {exc}", ex=settings.job_ttl_s)
+            fired.append(Fired(schedule.name, window, job_id, str(exc)))
+            log.error("nightly %s window %s: %s", schedule.name, stamp(window), exc)
+            continue
+        except Exception:  # store or Redis unavailable: the next tick tries again
+            unclaim(keys=keys, args=[epoch, previous])
+            raise
+        fired.append(Fired(schedule.name, window, job_id))
+        log.info("nightly %s window %s: submitted job %s", schedule.name, stamp(window), job_id)
+    return fired
+
+
+def fleet_submit(settings: Settings, schedule: Schedule, window: datetime, job_id: str) -> None:
+    """Plan and enqueue the window's job as ``batch-router submit`` does.
+
+    Planning lives in the producer; it is imported here, at call time, because the tick
+    runs in a worker (the one place workers/ reaches up to producer/).
+    """
+    from producer.jobs import submit_job
+    from routing.policy import load_policy
+
+    policy = load_policy(schedule.policy or settings.policy_path)
+    input_uri = schedule.render(schedule.input, window)
+    output = schedule.render(schedule.output, window)
+    submit_job(settings, policy, input_uri, output, job_id, schedule.tenant)
+
+
+def schedule_args(path: Path) -> list[dict[str, Any]]:
+    """The schedules as beat sends them to the tick task (checked when beat starts)."""
+    return [s.model_dump(mode="json") for s in load_schedules(path)]
+
+
+def tick_task(settings: Settings, schedules: list[dict[str, Any]]) -> list[str]:
+    """Body of the ``nightly_tick`` task: tick now with the real submitter."""
+    parsed = [Schedule.model_validate(s) for s in schedules]
+    fired = tick(settings, parsed, datetime.now(UTC), fleet_submit)
+    return [f.job_id for f in fired if f.error is None]
