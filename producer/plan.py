@@ -10,7 +10,7 @@ from pyarrow import fs
 
 from routing.errors import InputError
 from routing.plan import FileInfo, JobContext, JobPlan, plan_chunks
-from routing.policy import Policy
+from routing.policy import LimitsSpec, Policy
 from routing.validate import check_schema
 from workers import layout
 from workers.classifier import read_classifier
@@ -22,10 +22,13 @@ def new_job_id() -> str:
     return datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ") + "-" + secrets.token_hex(3)
 
 
-def read_footers(storage: Storage, input_uri: str) -> list[FileInfo]:
+def read_footers(
+    storage: Storage, input_uri: str, limits: LimitsSpec | None = None
+) -> list[FileInfo]:
     """List the Parquet files under ``input_uri`` and read their footers (no row data).
 
-    Every file's schema is checked; all problems are reported together.
+    Every file's schema is checked, and with ``limits`` its size (``max_file_bytes``)
+    and the job's row count (``max_rows_per_job``); all problems are reported together.
     """
     uris = storage.list_files(input_uri, ".parquet")
     if not uris:
@@ -36,6 +39,8 @@ def read_footers(storage: Storage, input_uri: str) -> list[FileInfo]:
     files, problems = [], []
     for uri in uris:
         try:
+            if limits is not None:
+                _check_size(storage, uri, limits)
             parquet = storage.parquet_file(uri)
             check_schema(parquet.schema_arrow, uri)
         except InputError as exc:
@@ -47,9 +52,24 @@ def read_footers(storage: Storage, input_uri: str) -> list[FileInfo]:
         meta = parquet.metadata
         groups = tuple(meta.row_group(i).num_rows for i in range(meta.num_row_groups))
         files.append(FileInfo(uri=uri, rows=meta.num_rows, row_groups=groups))
+    rows = sum(f.rows for f in files)
+    if limits is not None and rows > limits.max_rows_per_job:
+        problems.append(
+            f"{input_uri}: {rows} rows in {len(files)} file(s), over the policy limit "
+            f"limits.max_rows_per_job = {limits.max_rows_per_job}; split the input into jobs"
+        )
     if problems:
         raise InputError("input rejected:\n  " + "\n  ".join(problems))
     return files
+
+
+def _check_size(storage: Storage, uri: str, limits: LimitsSpec) -> None:
+    size = storage.size(uri)
+    if size > limits.max_file_bytes:
+        raise InputError(
+            f"{uri}: {size} bytes, over the policy limit limits.max_file_bytes = "
+            f"{limits.max_file_bytes}; split the file"
+        )
 
 
 def build_plan(
@@ -65,7 +85,7 @@ def build_plan(
     classifier, ``_job/classifier.zip`` under its root."""
     job_id = job_id or new_job_id()
     root = layout.job_root(output_root, job_id)
-    files = read_footers(storage, input_uri)
+    files = read_footers(storage, input_uri, policy.limits)
     chunks = plan_chunks(files, rows_per_chunk)
     model = None
     if policy.classifier.kind == "learned":

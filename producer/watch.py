@@ -64,7 +64,7 @@ class Watcher:
         self.policy = policy
         self.output = output
         self.folder = DropFolder.parse(folder_uri)
-        self.inbox = Inbox(s3_client(settings), self.folder)
+        self.inbox = Inbox(s3_client(settings), self.folder, settings.s3.sse_args())
         self.claims = Claims.from_url(
             settings.state_redis(), settings.watch_lease_s, settings.job_ttl_s
         )

@@ -90,9 +90,10 @@ class DropFolder:
 class Inbox:
     """ListObjectsV2, HEAD and move on one drop folder."""
 
-    def __init__(self, client: Any, folder: DropFolder) -> None:
+    def __init__(self, client: Any, folder: DropFolder, sse: dict[str, str] | None = None) -> None:
         self._c = client
         self.folder = folder
+        self._sse = sse or {}  # server-side encryption of what it writes (S3Settings.sse_args)
 
     def list(self) -> Iterator[DropFile]:
         """Every visible file in the inbox now, as ``(key, ETag, size)``."""
@@ -119,7 +120,7 @@ class Inbox:
         """Copy ``f`` to ``dest_key``, then delete it from the inbox unless it was replaced
         meanwhile (a new version is a new file). Returns the destination URI."""
         source = {"Bucket": f.bucket, "Key": f.key}
-        self._c.copy(source, f.bucket, dest_key)
+        self._c.copy(source, f.bucket, dest_key, ExtraArgs=self._sse or None)
         current = self.head(f.key)
         if current is not None and current.etag == f.etag:
             self._c.delete_object(Bucket=f.bucket, Key=f.key)
@@ -128,5 +129,7 @@ class Inbox:
     def write_error(self, f: DropFile, job_id: str, detail: dict[str, Any]) -> str:
         key = self.folder.error_key(f, job_id)
         body = json.dumps(detail, indent=2).encode()
-        self._c.put_object(Bucket=f.bucket, Key=key, Body=body, ContentType="application/json")
+        self._c.put_object(
+            Bucket=f.bucket, Key=key, Body=body, ContentType="application/json", **self._sse
+        )
         return f"s3://{f.bucket}/{key}"

@@ -20,6 +20,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from routing.errors import PolicyError
+from routing.gaming import GamingSpec
+from routing.minimise import MinimiseSpec
 from routing.prices import fill_prices
 from routing.resilience import BreakerSpec, BudgetSpec, CascadeSpec
 from routing.rules import EntitlementsSpec, PiiSpec, RuleSpec, check_rules
@@ -109,8 +111,13 @@ class PricesSpec(_Frozen):
 
 
 class LimitsSpec(_Frozen):
+    """Input limits: per row (a row over them is rejected) and per file / job (checked
+    at plan time from sizes and Parquet footers; the whole input is refused)."""
+
     max_prompt_chars: int = Field(200_000, gt=0)
     max_metadata_bytes: int = Field(65_536, gt=0)
+    max_file_bytes: int = Field(10 * 1024**3, gt=0)
+    max_rows_per_job: int = Field(100_000_000, gt=0)
 
 
 class CacheSpec(_Frozen):
@@ -157,6 +164,8 @@ class Policy(_Frozen):
     budgets: BudgetSpec = BudgetSpec()
     cache: CacheSpec = CacheSpec()
     breaker: BreakerSpec = BreakerSpec()
+    gaming: GamingSpec = GamingSpec()
+    minimise: tuple[MinimiseSpec, ...] = ()
 
     @model_validator(mode="after")
     def _check(self) -> Policy:
@@ -184,6 +193,11 @@ class Policy(_Frozen):
         unknown = sorted(set(self.budgets.tier) - set(names))
         if unknown:
             raise ValueError(f"budgets.tier: unknown tiers {unknown}")
+        if self.gaming.cap is not None and self.gaming.cap not in names:
+            raise ValueError(f"gaming.cap: unknown tier {self.gaming.cap!r}")
+        unknown = sorted({t for m in self.minimise for t in m.tiers or ()} - set(names))
+        if unknown:
+            raise ValueError(f"minimise.tiers: unknown tiers {unknown}")
         return self
 
     @property

@@ -18,6 +18,7 @@ import pyarrow as pa
 
 from routing.classify import Scorer
 from routing.dedupe import mark_duplicates
+from routing.gaming import detect_gaming
 from routing.memo import MEMO, TextMemo, compute_values
 from routing.policy import Policy
 from routing.route import assign_tiers
@@ -60,8 +61,10 @@ def _decide(
     score: tuple[pl.Series, list[str]],
     kinds: pl.Series | None,
     policy: Policy,
+    gaming: pl.Series | None = None,
 ) -> Decisions:
-    """Rules, entitlements, PII and input limits (routing.rules) after the score's tiers."""
+    """Rules, entitlements, PII and input limits (routing.rules) after the score's tiers;
+    ``gaming``: the rows' gaming flags, capped at ``policy.gaming.cap`` when one is set."""
     columns = [prompts.alias("prompt"), pl.Series("input_tokens", tokens)]
     for name in _RULE_COLUMNS:
         if name in table.column_names:
@@ -77,6 +80,9 @@ def _decide(
         score_reasons=score[1],
         # A tier that truncates its input (at dispatch) takes a prompt of any length.
         input_limits={t.name: t.max_input_tokens for t in policy.tiers if not t.truncate_input},
+        flagged_cap=(gaming.is_not_null().to_numpy(), policy.gaming.cap)
+        if gaming is not None and policy.gaming.cap is not None
+        else None,
     )
 
 
@@ -135,6 +141,13 @@ class _Batch:
         )
         self.pair_tokens = self.tokens[first]
         self.kinds = of_text.kinds.gather(text_of) if of_text.kinds is not None else None
+        self.gaming = (
+            detect_gaming(pl.Series(texts, dtype=pl.String), policy.gaming, of_text.features)
+            .gather(text_of)
+            .alias("gaming_flags")
+            if policy.gaming.enabled
+            else None
+        )
 
     def per_row(self, values: list[str]) -> list[str]:
         return [values[j] for j in self.pair_of] if self.distinct else values
@@ -145,16 +158,18 @@ def route_batch(
 ) -> pa.Table:
     """Add ``complexity_score``, ``tier`` (empty string: rejected by the policy, reason in
     the internal ``REJECTED_REASON`` column), ``route_reason``, ``dedupe_of``,
-    ``pii_kinds``, ``classifier_version`` and the internal fingerprint / token / allowed
-    tiers columns (a duplicate carries its first occurrence's score, tier, reasons and
-    allowed tiers).
+    ``pii_kinds``, ``gaming_flags``, ``classifier_version`` and the internal fingerprint /
+    token / allowed tiers columns (a duplicate carries its first occurrence's score, tier,
+    reasons and allowed tiers).
 
     ``memo``: where values of texts seen before are kept (None: compute everything)."""
     batch = _Batch(table, policy, memo)
     pair_scores = np.asarray(scorer.score(batch.features, batch.pair_tokens))
     score_tiers, score_reasons = assign_tiers(pair_scores, policy)
     score = (pl.Series(batch.per_row(score_tiers), dtype=pl.String), batch.per_row(score_reasons))
-    decisions = _decide(table, batch.prompts, batch.tokens, score, batch.kinds, policy)
+    decisions = _decide(
+        table, batch.prompts, batch.tokens, score, batch.kinds, policy, batch.gaming
+    )
     scores = pair_scores[batch.pair_of]
     tiers = decisions.tier.fill_null("")
     marks = mark_duplicates(
@@ -186,6 +201,7 @@ def route_batch(
         .append_column("dedupe_of", marks.get_column("dedupe_of").to_arrow())
         .append_column(FINGERPRINT, marks.get_column("fingerprint").to_arrow())
         .append_column("pii_kinds", strings(_pii_text(batch.kinds, table.num_rows)))
+        .append_column("gaming_flags", _gaming_text(batch.gaming, table.num_rows))
         .append_column("classifier_version", pa.repeat(pa.scalar(scorer.version), table.num_rows))
         .append_column(REJECTED_REASON, strings(decisions.rejected_reason).take(canonical))
         .append_column(EST_INPUT_TOKENS, pa.array(batch.tokens, pa.int64()))
@@ -197,6 +213,11 @@ def _allowed(decisions: Decisions, n: int) -> pa.Array:
     if decisions.allowed is None:
         return pa.nulls(n, pa.int64())
     return decisions.allowed.to_arrow().cast(pa.int64())
+
+
+def _gaming_text(flags: pl.Series | None, n: int) -> pa.Array:
+    """The gaming kinds per row (null: none, or detection off)."""
+    return pa.nulls(n, pa.string()) if flags is None else flags.to_arrow().cast(pa.string())
 
 
 def _pii_text(kinds: pl.Series | None, n: int) -> pl.Series:

@@ -8,6 +8,7 @@ cheapest first)::
               raised to the highest ``floor`` of the matching rules
     1 forbid  minus the ``forbid`` tiers of every matching rule
     2 cap     at most the lowest ``cap`` of the matching rules
+    2b gaming at most ``gaming.cap`` for a prompt routing.gaming flagged (optional)
     3 entitle at most the customer tier's entitlement (``entitlements``), never exceeded
     4 pii     a prompt with PII: only ``pii_allowed`` tiers
     5 fit     (optional) only tiers whose ``max_input_tokens`` the prompt fits
@@ -292,7 +293,7 @@ class Decisions:
         return pl.DataFrame([self.tier, self.route_reason, self.rejected_reason])
 
 
-_STEPS = ("floor", "forbid", "cap", "entitlement", "pii", "fit")
+_STEPS = ("floor", "forbid", "cap", "gaming", "entitlement", "pii", "fit")
 
 
 def apply_rules(
@@ -306,6 +307,7 @@ def apply_rules(
     *,
     score_reasons: Sequence[str] | None = None,
     input_limits: Mapping[str, int] | None = None,
+    flagged_cap: tuple[np.ndarray, str] | None = None,
 ) -> Decisions:
     """Resolve every row of ``frame`` to a tier or a rejection (see the module docstring).
 
@@ -315,6 +317,8 @@ def apply_rules(
     per row (None: PII not checked). ``pii_allowed``: tiers that may receive PII.
     ``score_reasons``: the score's route reason per row (default ``score → <tier>``).
     ``input_limits``: tier → max input tokens, as a last constraint (step ``fit``).
+    ``flagged_cap``: (rows flagged by routing.gaming, the tier they are capped at), as
+    the step ``gaming`` after the rules' caps.
     """
     n, order = frame.height, {name: i for i, name in enumerate(tier_order)}
     scored = pl.Series(score_tiers, dtype=pl.String)
@@ -331,6 +335,7 @@ def apply_rules(
     current = np.where(forced >= 0, desired, np.maximum(desired, _floor(matches, rules, order)))
     moves = [(desired, current)]  # one (before, after) per step of _STEPS
     masks = _step_masks(data, matches, rules, entitlements, pii_allowed, input_limits, order)
+    masks.insert(_STEPS.index("gaming") - 1, _gaming_mask(flagged_cap, order, n))
     allowed = np.ones((n, len(tier_order)), dtype=np.bool_)
     for mask in masks:
         before = current
@@ -454,6 +459,20 @@ def _step_masks(
         pii if has_pii.any() else None,
         fit,
     ]
+
+
+def _gaming_mask(
+    flagged_cap: tuple[np.ndarray, str] | None, order: Mapping[str, int], n: int
+) -> np.ndarray | None:
+    """Rows × tiers: a flagged row may use tiers up to the gaming cap (None: no row)."""
+    if flagged_cap is None or not flagged_cap[0].any():
+        return None
+    flagged, cap = flagged_cap
+    if len(flagged) != n:
+        raise ValueError(f"{len(flagged)} gaming flags for {n} rows")
+    mask = np.ones((n, len(order)), dtype=np.bool_)
+    mask[flagged] = np.arange(len(order)) <= order[cap]
+    return mask
 
 
 def _entitled(
@@ -628,6 +647,8 @@ class _Context:
             caps = [r for r in self._matching(row) if r.then.cap is not None]
             lowest = min(caps, key=lambda r: self.order.index(r.then.cap or ""))
             return f"capped by rule {lowest.id}"
+        if step == "gaming":
+            return "capped by gaming flag"
         if step == "entitlement":
             customer = self.customer[row]
             top = self.entitlements.max_tier.get(customer, self.entitlements.default)

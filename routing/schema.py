@@ -64,6 +64,8 @@ RESULT_FIELDS: list[pa.Field] = [
     pa.field("error", pa.string()),
     pa.field("classifier_version", pa.string()),
     pa.field("pii_kinds", pa.string()),
+    pa.field("gaming_flags", pa.string()),  # routing.gaming kinds, comma-separated; null: none
+    pa.field("minimised", pa.string()),  # fields not stored (policy minimise): "prompt,response"
     pa.field("fallback_from", pa.string()),
     pa.field("input_file", pa.string()),
     pa.field("input_row", pa.int64()),

@@ -274,6 +274,7 @@ def test_workers_scale(project: dict[str, dict[str, Any]], worker_queues: dict) 
         assert f"{node.removesuffix('%h')}$$HOSTNAME" in probe, f"{name}: healthcheck {probe}"
 
 
+@pytest.mark.security
 def test_flower_requires_basic_auth_without_default_password(
     services: dict[str, Any], example_env: dict[str, str]
 ) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Literal
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from pydantic import BaseModel, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -21,6 +22,47 @@ class S3Settings(BaseModel):
     region: str = "us-east-1"
     access_key_id: SecretStr | None = None
     secret_access_key: SecretStr | None = None
+    sse: Literal["AES256", "aws:kms"] | None = Field(
+        None, description="server-side encryption requested on every object written"
+    )
+    sse_kms_key_id: str | None = Field(None, description="KMS key for sse=aws:kms")
+
+    def sse_args(self) -> dict[str, str]:
+        """boto3 arguments (PutObject, CopyObject) asking for the configured server-side
+        encryption; empty when none is configured."""
+        if self.sse is None:
+            return {}
+        args = {"ServerSideEncryption": self.sse}
+        if self.sse == "aws:kms" and self.sse_kms_key_id:
+            args["SSEKMSKeyId"] = self.sse_kms_key_id
+        return args
+
+
+class RedisTls(BaseModel):
+    """TLS options for ``rediss://`` URLs (broker and state Redis alike), added to the
+    URL as the query parameters redis-py and kombu read; a parameter already in the URL
+    wins. ``cert_reqs``: verify the server's certificate (``required``) or not."""
+
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    cert_reqs: Literal["required", "optional", "none"] = "required"
+
+    def apply(self, url: str) -> str:
+        parts = urlsplit(url)
+        if parts.scheme != "rediss":
+            return url
+        wanted = {
+            "ssl_cert_reqs": self.cert_reqs,
+            "ssl_ca_certs": self.ca_file,
+            "ssl_certfile": self.cert_file,
+            "ssl_keyfile": self.key_file,
+        }
+        query = dict(parse_qsl(parts.query))
+        for key, value in wanted.items():
+            if value is not None and key not in query:
+                query[key] = str(value)
+        return urlunsplit(parts._replace(query=urlencode(query)))
 
 
 class ProviderOverride(BaseModel):
@@ -47,6 +89,7 @@ class Settings(BaseSettings):
         None, description="Redis URL for job state; defaults to broker_url"
     )
     s3: S3Settings = S3Settings()
+    redis_tls: RedisTls = RedisTls()
     providers: dict[str, ProviderOverride] = Field(default_factory=dict)
     policy_path: Path | None = Field(None, description="routing policy YAML; unset → default")
     output: str | None = Field(None, description="default output root (local path or s3://)")
@@ -78,10 +121,10 @@ class Settings(BaseSettings):
     def broker(self) -> str:
         if self.broker_url is None:
             raise ValueError("no broker configured (BATCH_ROUTER_BROKER_URL)")
-        return self.broker_url.get_secret_value()
+        return self.redis_tls.apply(self.broker_url.get_secret_value())
 
     def state_redis(self) -> str:
         url = self.redis_url or self.broker_url
         if url is None:
             raise ValueError("no Redis configured (BATCH_ROUTER_REDIS_URL / BROKER_URL)")
-        return url.get_secret_value()
+        return self.redis_tls.apply(url.get_secret_value())

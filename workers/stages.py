@@ -23,6 +23,7 @@ from routing import results
 from routing.classify import Scorer
 from routing.cost import ZERO, call_cost
 from routing.errors import PolicyError
+from routing.minimise import minimise
 from routing.plan import ChunkRef, JobContext
 from routing.policy import Policy, TierSpec, parse_policy
 from routing.router import ALLOWED, EST_INPUT_TOKENS, REJECTED_REASON, route_batch
@@ -200,6 +201,8 @@ def dispatch(rt: Runtime, ctx: JobContext, batch: dict[str, Any], sink: Sink) ->
     served = Caller(policy, rt.settings, rt.guards(policy), ctx, tier).run(rows)
     values = _outcomes(table, canonical, served, policy, ctx)
     _publish(rt, ctx, batch["chunk"], tier.name, results.assemble(table, values), sink)
+    if batch.get("staged") and policy.minimise:  # the staged copy holds the prompt text
+        rt.storage.delete(batch["staged"])
 
 
 _ROW_COLUMNS = ("prompt_id", "prompt", "system", "max_output_tokens", "tenant")
@@ -313,6 +316,7 @@ def _publish(
     rt: Runtime, ctx: JobContext, chunk: int, part: str, table: pa.Table, sink: Sink
 ) -> None:
     audit.append_part(rt.storage, ctx, chunk, part, table)  # before the part it describes
+    table = minimise(table, rt.policy(ctx).minimise)  # after: the audit keeps fingerprints
     rt.storage.write_parquet(layout.result_part(ctx.job_root, chunk, part), table)
     if rt.tracker.complete(ctx.job_id, chunk, part, part_counts(table), ctx.total_chunks):
         sink.finalize(ctx)

@@ -5,6 +5,10 @@ filesystems do the I/O, so Parquet row groups are read with ranged GETs and any
 S3-compatible store works through ``endpoint_url``. Whole objects are written from
 memory in one call, and local files through a temporary name and a rename, so a reader
 never sees a partial object.
+
+With ``s3.sse`` set, every object is written by one boto3 ``PutObject`` that asks for
+server-side encryption (``AES256`` or ``aws:kms`` with ``s3.sse_kms_key_id``): pyarrow's
+S3 filesystem sends no SSE headers.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import tempfile
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -56,6 +61,31 @@ class Storage:
             )
         return fs.S3FileSystem(**kwargs)  # type: ignore[arg-type]
 
+    @cached_property
+    def _boto(self) -> Any:
+        import boto3
+
+        s3 = self.s3
+        return boto3.client(
+            "s3",
+            endpoint_url=s3.endpoint_url,
+            region_name=s3.region,
+            aws_access_key_id=s3.access_key_id.get_secret_value() if s3.access_key_id else None,
+            aws_secret_access_key=(
+                s3.secret_access_key.get_secret_value() if s3.secret_access_key else None
+            ),
+        )
+
+    def _put_encrypted(self, path: str, data: bytes) -> None:
+        """One PutObject with the configured server-side encryption."""
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        bucket, _, key = path.partition("/")
+        try:
+            self._boto.put_object(Bucket=bucket, Key=key, Body=data, **self.s3.sse_args())
+        except (BotoCoreError, ClientError) as exc:
+            raise OSError(f"encrypted put failed: {exc}") from exc
+
     def resolve(self, uri: str) -> tuple[fs.FileSystem, str]:
         if is_s3(uri):
             return self._s3fs, uri.removeprefix("s3://")
@@ -89,6 +119,17 @@ class Storage:
         except OSError as exc:
             raise StorageError(f"cannot check {uri}: {exc}") from exc
 
+    def size(self, uri: str) -> int:
+        """The size of the object / file at ``uri`` in bytes."""
+        filesystem, path = self.resolve(uri)
+        try:
+            info = filesystem.get_file_info(path)
+        except OSError as exc:
+            raise StorageError(f"cannot check {uri}: {exc}") from exc
+        if info.type != fs.FileType.File or info.size is None:
+            raise StorageError(f"cannot check {uri}: not a file")
+        return int(info.size)
+
     def read_bytes(self, uri: str) -> bytes:
         filesystem, path = self.resolve(uri)
         try:
@@ -104,10 +145,23 @@ class Storage:
             if isinstance(filesystem, fs.LocalFileSystem):
                 _write_local(Path(path), data)
                 return
+            if self.s3.sse is not None:
+                self._put_encrypted(path, data)
+                return
             with filesystem.open_output_stream(path) as stream:
                 stream.write(data)
         except OSError as exc:
             raise StorageError(f"cannot write {uri}: {exc}") from exc
+
+    def delete(self, uri: str) -> None:
+        """Remove the object / file at ``uri`` (absent already: nothing to do)."""
+        filesystem, path = self.resolve(uri)
+        try:
+            filesystem.delete_file(path)
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            raise StorageError(f"cannot delete {uri}: {exc}") from exc
 
     def parquet_file(self, uri: str) -> pq.ParquetFile:
         """Open a Parquet file for footer reads and row-group reads."""

@@ -33,6 +33,7 @@ def _get(url: str, auth: tuple[str, str] | None = None) -> tuple[int, bytes]:
 AUTH = (ops.FLOWER_USER, ops.FLOWER_PASSWORD)
 
 
+@pytest.mark.security
 def test_flower_refuses_requests_without_the_configured_credentials(
     ops_stack: ops.OpsStack,
 ) -> None:

@@ -21,6 +21,7 @@ pytestmark = [pytest.mark.ops]
 # ---------------------------------------------------------------- on the fleet
 
 
+@pytest.mark.security
 @pytest.mark.integration
 def test_worker_logs_are_json_with_job_chunk_tier_and_no_prompt_text(
     ops_job: ops.OpsJob, ops_stack: ops.OpsStack
@@ -133,6 +134,7 @@ def test_structured_extras_and_task_arguments_are_never_written(captured: Captur
     assert "ValueError: boom" in second["exception"] and second["level"] == "ERROR"
 
 
+@pytest.mark.security
 def test_http_client_loggers_never_print_request_bodies(captured: Captured) -> None:
     stream, _ = captured
     logging.getLogger("openai._base_client").debug("Request options: {'json_data': 'ZQX'}")

@@ -19,7 +19,7 @@ from workers import audit
 from workers.settings import S3Settings
 from workers.storage import Storage
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.security]
 
 FAST = "part-c000000-fast"
 STORAGE = Storage(S3Settings())

@@ -13,7 +13,7 @@ import pytest
 
 from tests.producer.conftest import CliRunner, assert_clean_error
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.security]
 
 GOOD = "What is the boiling point of water at sea level?"
 

@@ -30,6 +30,8 @@ from routing.audit import (
 )
 from routing.schema import MONEY
 
+pytestmark = pytest.mark.security
+
 PID = PartId("job-1", 3, "fast")
 SECRET = "my card number is 4111 1111 1111 1111"
 

@@ -24,6 +24,8 @@ from routing.pii import (
 from routing.rules import PiiSpec
 from tests.routing.helpers import PROPERTY
 
+pytestmark = pytest.mark.security
+
 
 def kinds_of(*texts: str) -> list[list[str]]:
     return detect(pl.Series(texts, dtype=pl.String)).to_list()

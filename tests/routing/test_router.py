@@ -38,6 +38,7 @@ ADDED = [
     "dedupe_of",
     FINGERPRINT,
     "pii_kinds",
+    "gaming_flags",
     "classifier_version",
     REJECTED_REASON,
     EST_INPUT_TOKENS,

@@ -38,6 +38,8 @@ from routing.rules import (
 from routing.tokens import count_tokens
 from tests.routing.helpers import PROPERTY
 
+pytestmark = pytest.mark.security
+
 ORDER = ("onprem", "fast", "balanced", "expert")
 NO_LIMITS = EntitlementsSpec()
 

@@ -14,6 +14,8 @@ from routing.policy import LimitsSpec
 from routing.schema import RESERVED
 from routing.validate import carried_name, check_schema, conform, row_rejections
 
+pytestmark = pytest.mark.security
+
 SOURCE = "s3://in/job/part-0007.parquet"
 
 

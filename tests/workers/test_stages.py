@@ -255,6 +255,7 @@ def test_exact_duplicates_reuse_the_canonical_answer_at_zero_cost(
     assert stats["duplicate_prompts"] == 0
 
 
+@pytest.mark.security
 def test_job_tenant_overrides_rows_and_rejects_a_different_one(
     tmp_path: Path, sim: SimServer
 ) -> None:
