@@ -1,19 +1,36 @@
-"""Exact-duplicate fingerprints, vectorised with polars.
+"""Exact-duplicate fingerprints and in-chunk duplicate marking, vectorised with polars.
 
-Normalisation (documented contract): the system prompt and the prompt are each
-whitespace-collapsed and stripped, then joined with a unit separator, after the row's
-*scope* (the tenant and the requested ``max_output_tokens``: a different tenant or a
-different output limit is a different request); the fingerprint is polars' 64-bit hash
-of that string, rendered in decimal. Two rows with the same fingerprint in one chunk are
-the same request: the first is answered, the others carry ``dedupe_of`` = the first
-row's ``prompt_id``. (polars' hash is stable within a process, not across versions: it
-is not meant to be persisted.)
+Normalisation contract (``batch-router-fp/v1``), applied to the system prompt and the
+prompt separately:
+
+1. Unicode NFKC (compatibility forms folded: full-width letters, ligatures, NBSP → space);
+2. every run of Unicode ``White_Space`` collapsed to one space, then stripped;
+3. lower-cased (Unicode default lower-casing) only when the policy's
+   ``dedupe.case_sensitive`` is false.
+
+A null or empty system prompt is the same as none. The fingerprint is the BLAKE2b-128
+digest (32 hex characters) of ``scope ␟ system ␟ prompt`` (UTF-8, unit separators), where
+*scope* is what else makes two requests differ (tenant, customer tier, domain, metadata,
+output limit; built by :mod:`routing.router`). BLAKE2b is in every Python's ``hashlib``
+and does not depend on the polars version, so fingerprints computed on different hosts —
+a fleet mid-upgrade included — agree, and can be shared through Redis (job-wide dedupe).
+
+Speed: rows are first grouped by their *raw* text with polars' own 64-bit hash (two
+independently seeded hashes must both agree; in-process only, never stored), so the
+normalisation and the digest run once per distinct raw text, not once per row.
 """
 
 from __future__ import annotations
 
-import polars as pl
+import hashlib
+import unicodedata
+from dataclasses import dataclass
 
+import numpy as np
+import polars as pl
+from pydantic import BaseModel, ConfigDict, Field
+
+FORMAT = "batch-router-fp/v1"
 _SEP = "\x1f"
 # Replacing this with one space collapses every whitespace run to one space, as ``\s+``
 # would, but matches only the runs that change (not each single space between words):
@@ -21,33 +38,171 @@ _SEP = "\x1f"
 # (leftmost-first, greedy); a single non-space whitespace character is matched alone; a
 # single space is not matched.
 COLLAPSE = r"\s{2,}|[^\S ]"
+_NON_ASCII = r"[^\x00-\x7f]"  # ASCII text is already NFKC: skip the (slow) normalisation
+CANONICAL = "canonical_row"  # mark_duplicates: the row (index) that answers this one
 
 
-def fingerprint_expr(
-    prompt: str = "prompt", system: str = "system", scope: str | None = None
-) -> pl.Expr:
-    def norm(name: str) -> pl.Expr:
-        return pl.col(name).fill_null("").str.replace_all(COLLAPSE, " ").str.strip_chars()
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
 
-    return (
-        pl.concat_str(
-            [*([pl.col(scope).fill_null("")] if scope else []), norm(system), norm(prompt)],
-            separator=_SEP,
+
+class NearDupSpec(_Frozen):
+    """Near-duplicate detection (MinHash LSH, :mod:`routing.neardup`): flagged in
+    ``near_dup_of``; with ``reuse`` the flagged row is answered with its near-duplicate's
+    answer instead of being sent (opt-in: a near-duplicate may ask something else)."""
+
+    enabled: bool = False
+    threshold: float = Field(0.95, gt=0.5, le=1.0, description="word-shingle Jaccard")
+    reuse: bool = False
+    num_perm: int = Field(128, ge=16, le=512)
+
+
+class DedupeSpec(_Frozen):
+    """The policy's ``dedupe:`` section (docs/dedupe.md)."""
+
+    case_sensitive: bool = True
+    job_wide: bool = Field(True, description="a prompt is sent once per job, not per chunk")
+    near_duplicates: NearDupSpec = NearDupSpec()
+
+
+def normalise_expr(expr: pl.Expr, *, case_sensitive: bool = True) -> pl.Expr:
+    """Steps 2–3 of the contract on a string expression (NFKC is applied by the caller to
+    non-ASCII texts only: see :func:`normalised`)."""
+    out = expr.fill_null("").str.replace_all(COLLAPSE, " ").str.strip_chars()
+    return out if case_sensitive else out.str.to_lowercase()
+
+
+def normalised(texts: pl.Series, *, case_sensitive: bool = True) -> pl.Series:
+    """The normalised form of each text (the whole contract)."""
+    texts = texts.cast(pl.String)
+    wide = texts.str.contains(_NON_ASCII).fill_null(False)
+    if wide.any():  # NFKC only where it can change something; the stdlib's is ~2.5x faster
+        nfkc = [unicodedata.normalize("NFKC", t) for t in texts.filter(wide).to_list()]
+        texts = texts.scatter(wide.arg_true(), pl.Series(nfkc, dtype=pl.String))
+    frame = pl.DataFrame({"t": texts})
+    return frame.select(normalise_expr(pl.col("t"), case_sensitive=case_sensitive)).to_series()
+
+
+def digest(keys: pl.Series) -> pl.Series:
+    """BLAKE2b-128 hex digest of each (UTF-8) string."""
+    blake2b = hashlib.blake2b
+    raw = keys.cast(pl.Binary).to_list()
+    return pl.Series([blake2b(b, digest_size=16).hexdigest() for b in raw], dtype=pl.String)
+
+
+def fingerprint_key(
+    frame: pl.DataFrame, *, case_sensitive: bool = True, scope: str | None = None
+) -> pl.Series:
+    """The string a fingerprint digests, per row of ``frame`` (``prompt``, ``system`` and
+    optionally ``scope`` columns)."""
+    n = frame.height
+    parts = [
+        normalised(
+            frame.get_column(c) if c in frame.columns else pl.repeat("", n, eager=True),
+            case_sensitive=case_sensitive,
         )
-        .hash(seed=0x5EED)
-        .cast(pl.String)
+        for c in ("system", "prompt")
+    ]
+    if scope is not None:
+        parts.insert(0, frame.get_column(scope).cast(pl.String).fill_null(""))
+    return pl.select(pl.concat_str(parts, separator=_SEP)).to_series()
+
+
+def _texts(frame: pl.DataFrame) -> list[str]:
+    return [c for c in ("system", "prompt") if c in frame.columns]
+
+
+@dataclass(frozen=True)
+class Fingerprints:
+    """Per row: its fingerprint, and the first row with the same fingerprint."""
+
+    fingerprint: pl.Series
+    canonical: np.ndarray
+
+
+def _raw_groups(frame: pl.DataFrame, columns: list[str]) -> np.ndarray:
+    """Per row, the first row with the same raw values of ``columns``."""
+
+    def hashed(seed: int) -> pl.Expr:
+        out = pl.lit(0, pl.UInt64)
+        for i, c in enumerate(columns):
+            out = out ^ pl.col(c).hash(seed + 7919 * i)
+        return out
+
+    keys = frame.select(hashed(0x5EED).alias("h1"), hashed(0xF00D).alias("h2")).with_row_index()
+    firsts = keys.filter(pl.col("h1").is_first_distinct()).select("h1", first="index")
+    joined = keys.join(firsts, on="h1", how="left", maintain_order="left")
+    first = joined.get_column("first").to_numpy()
+    h2 = joined.get_column("h2").to_numpy()
+    if np.array_equal(h2, h2[first]):
+        return first.astype(np.int64)
+    return _exact_groups(frame, columns)  # two texts share h1: never seen in practice
+
+
+def _exact_groups(frame: pl.DataFrame, columns: list[str]) -> np.ndarray:
+    """:func:`_raw_groups` on the exact values (slower: compares whole strings)."""
+    exact = frame.select(columns).with_row_index()
+    first_exact = exact.group_by(columns, maintain_order=True).agg(pl.col("index").first())
+    joined_exact = exact.join(
+        first_exact.rename({"index": "first"}),
+        on=columns,
+        how="left",
+        nulls_equal=True,
+        maintain_order="left",
     )
+    return joined_exact.get_column("first").to_numpy().astype(np.int64)
 
 
-def mark_duplicates(df: pl.DataFrame) -> pl.DataFrame:
-    """Add ``fingerprint`` and ``dedupe_of`` (null for the first occurrence) to ``df``.
+def fingerprints(
+    frame: pl.DataFrame, *, case_sensitive: bool = True, scope: str | None = None
+) -> Fingerprints:
+    """Fingerprints of every row of ``frame`` (``prompt``, optional ``system``, optional
+    ``scope`` column), computed once per distinct raw text."""
+    n = frame.height
+    if n == 0:
+        return Fingerprints(pl.Series("fingerprint", [], pl.String), np.zeros(0, np.int64))
+    columns = [*([scope] if scope else []), *_texts(frame)]
+    raw_first = _raw_groups(frame, columns)
+    distinct_rows = np.flatnonzero(raw_first == np.arange(n))
+    distinct = frame.select(columns)[distinct_rows]
+    fp = digest(fingerprint_key(distinct, case_sensitive=case_sensitive, scope=scope))
+    # The first row of each fingerprint, among the distinct raw texts (in row order).
+    by_fp = pl.DataFrame({"fp": fp, "row": distinct_rows})
+    fp_first = by_fp.select(pl.col("row").first().over("fp")).to_series().to_numpy()
+    slot = np.empty(n, np.int64)
+    slot[distinct_rows] = np.arange(len(distinct_rows))
+    of_row = slot[raw_first]
+    return Fingerprints(fp.gather(of_row).alias("fingerprint"), fp_first[of_row].astype(np.int64))
 
-    ``df`` needs ``prompt_id``, ``prompt`` and ``system`` columns; an optional ``scope``
-    column (tenant, output limit) separates otherwise equal requests.
-    """
+
+def mark_duplicates(df: pl.DataFrame, spec: DedupeSpec | None = None) -> pl.DataFrame:
+    """Add ``fingerprint``, ``dedupe_of`` (null for the first occurrence),
+    ``near_dup_of`` and :data:`CANONICAL` (the row that answers this one) to ``df``.
+
+    ``df`` needs ``prompt_id`` and ``prompt`` (and ``system``) columns; an optional
+    ``scope`` column (tenant, output limit…) separates otherwise equal requests. With
+    near-duplicate ``reuse``, a near-duplicate's ``dedupe_of`` and canonical row are its
+    near-duplicate's."""
+    spec = spec or DedupeSpec()
     scope = "scope" if "scope" in df.columns else None
-    with_fp = df.with_columns(fingerprint_expr(scope=scope).alias("fingerprint"))
-    first = pl.col("prompt_id").first().over("fingerprint")
-    return with_fp.with_columns(
-        pl.when(first != pl.col("prompt_id")).then(first).otherwise(None).alias("dedupe_of")
+    fps = fingerprints(df, case_sensitive=spec.case_sensitive, scope=scope)
+    canonical = fps.canonical
+    near = pl.Series("near_dup_of", [None] * df.height, pl.String)
+    ids = df.get_column("prompt_id")
+    if spec.near_duplicates.enabled and df.height:
+        from routing.neardup import near_duplicates  # datasketch: imported only when on
+
+        target = near_duplicates(df, canonical, spec, scope=scope)
+        flagged = target >= 0
+        near = ids.gather(np.where(flagged, target, 0)).alias("near_dup_of")
+        near = pl.select(pl.when(pl.Series(flagged)).then(near)).to_series().alias("near_dup_of")
+        if spec.near_duplicates.reuse:  # a flagged row, and its exact duplicates, follow
+            canonical = np.where(flagged, target, np.arange(df.height))[canonical]
+    own = canonical == np.arange(df.height)
+    dedupe_of = pl.select(pl.when(pl.Series(~own)).then(ids.gather(canonical))).to_series()
+    return df.with_columns(
+        fps.fingerprint,
+        dedupe_of.alias("dedupe_of"),
+        near,
+        pl.Series(CANONICAL, canonical, pl.Int64),
     )

@@ -19,6 +19,7 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from routing.dedupe import DedupeSpec
 from routing.errors import PolicyError
 from routing.gaming import GamingSpec
 from routing.minimise import MinimiseSpec
@@ -28,7 +29,7 @@ from routing.rules import EntitlementsSpec, PiiSpec, RuleSpec, check_rules
 
 SIMULATED = "simulated"
 # Result part names used by the pipeline besides tier names.
-RESERVED_TIER_NAMES = frozenset({"rejected"})
+RESERVED_TIER_NAMES = frozenset({"rejected", "dedupe"})
 _MTOK = Decimal(1_000_000)
 
 
@@ -163,6 +164,7 @@ class Policy(_Frozen):
     prices: PricesSpec = PricesSpec()
     budgets: BudgetSpec = BudgetSpec()
     cache: CacheSpec = CacheSpec()
+    dedupe: DedupeSpec = DedupeSpec()
     breaker: BreakerSpec = BreakerSpec()
     gaming: GamingSpec = GamingSpec()
     minimise: tuple[MinimiseSpec, ...] = ()

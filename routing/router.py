@@ -17,7 +17,7 @@ import polars as pl
 import pyarrow as pa
 
 from routing.classify import Scorer
-from routing.dedupe import mark_duplicates
+from routing.dedupe import CANONICAL, mark_duplicates
 from routing.gaming import detect_gaming
 from routing.memo import MEMO, TextMemo, compute_values
 from routing.policy import Policy
@@ -183,13 +183,14 @@ def route_batch(
                 else pl.Series("system", [None] * table.num_rows, dtype=pl.String),
                 tiers.alias("tier"),
             ]
-        )
+        ),
+        policy.dedupe,
     )
     # A duplicate goes wherever its first occurrence goes: dispatch answers it from that
     # row, which must therefore be in the same tier batch (whitespace-only differences
     # change the token count, so the duplicate's own score could pick another tier).
-    first = pl.col("row").first().over("fingerprint")
-    canonical = pa.array(marks.with_row_index("row").select(first).to_series().to_numpy())
+    # (With near-duplicate reuse, a near-duplicate's canonical row is its near-duplicate.)
+    canonical = pa.array(marks.get_column(CANONICAL).to_numpy())
 
     def strings(series: pl.Series) -> pa.Array:
         return series.to_arrow().cast(pa.string())
@@ -199,6 +200,7 @@ def route_batch(
         .append_column("tier", strings(tiers).take(canonical))
         .append_column("route_reason", strings(decisions.route_reason).take(canonical))
         .append_column("dedupe_of", marks.get_column("dedupe_of").to_arrow())
+        .append_column("near_dup_of", marks.get_column("near_dup_of").to_arrow())
         .append_column(FINGERPRINT, marks.get_column("fingerprint").to_arrow())
         .append_column("pii_kinds", strings(_pii_text(batch.kinds, table.num_rows)))
         .append_column("gaming_flags", _gaming_text(batch.gaming, table.num_rows))

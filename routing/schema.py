@@ -67,6 +67,7 @@ RESULT_FIELDS: list[pa.Field] = [
     pa.field("gaming_flags", pa.string()),  # routing.gaming kinds, comma-separated; null: none
     pa.field("minimised", pa.string()),  # fields not stored (policy minimise): "prompt,response"
     pa.field("fallback_from", pa.string()),
+    pa.field("near_dup_of", pa.string()),  # prompt_id of a near-duplicate (routing.neardup)
     pa.field("input_file", pa.string()),
     pa.field("input_row", pa.int64()),
 ]
@@ -91,7 +92,6 @@ COST_SUMMARY_SCHEMA = pa.schema(
         pa.field("baseline_cost_usd", MONEY),
     ]
 )
-
 
 # Upper bounds (ms) of the cost rollup's cumulative latency buckets (`latency_le_<b>ms`).
 LATENCY_BUCKETS_MS = (50, 100, 250, 500, 1000, 2000, 5000, 10000, 30000, 60000, 120000)

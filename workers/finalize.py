@@ -21,7 +21,7 @@ from routing.cost import call_cost
 from routing.plan import JobContext
 from routing.policy import Policy
 from routing.schema import COST_SUMMARY_SCHEMA, Status
-from workers import audit, layout, rollup
+from workers import audit, dedupe, layout, rollup
 from workers.stages import Runtime
 
 _COLUMNS = [
@@ -166,6 +166,7 @@ def finalize(rt: Runtime, ctx: JobContext) -> dict[str, Any]:
     """Write cost summary, manifest and ``_SUCCESS``; return the manifest."""
     storage, root = rt.storage, ctx.job_root
     plan = json.loads(storage.read_bytes(layout.plan(root)))
+    dedupe.fill_duplicates(rt, ctx, rt.policy(ctx))  # job-wide duplicates' result parts
     parts = storage.list_files(layout.results_dir(root), ".parquet")
     tables = [storage.read_parquet(p, columns=_COLUMNS) for p in parts]
     table = pa.concat_tables(tables) if tables else pa.table({c: [] for c in _COLUMNS})

@@ -29,7 +29,7 @@ from routing.policy import Policy, TierSpec, parse_policy
 from routing.router import ALLOWED, EST_INPUT_TOKENS, REJECTED_REASON, route_batch
 from routing.tokens import count_tokens, truncate_tokens
 from routing.validate import check_schema, conform, row_rejections
-from workers import audit, layout
+from workers import audit, dedupe, layout
 from workers.calls import Caller, Guards, Kind, Row, Served
 from workers.classifier import job_scorer
 from workers.jobstate import JobTracker
@@ -135,9 +135,10 @@ def ingest(
     routable = pc.not_equal(routed.column("tier"), "")
     unroutable = routed.filter(pc.invert(routable))
     routed = routed.filter(routable)
+    routed, held = dedupe.hold_duplicates(rt, ctx, chunk.chunk, routed, policy)
     tiers = [t for t in policy.tier_names if t in set(routed.column("tier").to_pylist())]
     rejected_rows = bad.num_rows + unroutable.num_rows
-    parts = tiers + ([REJECTED_PART] if rejected_rows else [])
+    parts = tiers + ([REJECTED_PART] if rejected_rows else []) + dedupe.tracked(held)
     rt.tracker.expect(ctx.job_id, chunk.chunk, parts)
     if only is None:
         manifest = json.dumps({"chunk": chunk.chunk, "parts": parts}).encode()
@@ -161,6 +162,7 @@ def ingest(
             promote_options="permissive",
         )
         _publish(rt, ctx, chunk.chunk, REJECTED_PART, out, sink)
+    dedupe.complete_held(rt, ctx, chunk.chunk, held, sink)
 
 
 def _make_batch(

@@ -1,15 +1,29 @@
-"""Exact-duplicate marking: whitespace-normalised, system prompt part of the identity."""
+"""Exact-duplicate marking: NFKC + whitespace-normalised, case configurable, system prompt
+part of the identity, fingerprints stable (BLAKE2b of the documented key)."""
 
 from __future__ import annotations
 
+import hashlib
+import re
+import unicodedata
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from routing.dedupe import COLLAPSE, fingerprint_expr, mark_duplicates
+from routing.dedupe import (
+    CANONICAL,
+    COLLAPSE,
+    DedupeSpec,
+    _exact_groups,
+    _raw_groups,
+    fingerprints,
+    mark_duplicates,
+)
+from routing.policy import load_policy
 from tests.routing.helpers import PROPERTY
 
 
@@ -25,12 +39,28 @@ def _marks(prompts: list[str | None], systems: list[str | None] | None = None) -
     return mark_duplicates(df).get_column("dedupe_of").to_list()
 
 
-def _fingerprint(prompt: str | None, system: str | None = None) -> str:
+def _fingerprint(prompt: str | None, system: str | None = None, case: bool = True) -> str:
     df = pl.DataFrame(
         {"prompt": [prompt], "system": [system]},
         schema=dict.fromkeys(("prompt", "system"), pl.String),
     )
-    return df.select(fingerprint_expr()).item()
+    return str(fingerprints(df, case_sensitive=case).fingerprint[0])
+
+
+# Unicode's White_Space property (not Python's str.isspace, which adds \x1c-\x1f).
+WHITE_SPACE = re.compile(
+    "[\t\n\x0b\x0c\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]+"
+)
+
+
+def _reference(prompt: str, system: str | None = None, scope: str | None = None) -> str:
+    """The documented contract, written with the standard library only."""
+
+    def norm(text: str | None) -> str:
+        return WHITE_SPACE.sub(" ", unicodedata.normalize("NFKC", text or "")).strip(" ")
+
+    parts = ([scope] if scope is not None else []) + [norm(system), norm(prompt)]
+    return hashlib.blake2b("\x1f".join(parts).encode(), digest_size=16).hexdigest()
 
 
 def test_distinct_prompts_are_not_duplicates() -> None:
@@ -95,7 +125,8 @@ def test_fingerprint_is_deterministic_and_independent_of_the_batch() -> None:
     )
     assert mark_duplicates(df).get_column("fingerprint").to_list()[1] == alone
     assert _fingerprint("Hello", "sys") == alone
-    assert alone.lstrip("-").isdigit()
+    assert len(alone) == 32 and int(alone, 16) >= 0
+    assert alone == _reference("Hello", "sys")
 
 
 def test_keeps_the_input_columns_and_rows() -> None:
@@ -103,7 +134,8 @@ def test_keeps_the_input_columns_and_rows() -> None:
         {"prompt_id": ["a", "b"], "prompt": ["x", "x"], "system": [None, None], "tier": ["t", "u"]}
     )
     out = mark_duplicates(df)
-    assert out.columns == [*df.columns, "fingerprint", "dedupe_of"]
+    assert out.columns == [*df.columns, "fingerprint", "dedupe_of", "near_dup_of", CANONICAL]
+    assert out[CANONICAL].to_list() == [0, 0] and out["near_dup_of"].null_count() == 2
     assert out.select(df.columns).equals(df)
 
 
@@ -169,3 +201,84 @@ def test_collapse_is_the_f1_normalisation(texts: list[str]) -> None:
 def test_collapse_is_the_f1_normalisation_on_the_corpus(corpus_path: Path) -> None:
     prompts = pl.read_parquet(corpus_path, columns=["prompt"])["prompt"].to_list()
     assert _collapsed(prompts) == _collapsed_as_f1(prompts)
+
+
+# ---------------------------------------------------------------- the F2 contract
+
+
+@pytest.mark.parametrize(
+    ("a", "b"),
+    [
+        ("Ｃａｐｉｔａｌ of France?", "Capital of France?"),  # full-width letters
+        ("ﬁnd x", "find x"),  # ligature
+        ("x²", "x2"),  # superscript (NFKC folds it)
+        ("a\u3000b", "a b"),  # ideographic space
+    ],
+)
+def test_nfkc_equivalents_are_duplicates(a: str, b: str) -> None:
+    assert _marks([a, b]) == [None, "id0"]
+
+
+def test_case_sensitivity_is_configurable() -> None:
+    df = pl.DataFrame({"prompt_id": ["a", "b"], "prompt": ["Hello World", "hello  WORLD"]})
+    assert mark_duplicates(df)["dedupe_of"].to_list() == [None, None]
+    insensitive = mark_duplicates(df, DedupeSpec(case_sensitive=False))
+    assert insensitive["dedupe_of"].to_list() == [None, "a"]
+    assert _fingerprint("Hello", case=False) == _fingerprint("hELLO", case=False)
+    assert _fingerprint("Hello") != _fingerprint("hELLO")
+
+
+@PROPERTY
+@given(
+    st.lists(
+        st.tuples(
+            st.text(alphabet="aB \n\tＡ²ﬁé\u00a0\x1f", max_size=12),
+            st.sampled_from([None, "", "s", " s ", "Ｓ"]),
+        ),
+        min_size=1,
+        max_size=25,
+    )
+)
+def test_fingerprints_are_the_documented_digest(rows: list[tuple[str, str | None]]) -> None:
+    df = pl.DataFrame(
+        {"prompt": [p for p, _ in rows], "system": [s for _, s in rows]},
+        schema=dict.fromkeys(("prompt", "system"), pl.String),
+    )
+    got = fingerprints(df).fingerprint.to_list()
+    assert got == [_reference(p, s) for p, s in rows]
+
+
+def test_scope_is_part_of_the_digest() -> None:
+    df = pl.DataFrame({"prompt": ["x"], "system": [None], "scope": ["acme\x1e\x1e"]})
+    got = fingerprints(df, scope="scope").fingerprint[0]
+    assert got == _reference("x", None, "acme\x1e\x1e")
+
+
+def test_raw_grouping_by_hash_equals_grouping_by_value() -> None:
+    df = pl.DataFrame(
+        {
+            "prompt": ["a", "b", "a", None, None, "b", "a "],
+            "system": [None, "s", None, None, "", "s", None],
+        }
+    )
+    columns = ["system", "prompt"]
+    expected = [0, 1, 0, 3, 4, 1, 6]
+    assert _raw_groups(df, columns).tolist() == expected == _exact_groups(df, columns).tolist()
+
+
+def test_canonical_rows_on_a_large_repeated_frame() -> None:
+    base = [f"prompt number {i}" for i in range(500)]
+    prompts = [base[i % 500] if i % 3 else "  " + base[i % 500] for i in range(5000)]
+    df = pl.DataFrame({"prompt_id": [f"r{i}" for i in range(5000)], "prompt": prompts})
+    marks = mark_duplicates(df)
+    assert np.array_equal(marks[CANONICAL].to_numpy(), np.arange(5000) % 500)
+    assert marks["fingerprint"].n_unique() == 500
+
+
+def test_the_policy_has_a_dedupe_section_and_it_changes_the_version() -> None:
+    policy = load_policy()
+    assert policy.dedupe == DedupeSpec()
+    assert policy.dedupe.job_wide and policy.dedupe.case_sensitive
+    assert not policy.dedupe.near_duplicates.enabled
+    other = policy.model_copy(update={"dedupe": DedupeSpec(case_sensitive=False)})
+    assert other.version != policy.version

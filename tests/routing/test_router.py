@@ -36,6 +36,7 @@ ADDED = [
     "tier",
     "route_reason",
     "dedupe_of",
+    "near_dup_of",
     FINGERPRINT,
     "pii_kinds",
     "gaming_flags",

@@ -1,0 +1,292 @@
+"""Job-wide exact dedupe: a prompt is sent once per job, whichever chunks it is in.
+
+At ingest (:func:`hold_duplicates`), each in-chunk canonical row *claims* its fingerprint
+(:mod:`routing.dedupe`, stable across hosts) for the job: ``SET key claimant NX EX ttl``
+in Redis (one Lua call per chunk), or in a process-wide dict for the local executor. The
+claimant is ``<chunk>:<prompt_id>``, so a redelivered ingest of the same chunk finds its
+own claims and makes the same split. Rows whose fingerprint another chunk holds — with
+their in-chunk duplicates — are *held*: not dispatched, written to the chunk's decision
+record ``_job/dedupe/c<chunk>.parquet`` with the holder's claimant. The record is written
+for every chunk (empty when nothing is held) before the chunk's parts are registered; an
+ingest that finds its record replays it instead of claiming again, so the split survives
+redelivery and ``reconcile`` even when Redis lost the claims.
+
+At finalize (:func:`fill_duplicates`, before anything is counted), each chunk's held rows
+become a result part ``results/part-c<chunk>-dedupe.parquet`` with its own audit object:
+the canonical row's outcome (status, answer, tokens, tier, model, error — a canonical row
+that failed, went over budget or was rejected gives its duplicates the same outcome),
+``dedupe_of`` = the canonical ``prompt_id``, cost 0, latency 0, attempts 0 and the
+canonical row's baseline (routing.cost). A part already written is not written again, so
+finalize stays idempotent and nothing written before is rewritten.
+
+Redis key: ``br:job:{<job_id>}:dedupe:<fingerprint>`` → claimant, TTL ``job_ttl_s``.
+"""
+
+from __future__ import annotations
+
+import threading
+import weakref
+from typing import TYPE_CHECKING, Any, Protocol
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import redis
+
+from routing import results
+from routing.cost import ZERO
+from routing.minimise import minimise
+from routing.plan import JobContext
+from routing.policy import Policy
+from routing.router import FINGERPRINT
+from workers import audit, keys, layout
+from workers.storage import join
+
+if TYPE_CHECKING:
+    from workers.stages import Runtime, Sink
+
+PART = "dedupe"  # the held rows' result part, and their tracker part at ingest
+HOLDER = "__br_dedupe_holder"  # decision record: the claimant that answers the row
+HELD_STATUS = "duplicate"  # tracker count of held rows until finalize fills them
+_BATCH = 2000  # keys per Lua call
+
+_CLAIM = """
+-- KEYS: one claim key per fingerprint; ARGV[1]: TTL (s); ARGV[1 + i]: claimant of KEYS[i]
+-- Returns per key the claimant holding it: ARGV[1 + i] when this call set it.
+local out = {}
+for i, key in ipairs(KEYS) do
+  local me = ARGV[i + 1]
+  if redis.call('SET', key, me, 'NX', 'EX', ARGV[1]) then
+    out[i] = me
+  else
+    out[i] = redis.call('GET', key)
+  end
+end
+return out
+"""
+
+
+def claim_key(job_id: str, fingerprint: str) -> str:
+    return f"{keys.job(job_id)}:dedupe:{fingerprint}"
+
+
+def record_uri(root: str, chunk: int) -> str:
+    """The chunk's decision record: the rows it holds for other chunks' answers."""
+    return join(root, "_job", "dedupe", f"c{chunk:06d}.parquet")
+
+
+class ClaimStore(Protocol):
+    def claim(self, job_id: str, items: list[tuple[str, str]], ttl_s: int) -> list[str]:
+        """Claim each (fingerprint, claimant); return each fingerprint's holder."""
+        ...
+
+
+class MemoryClaims:
+    """The local executor's claims: one dict per process, shared by its threads."""
+
+    def __init__(self) -> None:
+        self._held: dict[tuple[str, str], str] = {}
+        self._lock = threading.Lock()
+
+    def claim(self, job_id: str, items: list[tuple[str, str]], ttl_s: int) -> list[str]:
+        with self._lock:
+            return [self._held.setdefault((job_id, fp), me) for fp, me in items]
+
+
+class RedisClaims:
+    """``SET NX EX`` per fingerprint in one Lua call per batch, shared by every worker."""
+
+    def __init__(self, client: redis.Redis) -> None:
+        self._script = client.register_script(_CLAIM)
+
+    def claim(self, job_id: str, items: list[tuple[str, str]], ttl_s: int) -> list[str]:
+        out: list[str] = []
+        for i in range(0, len(items), _BATCH):
+            batch = items[i : i + _BATCH]
+            got = self._script(
+                keys=[claim_key(job_id, fp) for fp, _ in batch],
+                args=[ttl_s, *(me for _, me in batch)],
+            )
+            out.extend(v.decode() if isinstance(v, bytes) else str(v) for v in got)
+        return out
+
+
+_MEMORY: weakref.WeakKeyDictionary[object, MemoryClaims] = weakref.WeakKeyDictionary()
+_MEMORY_LOCK = threading.Lock()
+_REDIS: dict[str, RedisClaims] = {}
+
+
+def claims_for(rt: Runtime) -> ClaimStore:
+    """Redis for a fleet; for the local executor, a dict per job tracker (one per run)."""
+    if not rt.settings.distributed:
+        with _MEMORY_LOCK:
+            return _MEMORY.setdefault(rt.tracker, MemoryClaims())
+    url = rt.settings.state_redis()
+    if url not in _REDIS:
+        _REDIS[url] = RedisClaims(redis.Redis.from_url(url))
+    return _REDIS[url]
+
+
+# ---------------------------------------------------------------- ingest
+
+
+def _split(rt: Runtime, ctx: JobContext, chunk: int, routed: pa.Table) -> list[str | None]:
+    """Per row, the claimant of another chunk that answers it (None: this chunk does)."""
+    ids = routed.column("prompt_id").to_pylist()
+    fps = routed.column(FINGERPRINT).to_pylist()
+    first = routed.column("dedupe_of").to_pylist()
+    fp_of = {pid: fp for pid, fp, d in zip(ids, fps, first, strict=True) if d is None}
+    items = [
+        (fp, f"{chunk}:{pid}") for pid, fp, d in zip(ids, fps, first, strict=True) if d is None
+    ]
+    holders = claims_for(rt).claim(ctx.job_id, items, rt.settings.job_ttl_s)
+    taken = {fp: h for (fp, me), h in zip(items, holders, strict=True) if h != me}
+    return [taken.get(fp_of.get(d or pid, "")) for pid, d in zip(ids, first, strict=True)]
+
+
+def hold_duplicates(
+    rt: Runtime, ctx: JobContext, chunk: int, routed: pa.Table, policy: Policy
+) -> tuple[pa.Table, int]:
+    """The routed rows this chunk sends, and how many it holds for other chunks' answers
+    (written to its decision record). Without ``dedupe.job_wide``: all rows, 0."""
+    if not policy.dedupe.job_wide:
+        return routed, 0
+    uri = record_uri(ctx.job_root, chunk)
+    replay = _replay(rt, uri, routed)
+    if replay is not None:  # redelivered / reconciled: the recorded split
+        return routed.filter(pc.invert(replay)), int(pc.sum(replay).as_py() or 0)
+    holders = _split(rt, ctx, chunk, routed)
+    mask = pa.array([h is not None for h in holders], pa.bool_())
+    held = routed.append_column(HOLDER, pa.array(holders, pa.string())).filter(mask)
+    rt.storage.write_parquet(uri, held)
+    return routed.filter(pc.invert(mask)), held.num_rows
+
+
+def _replay(rt: Runtime, uri: str, routed: pa.Table) -> pa.Array | None:
+    """The held-rows mask of the chunk's decision record, if it has one that describes
+    these rows (same prompt ids and fingerprints; else it is from another run: ignored)."""
+    if not rt.storage.exists(uri):
+        return None
+    record = rt.storage.read_parquet(uri, columns=["prompt_id", FINGERPRINT])
+    held = dict(zip(*(record.column(c).to_pylist() for c in record.column_names), strict=True))
+    ids, fps = routed.column("prompt_id").to_pylist(), routed.column(FINGERPRINT).to_pylist()
+    mine = {pid: fp for pid, fp in zip(ids, fps, strict=True) if pid in held}
+    if mine != held:
+        return None
+    return pa.array([pid in held for pid in ids], pa.bool_())
+
+
+def tracked(held: int) -> list[str]:
+    """The extra part of a chunk that holds rows (tracker and chunk manifest: reconcile
+    re-ingests the chunk with ``only=[dedupe]`` until finalize has written it)."""
+    return [PART] if held else []
+
+
+def complete_held(rt: Runtime, ctx: JobContext, chunk: int, held: int, sink: Sink) -> None:
+    """Record the held rows as the chunk's ``dedupe`` part (they are filled at finalize)."""
+    if not held:
+        return
+    counts = {"rows": {HELD_STATUS: held}, "cost_usd": "0", "baseline_cost_usd": "0"}
+    if rt.tracker.complete(ctx.job_id, chunk, PART, counts, ctx.total_chunks):
+        sink.finalize(ctx)
+
+
+# ---------------------------------------------------------------- finalize
+
+# Outcome columns a held row takes from its canonical row.
+_COPIED = (
+    "status",
+    "tier",
+    "model",
+    "provider",
+    "response",
+    "finish_reason",
+    "input_tokens",
+    "output_tokens",
+    "baseline_cost_usd",
+    "escalated_from",
+    "cache_hit",
+    "complexity_score",
+    "confidence",
+    "route_reason",
+    "error",
+    "fallback_from",
+)
+
+
+def _chunk_of(uri: str) -> int:
+    return int(uri.rsplit("/", 1)[-1].removeprefix("c").removesuffix(".parquet"))
+
+
+def _canonical_rows(rt: Runtime, root: str, chunks: set[int]) -> dict[str, dict[str, Any]]:
+    """``<chunk>:<prompt_id>`` → outcome of the routed rows of ``chunks`` (tier parts)."""
+    found: dict[str, dict[str, Any]] = {}
+    for uri in rt.storage.list_files(layout.results_dir(root), ".parquet"):
+        name = uri.rsplit("/", 1)[-1].removesuffix(".parquet")
+        head, _, part = name.removeprefix("part-c").partition("-")
+        if not head.isdigit() or int(head) not in chunks or part in (PART, "rejected"):
+            continue
+        table = rt.storage.read_parquet(uri, columns=["prompt_id", *_COPIED])
+        for row in table.to_pylist():
+            found[f"{int(head)}:{row['prompt_id']}"] = row
+    return found
+
+
+def _filled(held: pa.Table, canon: dict[str, dict[str, Any]], ctx: JobContext) -> pa.Table:
+    n = held.num_rows
+    holders = held.column(HOLDER).to_pylist()
+    rows = [canon.get(h) for h in holders]
+    values: dict[str, list[Any]] = {c: [r[c] if r else None for r in rows] for c in _COPIED}
+    missing = [r is None for r in rows]
+    values["status"] = [
+        "failed" if m else s for m, s in zip(missing, values["status"], strict=True)
+    ]
+    values["error"] = [
+        f"canonical row {h} has no result" if m else e
+        for m, h, e in zip(missing, holders, values["error"], strict=True)
+    ]
+    values["baseline_cost_usd"] = [ZERO if b is None else b for b in values["baseline_cost_usd"]]
+    values.update(
+        job_id=[ctx.job_id] * n,
+        policy_version=[ctx.policy_version] * n,
+        dedupe_of=[h.split(":", 1)[1] for h in holders],
+        cost_usd=[ZERO] * n,
+        latency_ms=[0.0] * n,
+        attempts=[0] * n,
+    )
+    return results.assemble(held, values)
+
+
+def _written(rt: Runtime, part: str, held: pa.Table) -> bool:
+    """Whether ``part`` exists and holds exactly the held rows (finalize ran before)."""
+    if not rt.storage.exists(part):
+        return False
+    ids = rt.storage.read_parquet(part, columns=["prompt_id"]).column("prompt_id")
+    return bool(ids.to_pylist() == held.column("prompt_id").to_pylist())
+
+
+def fill_duplicates(rt: Runtime, ctx: JobContext, policy: Policy) -> int:
+    """Write the ``dedupe`` result part (and its audit object) of every chunk that holds
+    rows and does not have it yet; return the rows written."""
+    root = ctx.job_root
+    records = rt.storage.list_files(join(root, "_job", "dedupe"), ".parquet")
+    todo = []
+    for uri in records:
+        chunk = _chunk_of(uri)
+        held = rt.storage.read_parquet(uri)
+        if held.num_rows and not _written(rt, layout.result_part(root, chunk, PART), held):
+            todo.append((chunk, held))
+    if not todo:
+        return 0
+    from workers.stages import part_counts  # stages imports this module
+
+    wanted = {int(h.split(":", 1)[0]) for _, held in todo for h in held.column(HOLDER).to_pylist()}
+    canon = _canonical_rows(rt, root, wanted)
+    for chunk, held in todo:
+        table = _filled(held, canon, ctx)
+        audit.append_part(rt.storage, ctx, chunk, PART, table)  # before the part it describes
+        table = minimise(table, policy.minimise)
+        rt.storage.write_parquet(layout.result_part(root, chunk, PART), table)
+        # the part's real counts replace the ingest's "duplicate" ones (finalize is running:
+        # the trigger's answer does not matter)
+        rt.tracker.complete(ctx.job_id, chunk, PART, part_counts(table), ctx.total_chunks)
+    return sum(held.num_rows for _, held in todo)
