@@ -1,6 +1,7 @@
-"""The values of a text alone — o200k token count, features, PII kinds — computed once per
-distinct text and kept across batches in a bounded, fork-safe :class:`TextMemo` (nightly jobs
-repeat prompts, templates and system prompts across chunks). Used by :mod:`routing.router`.
+"""The values of a text alone — o200k token count, features, PII kinds, gaming flags —
+computed once per distinct text and kept across batches in a bounded, fork-safe
+:class:`TextMemo` (nightly jobs repeat prompts, templates and system prompts across chunks).
+Used by :mod:`routing.router`.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import numpy as np
 import polars as pl
 
 from routing.features import FEATURES, compute_features
+from routing.gaming import GamingSpec, detect_gaming
 from routing.pii import PII_COLUMN, PiiDetector
 from routing.rules import PiiSpec
 from routing.tokens import count_tokens
@@ -36,23 +38,36 @@ def _feature_schema() -> pl.Schema:
 
 
 class TextValues:
-    """Token counts, features (optional) and PII kinds (optional) of distinct texts."""
+    """Token counts, features, PII kinds and gaming flags (the last three optional) of
+    distinct texts."""
 
-    def __init__(self, tokens: np.ndarray, features: pl.DataFrame | None, kinds: pl.Series | None):
-        self.tokens, self.features, self.kinds = tokens, features, kinds
+    def __init__(
+        self,
+        tokens: np.ndarray,
+        features: pl.DataFrame | None,
+        kinds: pl.Series | None,
+        gaming: pl.Series | None = None,
+    ):
+        self.tokens, self.features, self.kinds, self.gaming = tokens, features, kinds, gaming
 
 
 def compute_values(
-    texts: Sequence[str | None], *, features: bool = False, pii: PiiSpec | None = None
+    texts: Sequence[str | None],
+    *,
+    features: bool = False,
+    pii: PiiSpec | None = None,
+    gaming: GamingSpec | None = None,
 ) -> TextValues:
     """The values of ``texts``, computed (no memo)."""
-    if not features and pii is None:
+    if not features and pii is None and gaming is None:
         return TextValues(count_tokens(texts), None, None)
     series = pl.Series("prompt", texts, dtype=pl.String)
+    feats = compute_features(series) if features or gaming is not None else None
     return TextValues(
         count_tokens(texts),
-        compute_features(series) if features else None,
+        feats if features else None,
         _detector(pii).detect(series) if pii is not None else None,
+        detect_gaming(series, gaming, feats) if gaming is not None else None,
     )
 
 
@@ -64,7 +79,8 @@ class TextMemo:
     Bounded: at most ``max_entries`` texts and ``max_bytes`` of them (``sys.getsizeof``),
     least recently used out first. Besides the texts it holds ~240 bytes per text (ordered
     dict entry, slot, 11 numbers, a pointer per PII detector in use, at most 4; measured),
-    so the defaults (100,000 texts, 64 MiB of text) stay under ~90 MiB. Thread-safe (one
+    so the defaults (100,000 texts, 64 MiB of text) stay under ~90 MiB (plus a pointer per
+    gaming spec in use). Thread-safe (one
     lock, held for look-ups and stores; the computing happens outside it). Fork-safe: a
     forked child starts empty, with a new lock (another thread may have held the old one).
     """
@@ -84,18 +100,25 @@ class TextMemo:
         self._tokens = np.zeros(0, np.int64)
         self._features = np.zeros((0, len(FEATURES)), np.float64)  # NaN: not computed
         self._kinds: dict[Hashable, np.ndarray] = {}  # per PII spec: tuple, None: unknown
+        self._gaming: dict[Hashable, np.ndarray] = {}  # per gaming spec: str ("": none), None
 
     def __len__(self) -> int:
         return len(self._slots)
 
     def values(
-        self, texts: Sequence[str | None], *, features: bool = False, pii: PiiSpec | None = None
+        self,
+        texts: Sequence[str | None],
+        *,
+        features: bool = False,
+        pii: PiiSpec | None = None,
+        gaming: GamingSpec | None = None,
     ) -> TextValues:
         """The values of distinct ``texts``: from the memo, or computed and remembered."""
         n = len(texts)
         tokens = np.zeros(n, np.int64)
         feats = np.full((n, len(FEATURES)), np.nan) if features else None
         kinds = np.full(n, None, object) if pii is not None else None
+        flags = np.full(n, None, object) if gaming is not None else None
         with self._lock:
             slots = np.fromiter(map(self._slots.get, texts, repeat(-1)), np.int64, n)
             hit = slots >= 0
@@ -106,27 +129,52 @@ class TextMemo:
             column = self._kinds.get(pii) if kinds is not None else None
             if kinds is not None and column is not None:
                 kinds[hit] = column[slots[hit]]
+            stored = self._gaming.get(gaming) if flags is not None else None
+            if flags is not None and stored is not None:
+                flags[hit] = stored[slots[hit]]
         todo = ~hit
         if feats is not None:
             todo |= np.isnan(feats[:, 0])
         if kinds is not None:
             todo |= np.fromiter((k is None for k in kinds), np.bool_, n)
+        if flags is not None:
+            todo |= np.fromiter((f is None for f in flags), np.bool_, n)
         rows = np.flatnonzero(todo)
         if len(rows):
             new = [texts[i] for i in rows.tolist()]
-            fresh = compute_values(new, features=features, pii=pii)
+            fresh = compute_values(new, features=features, pii=pii, gaming=gaming)
             tokens[rows] = fresh.tokens
             if feats is not None and fresh.features is not None:
                 feats[rows] = fresh.features.to_numpy().astype(np.float64)
             if kinds is not None and fresh.kinds is not None:
                 kinds[rows] = [tuple(k) for k in fresh.kinds.to_list()]
+            if flags is not None and fresh.gaming is not None:
+                flags[rows] = [f or "" for f in fresh.gaming.to_list()]
             with self._lock:
                 self._remember(new, tokens[rows], feats, kinds, rows, pii)
-        return self._result(tokens, feats, kinds)
+                if flags is not None:
+                    self._remember_flags(new, flags, rows, gaming)
+        return self._result(tokens, feats, kinds, flags)
+
+    def _remember_flags(
+        self, texts: list[str | None], flags: np.ndarray, rows: np.ndarray, spec: Hashable
+    ) -> None:
+        """Store the gaming flags of ``texts`` (already given slots by ``_remember``)."""
+        column = self._gaming.get(spec)
+        if column is None:
+            if len(self._gaming) >= self.MAX_DETECTORS:
+                self._gaming.clear()
+            column = self._gaming[spec] = np.full(len(self._tokens), None, object)
+        slots = np.fromiter(map(self._slots.get, texts, repeat(-1)), np.int64, len(texts))
+        kept = slots >= 0
+        column[slots[kept]] = flags[rows[kept]]
 
     @staticmethod
     def _result(
-        tokens: np.ndarray, feats: np.ndarray | None, kinds: np.ndarray | None
+        tokens: np.ndarray,
+        feats: np.ndarray | None,
+        kinds: np.ndarray | None,
+        flags: np.ndarray | None = None,
     ) -> TextValues:
         frame = None
         if feats is not None:
@@ -136,7 +184,11 @@ class TextMemo:
                     for j, (name, dtype) in enumerate(_feature_schema().items())
                 ]
             )
-        return TextValues(tokens, frame, _kinds(kinds) if kinds is not None else None)
+        gaming = None
+        if flags is not None:
+            stored = pl.Series("gaming_flags", flags.tolist(), dtype=pl.String)
+            gaming = pl.select(pl.when(stored != "").then(stored)).to_series()  # "": none
+        return TextValues(tokens, frame, _kinds(kinds) if kinds is not None else None, gaming)
 
     def _remember(
         self,
@@ -181,7 +233,7 @@ class TextMemo:
         self._slots[text] = slot
         self._bytes += size
         self._features[slot] = np.nan  # a new text: only what is stored now is known
-        for column in self._kinds.values():
+        for column in (*self._kinds.values(), *self._gaming.values()):
             column[slot] = None
         return slot
 
@@ -192,6 +244,8 @@ class TextMemo:
         self._features = np.resize(self._features, (size, len(FEATURES)))
         for key, column in self._kinds.items():
             self._kinds[key] = np.resize(column, size)
+        for key, column in self._gaming.items():
+            self._gaming[key] = np.resize(column, size)
         self._free.extend(range(size - 1, slot, -1))
         return slot
 

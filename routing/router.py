@@ -18,7 +18,6 @@ import pyarrow as pa
 
 from routing.classify import Scorer
 from routing.dedupe import CANONICAL, mark_duplicates
-from routing.gaming import detect_gaming
 from routing.memo import MEMO, TextMemo, compute_values
 from routing.policy import Policy
 from routing.route import assign_tiers
@@ -126,7 +125,12 @@ class _Batch:
         values = memo.values if memo is not None else compute_values
         self.prompts = pl.Series("prompt", table.column("prompt"), dtype=pl.String)
         texts, text_of = _distinct(table.column("prompt").to_pylist())
-        of_text = values(texts, features=True, pii=policy.pii if policy.pii.enabled else None)
+        of_text = values(
+            texts,
+            features=True,
+            pii=policy.pii if policy.pii.enabled else None,
+            gaming=policy.gaming if policy.gaming.enabled else None,
+        )
         self.tokens = of_text.tokens[text_of]
         system_of, systems = np.zeros(n, np.int64), list[str | None]([None])
         if "system" in table.column_names:
@@ -142,10 +146,8 @@ class _Batch:
         self.pair_tokens = self.tokens[first]
         self.kinds = of_text.kinds.gather(text_of) if of_text.kinds is not None else None
         self.gaming = (
-            detect_gaming(pl.Series(texts, dtype=pl.String), policy.gaming, of_text.features)
-            .gather(text_of)
-            .alias("gaming_flags")
-            if policy.gaming.enabled
+            of_text.gaming.gather(text_of).alias("gaming_flags")
+            if of_text.gaming is not None
             else None
         )
 

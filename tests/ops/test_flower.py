@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from routing.policy import RESERVED_TIER_NAMES
 from tests.ops import stack as ops
 
 pytestmark = [pytest.mark.ops, pytest.mark.integration]
@@ -80,7 +81,7 @@ def test_flower_shows_task_names_with_the_tier(
     tasks = json.loads(body).values()
     names = [t.get("name") for t in tasks]
     tiers = {p.rsplit("-", 1)[1].removesuffix(".parquet") for p in ops_job.manifest["parts"]}
-    tiers.discard("rejected")
+    tiers -= RESERVED_TIER_NAMES  # rejected rows and job-wide duplicates: no dispatch
     assert {"ingest", "finalize"} <= set(names)
     assert {n for n in names if n and n.startswith("dispatch")} == {f"dispatch[{t}]" for t in tiers}
     for task in tasks:

@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from routing.policy import RESERVED_TIER_NAMES
 from tests.ops import stack as ops
 from tests.ops.stack import by_label, total
 from workers import metrics
@@ -28,7 +29,9 @@ DASHBOARD = Path(__file__).resolve().parents[2] / "infra" / "grafana" / "batch-r
 
 
 def _tier_parts(job: ops.OpsJob) -> list[str]:
-    return [p for p in job.manifest["parts"] if not p.endswith("-rejected.parquet")]
+    """Parts written by a dispatch (not rejected rows, not job-wide duplicates)."""
+    other = tuple(f"-{name}.parquet" for name in RESERVED_TIER_NAMES)
+    return [p for p in job.manifest["parts"] if not p.endswith(other)]
 
 
 @pytest.mark.integration

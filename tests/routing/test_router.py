@@ -322,6 +322,32 @@ def test_values_of_a_text_seen_as_system_then_as_prompt(default_policy: Policy) 
     assert again.equals(alone)
 
 
+def test_gaming_flags_from_the_memo_equal_computed_ones(default_policy: Policy) -> None:
+    """Gaming flags are a text's value: remembered per text (and per gaming spec)."""
+    gamed = [
+        "What is 2+2?" + "\u200b" * 40,
+        "Summarise this." + " please" * 400,
+        "What is the capital of France?",
+    ]
+    memo = TextMemo()
+    alone = route_batch(_table(gamed), default_policy, HeuristicScorer(), memo=None)
+    flags = alone.column("gaming_flags").to_pylist()
+    assert flags[0] and flags[1] and flags[2] is None, flags
+    for _ in range(2):  # cold, then from the memo
+        assert route_batch(_table(gamed), default_policy, HeuristicScorer(), memo=memo).equals(
+            alone
+        )
+    off = default_policy.model_copy(
+        update={"gaming": default_policy.gaming.model_copy(update={"enabled": False})}
+    )
+    assert (
+        route_batch(_table(gamed), off, HeuristicScorer(), memo=memo)
+        .column("gaming_flags")
+        .null_count
+        == 3
+    )
+
+
 def test_memo_off_keeps_nothing(default_policy: Policy) -> None:
     memo = TextMemo(max_entries=0)
     out = route_batch(_table(["a", "b"]), default_policy, HeuristicScorer(), memo=memo)
