@@ -18,7 +18,9 @@ from routing.features import FEATURE_VERSION
 class Scorer(Protocol):
     """Scores a batch of feature rows. A row's score depends on that row only:
     :func:`routing.router.route_batch` scores each distinct (system, prompt) of a batch
-    once and gives duplicates the same score."""
+    once and gives duplicates the same score. ``version`` names the scorer's behaviour:
+    two scorers with the same version score every row the same (decisions are remembered
+    across batches by policy and scorer version: routing.decision_memo)."""
 
     version: str
 

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import polars as pl
+import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, Field
 
 FORMAT = "batch-router-fp/v1"
@@ -173,6 +174,29 @@ def fingerprints(
     slot[distinct_rows] = np.arange(len(distinct_rows))
     of_row = slot[raw_first]
     return Fingerprints(fp.gather(of_row).alias("fingerprint"), fp_first[of_row].astype(np.int64))
+
+
+def first_occurrences(fingerprint: pa.ChunkedArray | pl.Series, ids: pl.Series) -> pl.DataFrame:
+    """The marks :func:`mark_duplicates` gives rows whose ``fingerprint`` is already known
+    (near-duplicates off): ``dedupe_of``, ``near_dup_of`` (null) and :data:`CANONICAL`,
+    the first row with the same fingerprint."""
+    fp = pl.Series("fingerprint", fingerprint, dtype=pl.String)
+    n = len(fp)
+    canonical = (
+        pl.DataFrame({"fp": fp, "row": np.arange(n, dtype=np.int64)})
+        .select(pl.col("row").first().over("fp"))
+        .to_series()
+        .to_numpy()
+    )
+    own = canonical == np.arange(n)
+    dedupe_of = pl.select(pl.when(pl.Series(~own)).then(ids.gather(canonical))).to_series()
+    return pl.DataFrame(
+        [
+            dedupe_of.alias("dedupe_of"),
+            pl.Series("near_dup_of", [None] * n, pl.String),
+            pl.Series(CANONICAL, canonical, pl.Int64),
+        ]
+    )
 
 
 def mark_duplicates(df: pl.DataFrame, spec: DedupeSpec | None = None) -> pl.DataFrame:

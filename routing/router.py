@@ -8,6 +8,9 @@ once per distinct text of the batch, and kept across batches in a bounded :class
 (nightly jobs repeat prompts, templates and system prompts across chunks); the score once
 per distinct (system, prompt) pair. Duplicates copy the values: every output is the same
 as computing each row on its own (a scorer's score of a row depends on that row only).
+A whole row's decision is kept too, in a bounded :class:`DecisionMemo` keyed by the
+request (scope, system, prompt), policy version and scorer: a row seen before is not
+routed again, only its batch's duplicate marks are worked out (routing.decision_memo).
 """
 
 from __future__ import annotations
@@ -17,7 +20,8 @@ import polars as pl
 import pyarrow as pa
 
 from routing.classify import Scorer
-from routing.dedupe import CANONICAL, mark_duplicates
+from routing.decision_memo import DECISIONS, FIELDS, DecisionMemo
+from routing.dedupe import CANONICAL, first_occurrences, mark_duplicates
 from routing.memo import MEMO, TextMemo, compute_values
 from routing.policy import Policy
 from routing.route import assign_tiers
@@ -156,15 +160,108 @@ class _Batch:
 
 
 def route_batch(
-    table: pa.Table, policy: Policy, scorer: Scorer, *, memo: TextMemo | None = MEMO
+    table: pa.Table,
+    policy: Policy,
+    scorer: Scorer,
+    *,
+    memo: TextMemo | None = MEMO,
+    decisions: DecisionMemo | None = DECISIONS,
 ) -> pa.Table:
     """Add ``complexity_score``, ``tier`` (empty string: rejected by the policy, reason in
     the internal ``REJECTED_REASON`` column), ``route_reason``, ``dedupe_of``,
-    ``pii_kinds``, ``gaming_flags``, ``classifier_version`` and the internal fingerprint /
-    token / allowed tiers columns (a duplicate carries its first occurrence's score, tier,
-    reasons and allowed tiers).
+    ``near_dup_of``, ``pii_kinds``, ``gaming_flags``, ``classifier_version`` and the
+    internal fingerprint / token / allowed tiers columns (a duplicate carries its first
+    occurrence's score, tier, reasons and allowed tiers).
 
-    ``memo``: where values of texts seen before are kept (None: compute everything)."""
+    ``memo``: where values of texts seen before are kept; ``decisions``: where decisions
+    of requests seen before are kept (routing.decision_memo) — only the rows not found
+    there are routed. None: compute everything. The result is the same either way."""
+    n = table.num_rows
+    if decisions is None or n == 0 or policy.dedupe.near_duplicates.enabled:
+        own, marks = _route_rows(table, policy, scorer, memo)
+        return _assemble(table, own, marks, scorer)
+    namespace = (policy.version, scorer.version)
+    h1, h2 = _request_keys(table)
+    found = decisions.lookup(namespace, scorer, h1, h2)
+    miss = np.fromiter((i for i, d in enumerate(found) if d is None), np.int64)
+    if len(miss) == n:
+        own, marks = _route_rows(table, policy, scorer, memo)
+        _remember(decisions, (namespace, scorer), h1, h2, own, marks, np.arange(n))
+        return _assemble(table, own, marks, scorer)
+    hit = np.flatnonzero(np.fromiter((d is not None for d in found), np.bool_, n))
+    known = [found[i] for i in hit.tolist()]
+    parts = [
+        pa.table(
+            [pa.array(col, t) for col, t in zip(zip(*known, strict=True), _OWN.types, strict=True)],
+            schema=_OWN,
+        )
+    ]
+    if len(miss):
+        sub, sub_marks = _route_rows(table.take(miss), policy, scorer, memo)
+        _remember(decisions, (namespace, scorer), h1, h2, sub, sub_marks, miss)
+        parts.append(sub)
+    order = np.empty(n, np.int64)
+    order[np.concatenate([hit, miss])] = np.arange(n)
+    own = pa.concat_tables(parts).take(order)
+    ids = pl.Series("prompt_id", table.column("prompt_id"), dtype=pl.String)
+    return _assemble(table, own, first_occurrences(own.column("fingerprint"), ids), scorer)
+
+
+# A row's own values (before a duplicate takes its first occurrence's): routing.decision_memo.
+_OWN = pa.schema(
+    [
+        ("complexity_score", pa.float64()),
+        ("tier", pa.string()),
+        ("route_reason", pa.string()),
+        ("rejected_reason", pa.string()),
+        ("allowed", pa.int64()),
+        ("pii_kinds", pa.string()),
+        ("gaming_flags", pa.string()),
+        ("input_tokens", pa.int64()),
+        ("fingerprint", pa.large_string()),
+    ]
+)
+assert tuple(_OWN.names) == FIELDS
+
+
+def _request_keys(table: pa.Table) -> tuple[np.ndarray, np.ndarray]:
+    """Two independently seeded 64-bit hashes of each row's (scope, system, prompt)."""
+    columns = [_scopes(table), pl.Series("prompt", table.column("prompt"), dtype=pl.String)]
+    if "system" in table.column_names:
+        columns.append(_strings(table, "system"))
+    frame = pl.DataFrame(columns)
+
+    def hashed(seed: int) -> pl.Expr:
+        out = pl.lit(0, pl.UInt64)
+        for i, name in enumerate(frame.columns):
+            out = out ^ pl.col(name).hash(seed + 7919 * i)
+        return out
+
+    keys = frame.select(hashed(0xD1CE).alias("h1"), hashed(0xFACE).alias("h2"))
+    return keys.get_column("h1").to_numpy(), keys.get_column("h2").to_numpy()
+
+
+def _remember(
+    decisions: DecisionMemo,
+    space: tuple[tuple[str, str], Scorer],
+    h1: np.ndarray,
+    h2: np.ndarray,
+    own: pa.Table,
+    marks: pl.DataFrame,
+    rows: np.ndarray,
+) -> None:
+    """Store the decisions of the first occurrences among ``own`` (rows ``rows`` of the
+    batch): a duplicate's own values are never stored in place of what it would get alone."""
+    first = np.flatnonzero(marks.get_column(CANONICAL).to_numpy() == np.arange(len(own)))
+    kept = own.take(first)
+    values = list(zip(*(kept.column(f).to_pylist() for f in FIELDS), strict=True))
+    decisions.store(*space, h1[rows[first]], h2[rows[first]], values)
+
+
+def _route_rows(
+    table: pa.Table, policy: Policy, scorer: Scorer, memo: TextMemo | None
+) -> tuple[pa.Table, pl.DataFrame]:
+    """Each row's own values (:data:`_OWN`) and its duplicate marks (routing.dedupe)."""
     batch = _Batch(table, policy, memo)
     pair_scores = np.asarray(scorer.score(batch.features, batch.pair_tokens))
     score_tiers, score_reasons = assign_tiers(pair_scores, policy)
@@ -172,7 +269,6 @@ def route_batch(
     decisions = _decide(
         table, batch.prompts, batch.tokens, score, batch.kinds, policy, batch.gaming
     )
-    scores = pair_scores[batch.pair_of]
     tiers = decisions.tier.fill_null("")
     marks = mark_duplicates(
         pl.DataFrame(
@@ -188,28 +284,49 @@ def route_batch(
         ),
         policy.dedupe,
     )
+
+    def strings(series: pl.Series) -> pa.Array:
+        return series.to_arrow().cast(pa.string())
+
+    own = pa.table(
+        [
+            pa.array(pair_scores[batch.pair_of], pa.float64()),
+            strings(tiers),
+            strings(decisions.route_reason),
+            strings(decisions.rejected_reason),
+            _allowed(decisions, table.num_rows),
+            strings(_pii_text(batch.kinds, table.num_rows)),
+            _gaming_text(batch.gaming, table.num_rows),
+            pa.array(batch.tokens, pa.int64()),
+            marks.get_column("fingerprint").to_arrow().cast(pa.large_string()),
+        ],
+        schema=_OWN,
+    )
+    return own, marks
+
+
+def _assemble(table: pa.Table, own: pa.Table, marks: pl.DataFrame, scorer: Scorer) -> pa.Table:
+    """The routed batch: ``own`` values, a duplicate's decision taken from the row that
+    answers it (``marks``' canonical row)."""
     # A duplicate goes wherever its first occurrence goes: dispatch answers it from that
     # row, which must therefore be in the same tier batch (whitespace-only differences
     # change the token count, so the duplicate's own score could pick another tier).
     # (With near-duplicate reuse, a near-duplicate's canonical row is its near-duplicate.)
     canonical = pa.array(marks.get_column(CANONICAL).to_numpy())
-
-    def strings(series: pl.Series) -> pa.Array:
-        return series.to_arrow().cast(pa.string())
-
+    n = table.num_rows
     return (
-        table.append_column("complexity_score", pa.array(scores, pa.float64()).take(canonical))
-        .append_column("tier", strings(tiers).take(canonical))
-        .append_column("route_reason", strings(decisions.route_reason).take(canonical))
+        table.append_column("complexity_score", own.column("complexity_score").take(canonical))
+        .append_column("tier", own.column("tier").take(canonical))
+        .append_column("route_reason", own.column("route_reason").take(canonical))
         .append_column("dedupe_of", marks.get_column("dedupe_of").to_arrow())
         .append_column("near_dup_of", marks.get_column("near_dup_of").to_arrow())
-        .append_column(FINGERPRINT, marks.get_column("fingerprint").to_arrow())
-        .append_column("pii_kinds", strings(_pii_text(batch.kinds, table.num_rows)))
-        .append_column("gaming_flags", _gaming_text(batch.gaming, table.num_rows))
-        .append_column("classifier_version", pa.repeat(pa.scalar(scorer.version), table.num_rows))
-        .append_column(REJECTED_REASON, strings(decisions.rejected_reason).take(canonical))
-        .append_column(EST_INPUT_TOKENS, pa.array(batch.tokens, pa.int64()))
-        .append_column(ALLOWED, _allowed(decisions, table.num_rows).take(canonical))
+        .append_column(FINGERPRINT, own.column("fingerprint"))
+        .append_column("pii_kinds", own.column("pii_kinds"))
+        .append_column("gaming_flags", own.column("gaming_flags"))
+        .append_column("classifier_version", pa.repeat(pa.scalar(scorer.version), n))
+        .append_column(REJECTED_REASON, own.column("rejected_reason").take(canonical))
+        .append_column(EST_INPUT_TOKENS, own.column("input_tokens"))
+        .append_column(ALLOWED, own.column("allowed").take(canonical))
     )
 
 

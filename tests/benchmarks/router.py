@@ -4,13 +4,17 @@ Runs :func:`routing.router.route_batch` (o200k token counts, polars features, PI
 heuristic score, thresholds, rules/entitlements of the governed example policy, dedupe
 fingerprints) on one core, in batches of the pipeline's chunk size, twice:
 
-- ``distinct``: one pass over the shared corpus with an empty text memo — every text new;
-- the run: the corpus repeated to N prompts (default 1,000,000), from an empty memo, so
-  after the first pass the texts' token counts, features and PII come from the memo.
+- ``distinct``: one pass over the shared corpus with empty memos — every text new;
+- the run: the corpus repeated to N prompts (default 1,000,000), from empty memos, so
+  after the first pass every decision comes from the decision memo
+  (routing.decision_memo); ``text_memo_only``: the first 200,000 of them without it
+  (token counts, features, PII and gaming flags from the text memo; score, rules and
+  dedupe computed).
 
 Each is side by side in the same run with a bare polars pass that reads the same text
 (``str.len_bytes().sum()``). Prints one JSON line: prompts/s of both, their ratio, and
-the share of CPU time in each stage of route_batch, cold and warm (over the corpus once).
+the share of CPU time in each stage of route_batch without the decision memo, cold and
+warm (over the corpus once).
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ import polars as pl
 import pyarrow as pa
 
 from routing.classify import HeuristicScorer
+from routing.decision_memo import DECISIONS, DecisionMemo
 from routing.dedupe import mark_duplicates
 from routing.features import compute_features
 from routing.policy import load_policy
@@ -69,9 +74,15 @@ def _tables(prompts: list[str], batch: int) -> list[pa.Table]:
     ]
 
 
-def _route_all(tables: list[pa.Table], policy: Any, scorer: Any, memo: TextMemo | None) -> None:
+def _route_all(
+    tables: list[pa.Table],
+    policy: Any,
+    scorer: Any,
+    memo: TextMemo | None,
+    decisions: DecisionMemo | None = None,
+) -> None:
     for table in tables:
-        route_batch(table, policy, scorer, memo=memo)
+        route_batch(table, policy, scorer, memo=memo, decisions=decisions)
 
 
 def _time(fn: Callable[[], Any]) -> tuple[float, float]:
@@ -124,7 +135,7 @@ def _stage_shares(tables: list[pa.Table], policy: Any, scorer: Any) -> dict[str,
     memo = TextMemo()
     _route_all(tables, policy, scorer, memo)
     cold = _time(lambda: _route_all(tables, policy, scorer, None))[1]
-    warm = _time(lambda: _route_all(tables, policy, scorer, memo))[1]
+    warm = _time(lambda: _route_all(tables, policy, scorer, memo))[1]  # text memo only
     return {
         "cold": _shares(
             {
@@ -160,14 +171,20 @@ def main() -> None:
     prompts = (base * -(-args.prompts // len(base)))[: args.prompts]
     policy, scorer = load_policy(POLICY), HeuristicScorer()
     first, tables = _tables(base, args.batch), _tables(prompts, args.batch)
-    route_batch(first[0].slice(0, 10), policy, scorer, memo=None)  # imports, regex caches
+    route_batch(first[0].slice(0, 10), policy, scorer, memo=None, decisions=None)  # warm-up
 
-    MEMO.clear()
-    distinct, distinct_cpu = _time(lambda: _route_all(first, policy, scorer, MEMO))
+    MEMO.clear(), DECISIONS.clear()
+    distinct, distinct_cpu = _time(lambda: _route_all(first, policy, scorer, MEMO, DECISIONS))
     bare_distinct = _bare(base)
-    MEMO.clear()
-    routed, routed_cpu = _time(lambda: _route_all(tables, policy, scorer, MEMO))
+    MEMO.clear(), DECISIONS.clear()
+    routed, routed_cpu = _time(lambda: _route_all(tables, policy, scorer, MEMO, DECISIONS))
     bare = _bare(prompts)
+    decisions_kept = len(DECISIONS)
+    # The same without the decision memo (text memo only), on the first 200,000 prompts.
+    some = tables[: max(1, 200_000 // args.batch)]
+    MEMO.clear()
+    text_only = _time(lambda: _route_all(some, policy, scorer, MEMO))[0]
+    text_only_rows = sum(t.num_rows for t in some)
     shares = _stage_shares(first, policy, scorer)  # one pass over the corpus
     print(
         json.dumps(
@@ -186,7 +203,9 @@ def main() -> None:
                 "distinct_ratio": round(bare_distinct / distinct, 6),
                 "prompts_per_cpu_s": round(len(prompts) / routed_cpu, 1),
                 "distinct_prompts_per_cpu_s": round(len(base) / distinct_cpu, 1),
+                "text_memo_only_prompts_per_s": round(text_only_rows / text_only, 1),
                 "memo_texts": len(MEMO),
+                "memo_decisions": decisions_kept,
                 "stage_share_of_route_batch": shares,
                 "polars_threads": pl.thread_pool_size(),
                 "git_rev": _git_rev(),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 import numpy as np
@@ -35,12 +36,14 @@ def tiers_policy(*tiers: dict[str, Any]) -> Policy:
 
 
 class FixedScorer:
-    """A scorer that returns preset scores, so routing tests do not depend on heuristics."""
+    """A scorer that returns preset scores, so routing tests do not depend on heuristics.
 
-    version = "fixed-test"
+    Its scores go by position, not by row, so each instance is its own version: the
+    decision memo (keyed by scorer version) never hands one test's decisions to another."""
 
     def __init__(self, scores: list[float]) -> None:
         self.scores = np.asarray(scores, dtype=np.float64)
+        self.version = f"fixed-test/{uuid.uuid4().hex[:12]}"
 
     def score(self, features: pl.DataFrame, input_tokens: np.ndarray) -> np.ndarray:
         assert features.height == len(self.scores) == len(input_tokens)

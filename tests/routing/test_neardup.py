@@ -86,7 +86,7 @@ def test_reuse_sends_a_near_duplicate_with_its_representative() -> None:
     table = pa.table(
         {"prompt_id": ["a", "b", "c"], "prompt": [BASE, BASE + " please!", "Short one."]}
     )
-    out = route_batch(table, policy, HeuristicScorer(), memo=None).to_pydict()
+    out = route_batch(table, policy, HeuristicScorer(), memo=None, decisions=None).to_pydict()
     assert out["near_dup_of"] == [None, "a", None]
     assert out["dedupe_of"] == [None, "a", None]
     assert out["tier"][1] == out["tier"][0]

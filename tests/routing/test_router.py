@@ -287,9 +287,11 @@ def test_memo_results_are_identical_to_computing_everything(
     batches = _corpus_batches(corpus_path, 1500, 250)
     scorer = HeuristicScorer()
     memo = TextMemo()
-    plain = [route_batch(b, governed, scorer, memo=None) for b in batches]
-    cold = [route_batch(b, governed, scorer, memo=memo) for b in batches]  # fills as it goes
-    warm = [route_batch(b, governed, scorer, memo=memo) for b in batches]
+    plain = [route_batch(b, governed, scorer, memo=None, decisions=None) for b in batches]
+    cold = [
+        route_batch(b, governed, scorer, memo=memo, decisions=None) for b in batches
+    ]  # fills as it goes
+    warm = [route_batch(b, governed, scorer, memo=memo, decisions=None) for b in batches]
     assert len(memo) > 0
     for p, c, w in zip(plain, cold, warm, strict=True):
         assert c.equals(p)
@@ -301,12 +303,12 @@ def test_memo_results_are_identical_to_computing_everything(
 def test_a_tiny_memo_evicts_and_stays_identical(corpus_path: Path, governed: Policy) -> None:
     batches = _corpus_batches(corpus_path, 600, 200)
     scorer = HeuristicScorer()
-    plain = [route_batch(b, governed, scorer, memo=None) for b in batches]
+    plain = [route_batch(b, governed, scorer, memo=None, decisions=None) for b in batches]
     by_count, by_bytes = TextMemo(max_entries=7), TextMemo(max_bytes=4000)
     for memo in (by_count, by_bytes):
         for _ in range(2):
             for b, expected in zip(batches, plain, strict=True):
-                assert route_batch(b, governed, scorer, memo=memo).equals(expected)
+                assert route_batch(b, governed, scorer, memo=memo, decisions=None).equals(expected)
     assert 0 < len(by_count) <= 7
     assert 0 < by_bytes._bytes <= 4000
     assert by_bytes._bytes == sum(sys.getsizeof(t) for t in by_bytes._slots)
@@ -315,9 +317,15 @@ def test_a_tiny_memo_evicts_and_stays_identical(corpus_path: Path, governed: Pol
 def test_values_of_a_text_seen_as_system_then_as_prompt(default_policy: Policy) -> None:
     memo = TextMemo()
     text = "Explain why the sky is blue; compare with sunsets."
-    first = route_batch(_table(["hi"], [text]), default_policy, HeuristicScorer(), memo=memo)
-    again = route_batch(_table([text], [None]), default_policy, HeuristicScorer(), memo=memo)
-    alone = route_batch(_table([text], [None]), default_policy, HeuristicScorer(), memo=None)
+    first = route_batch(
+        _table(["hi"], [text]), default_policy, HeuristicScorer(), memo=memo, decisions=None
+    )
+    again = route_batch(
+        _table([text], [None]), default_policy, HeuristicScorer(), memo=memo, decisions=None
+    )
+    alone = route_batch(
+        _table([text], [None]), default_policy, HeuristicScorer(), memo=None, decisions=None
+    )
     assert first.column(EST_INPUT_TOKENS).to_pylist()[0] == 1 + count_tokens([text])[0]
     assert again.equals(alone)
 
@@ -330,18 +338,18 @@ def test_gaming_flags_from_the_memo_equal_computed_ones(default_policy: Policy) 
         "What is the capital of France?",
     ]
     memo = TextMemo()
-    alone = route_batch(_table(gamed), default_policy, HeuristicScorer(), memo=None)
+    alone = route_batch(_table(gamed), default_policy, HeuristicScorer(), memo=None, decisions=None)
     flags = alone.column("gaming_flags").to_pylist()
     assert flags[0] and flags[1] and flags[2] is None, flags
     for _ in range(2):  # cold, then from the memo
-        assert route_batch(_table(gamed), default_policy, HeuristicScorer(), memo=memo).equals(
-            alone
-        )
+        assert route_batch(
+            _table(gamed), default_policy, HeuristicScorer(), memo=memo, decisions=None
+        ).equals(alone)
     off = default_policy.model_copy(
         update={"gaming": default_policy.gaming.model_copy(update={"enabled": False})}
     )
     assert (
-        route_batch(_table(gamed), off, HeuristicScorer(), memo=memo)
+        route_batch(_table(gamed), off, HeuristicScorer(), memo=memo, decisions=None)
         .column("gaming_flags")
         .null_count
         == 3
@@ -350,18 +358,28 @@ def test_gaming_flags_from_the_memo_equal_computed_ones(default_policy: Policy) 
 
 def test_memo_off_keeps_nothing(default_policy: Policy) -> None:
     memo = TextMemo(max_entries=0)
-    out = route_batch(_table(["a", "b"]), default_policy, HeuristicScorer(), memo=memo)
+    out = route_batch(
+        _table(["a", "b"]), default_policy, HeuristicScorer(), memo=memo, decisions=None
+    )
     assert len(memo) == 0
-    assert out.equals(route_batch(_table(["a", "b"]), default_policy, HeuristicScorer(), memo=None))
+    assert out.equals(
+        route_batch(
+            _table(["a", "b"]), default_policy, HeuristicScorer(), memo=None, decisions=None
+        )
+    )
 
 
 def test_memo_is_thread_safe(corpus_path: Path, governed: Policy) -> None:
     batches = _corpus_batches(corpus_path, 1200, 100)
     scorer = HeuristicScorer()
-    plain = [route_batch(b, governed, scorer, memo=None) for b in batches]
+    plain = [route_batch(b, governed, scorer, memo=None, decisions=None) for b in batches]
     memo = TextMemo(max_entries=150)  # small: threads evict each other's texts
     with ThreadPoolExecutor(max_workers=4) as pool:
-        routed = list(pool.map(lambda b: route_batch(b, governed, scorer, memo=memo), batches * 3))
+        routed = list(
+            pool.map(
+                lambda b: route_batch(b, governed, scorer, memo=memo, decisions=None), batches * 3
+            )
+        )
     for out, expected in zip(routed, plain * 3, strict=True):
         assert out.equals(expected)
 
