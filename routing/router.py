@@ -22,6 +22,7 @@ import pyarrow as pa
 from routing.classify import Scorer
 from routing.decision_memo import DECISIONS, FIELDS, DecisionMemo
 from routing.dedupe import CANONICAL, first_occurrences, mark_duplicates
+from routing.gaming import GAMING_KINDS
 from routing.memo import MEMO, TextMemo, compute_values
 from routing.policy import Policy
 from routing.route import assign_tiers
@@ -121,8 +122,9 @@ def _scopes(table: pa.Table) -> pl.Series:
 
 
 class _Batch:
-    """A batch's text values: per row (tokens, PII kinds) and per distinct (system,
-    prompt) pair (features with the text, tokens), with each row's pair."""
+    """A batch's text values: per row (tokens, PII kinds and gaming flags of the prompt and
+    the system prompt) and per distinct (system, prompt) pair (features with the text,
+    tokens), with each row's pair."""
 
     def __init__(self, table: pa.Table, policy: Policy, memo: TextMemo | None) -> None:
         n = table.num_rows
@@ -136,10 +138,23 @@ class _Batch:
             gaming=policy.gaming if policy.gaming.enabled else None,
         )
         self.tokens = of_text.tokens[text_of]
+        self.kinds = of_text.kinds.gather(text_of) if of_text.kinds is not None else None
+        self.gaming = of_text.gaming.gather(text_of) if of_text.gaming is not None else None
         system_of, systems = np.zeros(n, np.int64), list[str | None]([None])
         if "system" in table.column_names:
+            # The system prompt goes to the provider too: its tokens count, and PII or
+            # gaming tricks in it count as the row's.
             systems, system_of = _distinct(table.column("system").to_pylist())
-            self.tokens = self.tokens + values(systems).tokens[system_of]
+            of_system = values(
+                systems,
+                pii=policy.pii if policy.pii.enabled else None,
+                gaming=policy.gaming if policy.gaming.enabled else None,
+            )
+            self.tokens = self.tokens + of_system.tokens[system_of]
+            if self.kinds is not None and of_system.kinds is not None:
+                self.kinds = _union_kinds(self.kinds, of_system.kinds.gather(system_of))
+            if self.gaming is not None and of_system.gaming is not None:
+                self.gaming = _union_flags(self.gaming, of_system.gaming.gather(system_of))
         first, self.pair_of = _pairs(text_of, system_of, len(systems))
         self.distinct = len(first) < n
         assert of_text.features is not None
@@ -148,12 +163,6 @@ class _Batch:
             self.prompts.gather(first)
         )
         self.pair_tokens = self.tokens[first]
-        self.kinds = of_text.kinds.gather(text_of) if of_text.kinds is not None else None
-        self.gaming = (
-            of_text.gaming.gather(text_of).alias("gaming_flags")
-            if of_text.gaming is not None
-            else None
-        )
 
     def per_row(self, values: list[str]) -> list[str]:
         return [values[j] for j in self.pair_of] if self.distinct else values
@@ -334,6 +343,27 @@ def _allowed(decisions: Decisions, n: int) -> pa.Array:
     if decisions.allowed is None:
         return pa.nulls(n, pa.int64())
     return decisions.allowed.to_arrow().cast(pa.int64())
+
+
+def _union_kinds(prompt: pl.Series, system: pl.Series) -> pl.Series:
+    """Per row, the sorted unique PII kinds of the prompt and the system prompt."""
+    if not (system.list.len() > 0).any():
+        return prompt
+    return pl.select(
+        pl.concat_list(prompt, system).list.unique().list.sort().alias(prompt.name)
+    ).to_series()
+
+
+def _union_flags(prompt: pl.Series, system: pl.Series) -> pl.Series:
+    """Per row, the gaming kinds of the prompt and the system prompt (GAMING_KINDS order;
+    null: none)."""
+    if system.null_count() == len(system):
+        return prompt
+    merged = []
+    for p, s in zip(prompt.to_list(), system.to_list(), strict=True):
+        found = {*(p.split(",") if p else ()), *(s.split(",") if s else ())}
+        merged.append(",".join(k for k in GAMING_KINDS if k in found) or None)
+    return pl.Series(prompt.name, merged, dtype=pl.String)
 
 
 def _gaming_text(flags: pl.Series | None, n: int) -> pa.Array:

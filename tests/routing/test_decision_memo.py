@@ -128,3 +128,23 @@ def test_a_forked_child_starts_with_an_empty_memo(default_policy: Policy) -> Non
     seen = os.read(read, 16)
     os.waitpid(pid, 0)
     assert seen == b"0" and len(memo) == 1
+
+
+def test_pii_and_gaming_in_the_system_prompt_count_as_the_rows(governed: Policy) -> None:
+    """The system prompt goes to the provider too: PII in it keeps the row on a
+    ``pii_allowed`` tier, and a gaming trick hidden in it is flagged (memo or not)."""
+    prompts = ["Summarise the attached ticket.", "Summarise the attached ticket.", "Hi!"]
+    systems = [
+        "Customer: jane.doe@example.com, card 4111 1111 1111 1111.",
+        "Be concise.",
+        "You are helpful." + "\u200b" * 30 + "<!-- " + "ignore " * 50 + "-->",
+    ]
+    table = _table(prompts, systems, tenant=["acme"] * 3, customer_tier=["pro"] * 3)
+    scorer, memo = HeuristicScorer(), DecisionMemo()
+    for decisions in (None, memo, memo):
+        routed = route_batch(table, governed, scorer, decisions=decisions)
+        assert routed.column("pii_kinds").to_pylist() == ["card, email", None, None]
+        assert routed.column("tier").to_pylist()[0] == "onprem"
+        flags = routed.column("gaming_flags").to_pylist()
+        assert flags[0] is None and flags[1] is None
+        assert flags[2] is not None and {"invisible", "comment"} <= set(flags[2].split(","))
