@@ -158,4 +158,5 @@ def render_report(report: dict[str, Any]) -> Group:
 def _scope_filters(report: dict[str, Any]) -> str:
     filters = {k: v for k, v in report["filters"].items() if v is not None}
     shown = ", ".join(f"{k} {v}" for k, v in filters.items()) or "no filter"
-    return f"{report['jobs_searched']:,} jobs searched; {shown}"
+    n = report["jobs_searched"]
+    return f"{n:,} job{'' if n == 1 else 's'} searched; {shown}"
