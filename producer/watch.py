@@ -3,9 +3,11 @@
 For each file version ``(key, ETag, size)`` a watcher takes the file's lease in Redis
 (``producer/watch_claims.py``), records or adopts its job id, plans and submits the job
 exactly as ``batch-router submit`` does (tenant from the folder ``inbox/<tenant>/``),
-renews the lease while the job runs, and once the job has ended moves the file to
-``processed/`` or, with an ``error.json``, to ``failed/`` (``producer/watch_store.py``).
-The input stays in the inbox, readable by the fleet, until its job has ended.
+renews the lease while the job is planned and while it runs, and once the job has ended
+moves the file to ``processed/`` or, with an ``error.json``, to ``failed/``
+(``producer/watch_store.py``). The input stays in the inbox, readable by the fleet, until
+its job has ended. Should two watchers still both submit the file's job (a lease lost
+during planning), registration is atomic: one registers it, the other waits for it.
 
 Files are found by listing the inbox (:meth:`Watcher.poll`) or from S3 event
 notifications on SQS (``producer/watch_sqs.py``). On ``stop`` (SIGTERM) a watcher takes
@@ -24,18 +26,20 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from producer.plan import new_job_id
+from producer.plan import build_plan, new_job_id
 from producer.watch_claims import Claims, DropFile
-from producer.watch_store import DropFolder, Inbox, s3_client
-from routing.errors import InputError
+from producer.watch_store import DropFolder, Inbox, ReplacedError, s3_client
+from routing.errors import InputError, JobConflictError
 from routing.policy import Policy
 from workers.jobstate import JobStatus
 from workers.settings import Settings
 
 log = logging.getLogger("batch_router.watch")
 
-Outcome = Literal["processed", "failed", "skipped", "busy", "gone", "handed-back", "error"]
-FINAL = ("processed", "failed", "skipped", "gone")  # nothing left to do for this file
+Outcome = Literal[
+    "processed", "failed", "replaced", "skipped", "busy", "gone", "handed-back", "error"
+]
+FINAL = ("processed", "failed", "replaced", "skipped", "gone")  # nothing left to do for it
 FINAL_STATES = ("succeeded", "failed")
 
 
@@ -159,13 +163,13 @@ class Watcher:
             return self._fail(f, job_id, "input", f"{f.uri}: not a .parquet file")
         status = self.jobs.status(job_id)
         if status is None:
-            from producer.jobs import submit_job
-
             try:
-                submit_job(self.settings, self.policy, f.uri, self.output, job_id, tenant)
+                submitted = self._submit(f, job_id, tenant)
             except InputError as exc:
                 return self._fail(f, job_id, "plan", str(exc))
-            self._say(f"submitted {f.uri} as job {job_id} (tenant {tenant})")
+            if submitted is None:
+                return Result(f, "handed-back", job_id, "lease lost while planning")
+            self._say(f"{submitted} {f.uri} as job {job_id} (tenant {tenant})")
         elif not fresh:
             self._say(f"adopted job {job_id} of {f.uri} ({status.state})")
         final = self._wait(f, job_id)
@@ -173,9 +177,42 @@ class Watcher:
             return Result(f, "handed-back", job_id)
         if final.state != "succeeded":
             return self._fail(f, job_id, "job", self._job_error(job_id, final))
-        moved = self.inbox.move(f, self.folder.destination("processed", f, job_id))
+        try:
+            moved = self.inbox.move(f, self.folder.destination("processed", f, job_id))
+        except ReplacedError as exc:
+            return self._replaced(f, job_id, exc)
         self.claims.finish(f, {"outcome": "processed", "job_id": job_id, "moved_to": moved})
         return Result(f, "processed", job_id, f"→ {moved}")
+
+    def _replaced(
+        self, f: DropFile, job_id: str, exc: ReplacedError, why: str = "", record: bool = True
+    ) -> Result:
+        """The file was replaced while its job ran: the job's input is recorded as replaced;
+        the new version stays in the inbox and is handled as a new file."""
+        detail = f"{exc} while job {job_id} ran{why}; its new version stays in the inbox"
+        log.warning("replaced %s: %s", f.uri, detail)
+        if record:
+            self.claims.finish(f, {"outcome": "replaced", "job_id": job_id, "error": detail})
+        return Result(f, "replaced", job_id, detail)
+
+    def _submit(self, f: DropFile, job_id: str, tenant: str) -> str | None:
+        """Plan and submit as ``batch-router submit`` does, the lease renewed meanwhile:
+        "submitted", "adopted" (another watcher registered the job first), or None (the
+        lease was lost while planning: the watcher holding it now submits)."""
+        from producer.submit import submit
+        from workers.storage import Storage
+
+        with self.claims.renewing(f) as lease:
+            storage = Storage(self.settings.s3)
+            rows = self.settings.rows_per_chunk
+            plan = build_plan(storage, self.policy, f.uri, self.output, rows, job_id, tenant)
+            if lease.lost.is_set() or not self.claims.renew(f):
+                return None
+            try:
+                submit(self.settings, plan)
+            except JobConflictError:
+                return "adopted"
+        return "submitted"
 
     def _wait(self, f: DropFile, job_id: str) -> JobStatus | None:
         """Poll the job until it ends, renewing the lease; None when handing back (stop,
@@ -212,7 +249,10 @@ class Watcher:
             "at": datetime.now(UTC).isoformat(timespec="seconds"),
         }
         error_uri = self.inbox.write_error(f, job_id, detail)
-        moved = self.inbox.move(f, self.folder.destination("failed", f, job_id))
+        try:
+            moved = self.inbox.move(f, self.folder.destination("failed", f, job_id))
+        except ReplacedError as exc:
+            return self._replaced(f, job_id, exc, f" ({error}; {error_uri})", record)
         if record:
             outcome = {"outcome": "failed", "job_id": job_id, "moved_to": moved, "error": error}
             self.claims.finish(f, outcome)

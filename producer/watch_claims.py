@@ -3,7 +3,8 @@
 A dropped file is identified by ``(bucket, key, ETag, size)``. Three keys per file:
 
 - ``br:watch:<id>:lease`` — the watcher handling it (``SET NX PX``); renewed while its job
-  runs, so a watcher that dies lets the lease expire and another watcher takes over;
+  is planned (from a background thread, :meth:`Claims.renewing`) and while it runs, so a
+  watcher that dies lets the lease expire and another watcher takes over;
 - ``br:watch:<id>:job`` — the job id chosen for it (``SET NX``): a watcher taking over
   adopts that job instead of submitting a second one;
 - ``br:watch:<id>:done`` — the outcome once the file is moved (kept ``ttl_s``): late or
@@ -15,7 +16,10 @@ from __future__ import annotations
 import hashlib
 import json
 import secrets
-from dataclasses import dataclass
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from typing import Any
 
 import redis
@@ -59,6 +63,13 @@ class DropFile:
         return hashlib.sha256(raw).hexdigest()[:32]
 
 
+@dataclass(frozen=True)
+class Lease:
+    """Set once a renewal found the lease gone (another watcher may hold it now)."""
+
+    lost: threading.Event = field(default_factory=threading.Event)
+
+
 def lease_key(f: DropFile) -> str:
     return f"{PREFIX}:{f.ident}:lease"
 
@@ -100,6 +111,31 @@ class Claims:
     def renew(self, f: DropFile) -> bool:
         """Extend our lease; False if it expired and may belong to another watcher now."""
         return bool(self._renew(keys=[lease_key(f)], args=[self.owner, self._lease_ms]))
+
+    @contextmanager
+    def renewing(self, f: DropFile) -> Iterator[Lease]:
+        """Renew the lease every third of its term from a background thread while the
+        block runs (planning may outlast a lease); ``lost`` tells if it was lost anyway."""
+        lease = Lease()
+        stop = threading.Event()
+
+        def keep() -> None:
+            while not stop.wait(self._lease_ms / 3000):
+                try:
+                    ours = self.renew(f)
+                except redis.RedisError:  # a hiccup: try again next period
+                    continue
+                if not ours:
+                    lease.lost.set()
+                    return
+
+        thread = threading.Thread(target=keep, name=f"lease-{f.ident[:8]}", daemon=True)
+        thread.start()
+        try:
+            yield lease
+        finally:
+            stop.set()
+            thread.join()
 
     def release(self, f: DropFile) -> None:
         self._release(keys=[lease_key(f)], args=[self.owner])

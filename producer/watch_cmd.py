@@ -75,6 +75,10 @@ def watch(
     else:
         watcher.poll(once)
     failed = watcher.counts["failed"] + watcher.counts["error"]
-    err.print(f"stopped: {watcher.counts['processed']} processed, {failed} failed")
+    replaced = watcher.counts["replaced"]  # replaced while its job ran: the new one is new
+    err.print(
+        f"stopped: {watcher.counts['processed']} processed, {failed} failed"
+        + (f", {replaced} replaced in the inbox while their job ran" if replaced else "")
+    )
     if once and failed:
         raise typer.Exit(1)

@@ -24,6 +24,10 @@ from workers.settings import Settings
 NO_TENANT = "_no-tenant"
 
 
+class ReplacedError(Exception):
+    """The inbox holds another version of the file now: nothing was copied or deleted."""
+
+
 def s3_client(settings: Settings) -> Any:
     s3 = settings.s3
     return boto3.client(
@@ -117,10 +121,19 @@ class Inbox:
         return DropFile(self.folder.bucket, key, obj["ETag"].strip('"'), obj["ContentLength"])
 
     def move(self, f: DropFile, dest_key: str) -> str:
-        """Copy ``f`` to ``dest_key``, then delete it from the inbox unless it was replaced
-        meanwhile (a new version is a new file). Returns the destination URI."""
+        """Copy exactly the version ``f`` to ``dest_key`` (``CopySourceIfMatch``, which the
+        managed copy also applies to a multipart copy's HEAD and parts), then delete it
+        from the inbox unless it was replaced meanwhile (a new version is a new file).
+        Returns the destination URI; ReplacedError if ``f`` was already replaced."""
         source = {"Bucket": f.bucket, "Key": f.key}
-        self._c.copy(source, f.bucket, dest_key, ExtraArgs=self._sse or None)
+        pinned = {**self._sse, "CopySourceIfMatch": f'"{f.etag}"'}
+        try:
+            self._c.copy(source, f.bucket, dest_key, ExtraArgs=pinned)
+        except ClientError as exc:
+            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+            if status == 412 or exc.response.get("Error", {}).get("Code") == "PreconditionFailed":
+                raise ReplacedError(f"{f.uri}: replaced since ETag {f.etag}") from exc
+            raise
         current = self.head(f.key)
         if current is not None and current.etag == f.etag:
             self._c.delete_object(Bucket=f.bucket, Key=f.key)

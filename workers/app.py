@@ -72,7 +72,10 @@ def make_app(settings: Settings) -> Celery:
             "task": "nightly_tick",
             "schedule": settings.nightly_tick_s,
             "args": [schedule_args(settings.schedule)],
-            "options": {"queue": INGEST_QUEUE, "expires": settings.nightly_tick_s},
+            # finalize: a small queue, always served, so a backlog of ingest messages
+            # cannot hold ticks back until they expire; a late tick is harmless (the
+            # window claim starts each window once), so it may wait several periods
+            "options": {"queue": FINALIZE_QUEUE, "expires": 10 * settings.nightly_tick_s},
         }
     app.conf.batch_router_settings = settings
     return app

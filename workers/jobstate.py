@@ -160,6 +160,17 @@ class MemoryJobTracker:
             return list(self._dead[job_id])
 
 
+# KEYS[1] job hash, KEYS[2..] the job's other (stale) keys; ARGV[1] TTL s, ARGV[2..]
+# field, value pairs. 1 if registered, 0 if the job is running (nothing changed): the
+# check and the write are one step, so of two racing registrations exactly one wins.
+_REGISTER_LUA = """
+if redis.call('HGET', KEYS[1], 'state') == 'running' then return 0 end
+for i = 1, #KEYS do redis.call('DEL', KEYS[i]) end
+redis.call('HSET', KEYS[1], unpack(ARGV, 2))
+redis.call('EXPIRE', KEYS[1], tonumber(ARGV[1]))
+return 1
+"""
+
 # KEYS[1] chunk expected set, KEYS[2] chunk done set, KEYS[3] job chunks_done set,
 # KEYS[4] job hash, KEYS[5] job parts hash
 # ARGV[1] part name, ARGV[2] counts JSON, ARGV[3] chunk number, ARGV[4] total chunks,
@@ -192,27 +203,28 @@ class RedisJobTracker:
         self._r = client
         self._ttl = ttl_s
         self._complete = client.register_script(_COMPLETE_LUA)
+        self._register = client.register_script(_REGISTER_LUA)
 
     @classmethod
     def from_url(cls, url: str, ttl_s: int) -> RedisJobTracker:
         return cls(redis.Redis.from_url(url, decode_responses=True), ttl_s)
 
     def register(self, job_id: str, meta: dict[str, Any]) -> None:
-        """Start a job's state afresh; a finished job's id may be reused, a running one not."""
-        if self._r.hget(keys.job(job_id), "state") == "running":
-            raise JobConflictError(f"job {job_id} is already running")
+        """Start a job's state afresh; a finished job's id may be reused, a running one not
+        (atomically: of two registrations racing for one id, the second is refused)."""
+        job = keys.job(job_id)
         stale = list(self._r.scan_iter(match=keys.job_pattern(job_id), count=1000))
-        pipe = self._r.pipeline()
-        if stale:
-            pipe.delete(*stale)
-        pipe.hset(
-            keys.job(job_id),
-            mapping={k: str(v) for k, v in meta.items()}
-            | {"state": "running", "updated_at": f"{time.time():.3f}"},
+        fields = {k: str(v) for k, v in meta.items()} | {
+            "state": "running",
+            "updated_at": f"{time.time():.3f}",
+        }
+        pairs = [x for item in fields.items() for x in item]
+        registered = self._register(
+            keys=[job, *(k for k in stale if k != job)], args=[self._ttl, *pairs]
         )
-        pipe.expire(keys.job(job_id), self._ttl)
-        pipe.zadd(keys.jobs_index(), {job_id: time.time()})
-        pipe.execute()
+        if not registered:
+            raise JobConflictError(f"job {job_id} is already running")
+        self._r.zadd(keys.jobs_index(), {job_id: time.time()})
 
     def expect(self, job_id: str, chunk: int, parts: list[str]) -> None:
         key = keys.chunk_expected(job_id, chunk)

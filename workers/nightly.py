@@ -16,15 +16,18 @@ claimed — so after an outage only the latest missed window runs (caught up onc
 the whole backlog. The claim is one Lua call in Redis (``SET NX`` of the window's key,
 guarded by the schedule's last claimed window, which only moves forward): two beats, or
 two ticks racing, never start the same window twice, nor an older window after a newer.
+The job id is derived from (schedule, window) alone, so a tick retrying a window whose
+submission failed half-way (job registered, then an error) finds that job and adopts it
+instead of submitting a second one.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
-import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +36,8 @@ import yaml
 from croniter import croniter
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from routing.errors import ConfigError, PermanentError
+from routing.errors import ConfigError, JobConflictError, PermanentError
+from workers.jobstate import RedisJobTracker
 from workers.settings import Settings
 
 log = logging.getLogger("batch_router.nightly")
@@ -89,11 +93,11 @@ class Schedule(BaseModel):
         return value
 
     def latest_window(self, now: datetime) -> datetime:
-        """The last fire time at or before ``now`` (UTC)."""
-        now = now.astimezone(UTC).replace(microsecond=0)
-        if croniter.match(self.cron, now):
-            return now
-        prev: datetime = croniter(self.cron, now).get_prev(datetime)
+        """The last fire time at or before ``now`` (UTC): minute-aligned for a 5-field
+        cron, second-aligned with a seconds field — every tick inside one fire minute
+        (or second) gets the same window."""
+        start = now.astimezone(UTC).replace(microsecond=0) + timedelta(seconds=1)
+        prev: datetime = croniter(self.cron, start).get_prev(datetime)
         return prev.astimezone(UTC)
 
     def render(self, template: str, window: datetime) -> str:
@@ -132,8 +136,11 @@ def window_key(name: str, window: datetime) -> str:
     return f"{PREFIX}:{name}:window:{stamp(window)}"
 
 
-def new_job_id(schedule: Schedule, window: datetime) -> str:
-    return f"nightly-{schedule.name}-{stamp(window)}-{secrets.token_hex(3)}"
+def job_id_for(schedule: Schedule, window: datetime) -> str:
+    """The window's job id, the same on every tick and every beat: ``nightly-<name>-<stamp>-``
+    plus 6 hex digits of a hash of (name, window), in the shape of ``new_job_id``'s ids."""
+    digest = hashlib.sha256(f"{schedule.name}\0{stamp(window)}".encode()).hexdigest()[:6]
+    return f"nightly-{schedule.name}-{stamp(window)}-{digest}"
 
 
 @dataclass(frozen=True)
@@ -142,6 +149,7 @@ class Fired:
     window: datetime
     job_id: str
     error: str | None = None
+    adopted: bool = False  # the job was already registered: not submitted again
 
 
 Submit = Callable[[Settings, Schedule, datetime, str], None]
@@ -154,20 +162,31 @@ def tick(
     submit: Submit,
     client: redis.Redis | None = None,
 ) -> list[Fired]:
-    """Submit the latest due window of every schedule that has not been claimed yet."""
+    """Submit the latest due window of every schedule that has not been claimed yet; a
+    window whose job is already registered (an earlier attempt failed after registering
+    it) is adopted, not submitted again."""
     r = client or redis.Redis.from_url(settings.state_redis(), decode_responses=True)
     claim, unclaim = r.register_script(_CLAIM), r.register_script(_UNCLAIM)
+    jobs = RedisJobTracker(r, settings.job_ttl_s)
     fired = []
     for schedule in schedules:
         window = schedule.latest_window(now)
-        job_id = new_job_id(schedule, window)
+        job_id = job_id_for(schedule, window)
         keys = [last_key(schedule.name), window_key(schedule.name, window)]
         epoch = int(window.timestamp())
         previous = claim(keys=keys, args=[epoch, job_id, settings.job_ttl_s])
         if previous is None:
             continue
         try:
+            if jobs.status(job_id) is not None:
+                raise JobConflictError(f"job {job_id} is already registered")
             submit(settings, schedule, window, job_id)
+        except JobConflictError:  # registered by an earlier, interrupted attempt: adopt it
+            fired.append(Fired(schedule.name, window, job_id, adopted=True))
+            log.warning(
+                "nightly %s window %s: adopted job %s", schedule.name, stamp(window), job_id
+            )
+            continue
         except PermanentError as exc:  # e.g. no input for that night: recorded, not retried
             r.set(keys[1], f"{job_id} not submitted: {exc}", ex=settings.job_ttl_s)
             fired.append(Fired(schedule.name, window, job_id, str(exc)))

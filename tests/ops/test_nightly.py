@@ -185,6 +185,9 @@ def test_windows_and_schedule_file_checks(tmp_path: Path) -> None:
     daily = nightly.Schedule(name="d", cron="15 2 * * *", input="s3://i/{date}/", output="s3://o/")
     at = datetime(2026, 12, 4, 2, 15, tzinfo=UTC)
     assert daily.latest_window(at) == at  # a fire time is its own window
+    for late in (1, 5, 35, 59):  # any instant of the fire minute: the same window
+        assert daily.latest_window(at.replace(second=late, microsecond=999_999)) == at
+    assert daily.latest_window(at.replace(minute=16)) == at
     assert daily.latest_window(at.replace(minute=14)) == datetime(2026, 12, 3, 2, 15, tzinfo=UTC)
     assert daily.render(daily.input, at) == "s3://i/2026-12-04/"
     fast = daily.model_copy(update={"cron": "* * * * * */4"})
@@ -201,3 +204,85 @@ def test_windows_and_schedule_file_checks(tmp_path: Path) -> None:
     twice.write_text(yaml.safe_dump({"schedules": [entry, entry]}))
     with pytest.raises(nightly.ConfigError, match="unique"):
         nightly.load_schedules(twice)
+
+
+def test_ticks_inside_the_fire_minute_start_one_job(
+    ops_fleet: ops.OpsStack, night_bucket: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A 30 s tick lands twice in a 5-field cron's fire minute: one window, one job."""
+    settings = _settings(ops_fleet, monkeypatch)
+    client = services.s3_client(ops_fleet.env["BATCH_ROUTER_S3__ENDPOINT_URL"])
+    _upload(client, night_bucket, "minute/2026-12-04/part-0.parquet")
+    name = f"minute-{uuid.uuid4().hex[:6]}"
+    schedule = nightly.Schedule(
+        name=name,
+        cron="15 2 * * *",
+        input=f"s3://{night_bucket}/minute/{{date}}/",
+        output=f"s3://{night_bucket}/minute-out/",
+    )
+    fire = datetime(2026, 12, 4, 2, 15, tzinfo=UTC)
+    fired = []
+    for second, micro in [(0, 0), (5, 250_000), (35, 0), (59, 999_999)]:
+        now = fire.replace(second=second, microsecond=micro)
+        fired += nightly.tick(settings, [schedule], now, nightly.fleet_submit)
+    fired += nightly.tick(
+        settings, [schedule], fire.replace(minute=16, second=5), nightly.fleet_submit
+    )
+    assert [f.window for f in fired] == [fire], fired  # one window, submitted once
+    (job,) = _wait_finished(ops_fleet.redis_url, f"nightly-{name}-", 1)
+    assert job.job_id == nightly.job_id_for(schedule, fire) and job.state == "succeeded", job
+
+
+def test_a_window_whose_submission_failed_after_registering_is_adopted(
+    ops_fleet: ops.OpsStack, night_bucket: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The job was registered and its chunks queued, then Redis "failed": the next tick
+    finds the job by its deterministic id and adopts it instead of submitting again."""
+    settings = _settings(ops_fleet, monkeypatch)
+    client = services.s3_client(ops_fleet.env["BATCH_ROUTER_S3__ENDPOINT_URL"])
+    _upload(client, night_bucket, "flaky/2026-12-04/part-0.parquet")
+    name = f"flaky-{uuid.uuid4().hex[:6]}"
+    schedule = nightly.Schedule(
+        name=name,
+        cron="0 2 * * *",
+        input=f"s3://{night_bucket}/flaky/{{date}}/",
+        output=f"s3://{night_bucket}/flaky-out/",
+    )
+    submissions: list[str] = []
+
+    def submit_then_fail(
+        s: Settings, sched: nightly.Schedule, window: datetime, job_id: str
+    ) -> None:
+        submissions.append(job_id)
+        nightly.fleet_submit(s, sched, window, job_id)
+        if len(submissions) == 1:
+            raise ConnectionError("connection reset while recording the submission")
+
+    at = datetime(2026, 12, 4, 3, 0, tzinfo=UTC)
+    with pytest.raises(ConnectionError):
+        nightly.tick(settings, [schedule], at, submit_then_fail)
+    (retry,) = nightly.tick(settings, [schedule], at.replace(minute=1), submit_then_fail)
+    assert len(submissions) == 1, submissions  # never submitted a second time
+    assert retry.job_id == submissions[0] and retry.error is None and retry.adopted, retry
+    assert nightly.tick(settings, [schedule], at.replace(minute=2), submit_then_fail) == []
+    (job,) = _wait_finished(ops_fleet.redis_url, f"nightly-{name}-", 1)
+    assert job.job_id == submissions[0] and job.state == "succeeded", job
+    assert job.job_id == nightly.job_id_for(schedule, at.replace(hour=2))
+    assert nightly.job_id_for(schedule, at.replace(hour=2)) != nightly.job_id_for(schedule, at)
+
+
+def test_beat_sends_ticks_to_the_finalize_queue_with_a_lenient_expiry(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Not behind the ingest backlog (ticks there expired unread), and a late tick may
+    still run: the window claim makes an extra tick harmless."""
+    from workers.app import FINALIZE_QUEUE, make_app
+
+    path = tmp_path / "schedules.yaml"
+    entry = {"name": "x", "cron": "0 2 * * *", "input": "s3://i/", "output": "s3://o/"}
+    path.write_text(yaml.safe_dump({"schedules": [entry]}))
+    monkeypatch.setenv("BATCH_ROUTER_SCHEDULE", str(path))
+    monkeypatch.setenv("BATCH_ROUTER_NIGHTLY_TICK_S", "30")
+    options = make_app(Settings()).conf.beat_schedule["nightly-tick"]["options"]
+    assert options["queue"] == FINALIZE_QUEUE
+    assert options["expires"] >= 3 * 30

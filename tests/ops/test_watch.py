@@ -9,6 +9,7 @@ import json
 import os
 import signal
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -257,6 +258,147 @@ def test_watch_once_exits_1_when_a_file_fails(ops_fleet: ops.OpsStack, drop_buck
         if k.endswith("error.json")
     ]
     assert any(f"already handled as job {job_id}" in e["error"] for e in duplicate), duplicate
+
+
+# ---------------------------------------------------------------- in-process watchers
+
+
+def _watchers(
+    stack: ops.OpsStack, bucket: str, monkeypatch: pytest.MonkeyPatch, count: int
+) -> list[Any]:
+    """``count`` watchers in this process (each with its own lease owner), so a test can
+    hold one inside planning while another takes its turn."""
+    from producer.watch import Watcher
+    from routing.policy import load_policy
+    from workers.settings import Settings
+
+    for name, value in _env(stack).items():
+        if name.startswith("BATCH_ROUTER_"):
+            monkeypatch.setenv(name, value)
+    settings = Settings()
+    policy = load_policy(settings.policy_path)
+    inbox, out = f"s3://{bucket}/inbox/", f"s3://{bucket}/out/"
+    return [Watcher(settings, policy, inbox, out) for _ in range(count)]
+
+
+def _hold_planning(monkeypatch: pytest.MonkeyPatch, during: Callable[[], None]) -> None:
+    """The first plan reads its footers only after ``during()`` returns (in the planner's
+    thread) — a slow planner, on the real object store."""
+    from producer import plan
+
+    real, held = plan.read_footers, threading.Lock()
+
+    def read_footers(*args: Any, **kwargs: Any) -> Any:
+        if held.acquire(blocking=False):
+            during()
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(plan, "read_footers", read_footers)
+
+
+def _count_submissions(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Job ids passed to ``producer.submit.submit`` (register + enqueue) in this process."""
+    from producer import submit
+
+    calls: list[str] = []
+    real = submit.submit
+
+    def counted(settings: Any, plan: Any) -> None:
+        calls.append(plan.context.job_id)
+        real(settings, plan)
+
+    monkeypatch.setattr(submit, "submit", counted)
+    return calls
+
+
+def test_a_plan_outlasting_the_lease_keeps_it_and_submits_once(
+    ops_fleet: ops.OpsStack, drop_bucket: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Planning takes longer than the lease: the lease is renewed meanwhile, so a second
+    watcher finds the file busy instead of adopting the job id and submitting it too."""
+    stack, bucket = ops_fleet, drop_bucket
+    client = services.s3_client(stack.env["BATCH_ROUTER_S3__ENDPOINT_URL"])
+    client.put_object(Bucket=bucket, Key="inbox/acme/slow.parquet", Body=_parquet(30, seed=8))
+    first, second = _watchers(stack, bucket, monkeypatch, 2)
+    (f,) = first.inbox.list()
+    submissions = _count_submissions(monkeypatch)
+    meanwhile: list[Any] = []
+
+    def other_watcher_tries() -> None:
+        time.sleep(LEASE_S + 1.5)  # past the lease's term: only renewal still holds it
+        meanwhile.append(second.handle(f))
+
+    _hold_planning(monkeypatch, other_watcher_tries)
+    try:
+        result = first.handle(f)
+    finally:
+        first.drain()
+        second.drain()
+    assert [r.outcome for r in meanwhile] == ["busy"], meanwhile
+    assert result.outcome == "processed", result
+    assert submissions == [result.job_id]
+    assert [j.job_id for j in _jobs_for(stack.redis_url, f.uri)] == [result.job_id]
+    assert _keys(client, bucket, "processed/") == [f"processed/acme/{result.job_id}/slow.parquet"]
+
+
+def test_a_watcher_losing_the_registration_race_waits_for_the_winners_job(
+    ops_fleet: ops.OpsStack, drop_bucket: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another submitter registers the file's job id while this watcher plans it: the
+    atomic registration refuses the second one, which waits for that job instead."""
+    from producer.jobs import submit_job
+
+    stack, bucket = ops_fleet, drop_bucket
+    client = services.s3_client(stack.env["BATCH_ROUTER_S3__ENDPOINT_URL"])
+    client.put_object(Bucket=bucket, Key="inbox/acme/race.parquet", Body=_parquet(30, seed=9))
+    (watcher,) = _watchers(stack, bucket, monkeypatch, 1)
+    (f,) = watcher.inbox.list()
+    submissions = _count_submissions(monkeypatch)
+
+    def rival_submits() -> None:
+        job_id, _ = watcher.claims.job_for(f, "unused")  # the id this watcher recorded
+        submit_job(watcher.settings, watcher.policy, f.uri, watcher.output, job_id, "acme")
+
+    _hold_planning(monkeypatch, rival_submits)
+    try:
+        result = watcher.handle(f)
+    finally:
+        watcher.drain()
+    assert result.outcome == "processed", result
+    assert submissions == [result.job_id, result.job_id]  # the rival's, then refused
+    assert [j.job_id for j in _jobs_for(stack.redis_url, f.uri)] == [result.job_id]
+    (job,) = _jobs_for(stack.redis_url, f.uri)
+    assert job.state == "succeeded" and job.chunks_done == job.total_chunks, job
+
+
+def test_a_file_replaced_while_its_job_ran_stays_in_the_inbox_as_a_new_file(
+    ops_fleet: ops.OpsStack, drop_bucket: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The copy to processed/ is pinned to the job's version (CopySourceIfMatch, honoured
+    by SeaweedFS): a newer version is neither copied nor deleted, and runs as its own job."""
+    stack, bucket = ops_fleet, drop_bucket
+    client = services.s3_client(stack.env["BATCH_ROUTER_S3__ENDPOINT_URL"])
+    key, old, new = "inbox/acme/daily.parquet", _parquet(20, seed=10), _parquet(25, seed=11)
+    client.put_object(Bucket=bucket, Key=key, Body=old)
+    (watcher,) = _watchers(stack, bucket, monkeypatch, 1)
+    (f,) = watcher.inbox.list()
+    _hold_planning(monkeypatch, lambda: client.put_object(Bucket=bucket, Key=key, Body=new))
+    try:
+        result = watcher.handle(f)
+        assert result.outcome == "replaced", result
+        assert f"while job {result.job_id} ran" in result.detail
+        assert _keys(client, bucket, "processed/") == []
+        assert client.get_object(Bucket=bucket, Key=key)["Body"].read() == new
+        assert (watcher.claims.done(f) or {}).get("outcome") == "replaced"
+        (g,) = watcher.inbox.list()  # the new version: a new file, handled on its own
+        assert g.etag != f.etag and watcher.claims.done(g) is None
+        again = watcher.handle(g)
+    finally:
+        watcher.drain()
+    assert again.outcome == "processed" and again.job_id != result.job_id, again
+    (moved,) = _keys(client, bucket, "processed/")
+    assert client.get_object(Bucket=bucket, Key=moved)["Body"].read() == new
+    assert _keys(client, bucket, "inbox/") == []
 
 
 # ---------------------------------------------------------------- sqs mode (moto)

@@ -259,3 +259,33 @@ def test_a_finished_job_id_starts_afresh_when_reused(tracker: JobTracker) -> Non
     tracker.expect(job, 0, ["fast", "expert"])
     assert not tracker.complete(job, 0, "fast", counts(ok=1), 1)
     assert tracker.complete(job, 0, "expert", counts(ok=1), 1)
+
+
+def test_racing_registrations_of_one_job_id_admit_exactly_one(tracker: JobTracker) -> None:
+    """Two submitters (e.g. two watchers) registering the same id at once: one wins, the
+    other gets JobConflictError — even when the id was used before by a finished job."""
+    threads = 8
+    for rep in range(30):
+        job = f"race-{uuid.uuid4().hex[:10]}"
+        if rep % 2:  # a finished job with this id: its stale state is cleared once
+            tracker.register(job, {"total_chunks": 1})
+            tracker.expect(job, 0, ["fast"])
+            tracker.complete(job, 0, "fast", counts(ok=1), 1)
+            tracker.set_state(job, "succeeded")
+        start = threading.Barrier(threads)
+
+        def register(n: int, job: str = job, start: threading.Barrier = start) -> str:
+            start.wait()
+            try:
+                tracker.register(job, {"total_chunks": 2, "rows_total": n})
+            except JobConflictError:
+                return "refused"
+            return "registered"
+
+        with ThreadPoolExecutor(threads) as pool:
+            outcomes = list(pool.map(register, range(threads)))
+        assert outcomes.count("registered") == 1, f"repetition {rep}: {outcomes}"
+        status = tracker.status(job)
+        assert status is not None
+        assert (status.state, status.total_chunks, status.chunks_done) == ("running", 2, 0)
+        assert status.rows_by_status == {}
