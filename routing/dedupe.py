@@ -31,7 +31,7 @@ import polars as pl
 import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, Field
 
-FORMAT = "batch-router-fp/v1"
+FORMAT = "batch-router-fp/v2"  # v2: length-prefixed key parts
 _SEP = "\x1f"
 # Replacing this with one space collapses every whitespace run to one space, as ``\s+``
 # would, but matches only the runs that change (not each single space between words):
@@ -95,7 +95,8 @@ def fingerprint_key(
     frame: pl.DataFrame, *, case_sensitive: bool = True, scope: str | None = None
 ) -> pl.Series:
     """The string a fingerprint digests, per row of ``frame`` (``prompt``, ``system`` and
-    optionally ``scope`` columns)."""
+    optionally ``scope`` columns): each part as ``<length in characters>:<text>``, joined
+    by U+001F — the length prefix makes the key unambiguous whatever the texts hold."""
     n = frame.height
     parts = [
         normalised(
@@ -106,7 +107,11 @@ def fingerprint_key(
     ]
     if scope is not None:
         parts.insert(0, frame.get_column(scope).cast(pl.String).fill_null(""))
-    return pl.select(pl.concat_str(parts, separator=_SEP)).to_series()
+    prefixed = [
+        pl.concat_str([pl.lit(p).str.len_chars().cast(pl.String), pl.lit(":"), pl.lit(p)])
+        for p in parts
+    ]
+    return pl.select(pl.concat_str(prefixed, separator=_SEP)).to_series()
 
 
 def _texts(frame: pl.DataFrame) -> list[str]:

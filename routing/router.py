@@ -99,7 +99,9 @@ def _strings(table: pa.Table, name: str) -> pl.Series:
 
 def _scopes(table: pa.Table) -> pl.Series:
     """What besides the text makes two requests different: everything a rule or an
-    entitlement may read (tenant, customer tier, domain, metadata) and the output limit."""
+    entitlement may read (tenant, customer tier, domain, metadata) and the output limit.
+    Each part is length-prefixed (``<chars>:<value>``; null: ``-``), so no two different
+    rows share a scope, whatever characters their values hold."""
     n = table.num_rows
     names = (*_RULE_COLUMNS, "max_output_tokens")
     if all(
@@ -107,16 +109,26 @@ def _scopes(table: pa.Table) -> pl.Series:
         for t in (table.schema.field(c).type for c in names if c in table.column_names)
     ):
         parts = [
-            pl.Series(c, table.column(c)).cast(pl.String).fill_null("")
+            pl.Series(c, table.column(c)).cast(pl.String)
             if c in table.column_names
-            else pl.repeat("", n, dtype=pl.String, eager=True)
+            else pl.repeat(None, n, dtype=pl.String, eager=True)
             for c in names
         ]
-        return pl.select(pl.concat_str(parts, separator="\x1e")).to_series().alias("scope")
+        encoded = [
+            pl.when(p.is_null())
+            .then(pl.lit("-"))
+            .otherwise(pl.concat_str([p.str.len_chars().cast(pl.String), pl.lit(":"), p]))
+            for p in parts
+        ]
+        return pl.select(pl.concat_str(encoded).alias("scope")).to_series()
     lists = [table.column(c).to_pylist() if c in table.column_names else [None] * n for c in names]
+
+    def part(value: object) -> str:
+        return "-" if value is None else f"{len(str(value))}:{value}"
+
     return pl.Series(
         "scope",
-        ["\x1e".join("" if v is None else str(v) for v in row) for row in zip(*lists, strict=True)],
+        ["".join(map(part, row)) for row in zip(*lists, strict=True)],
         dtype=pl.String,
     )
 

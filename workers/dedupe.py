@@ -6,16 +6,19 @@ in Redis (one Lua call per chunk), or in a process-wide dict for the local execu
 claimant is ``<chunk>:<prompt_id>``, so a redelivered ingest of the same chunk finds its
 own claims and makes the same split. Rows whose fingerprint another chunk holds — with
 their in-chunk duplicates — are *held*: not dispatched, written to the chunk's decision
-record ``_job/dedupe/c<chunk>.parquet`` with the holder's claimant. The record is written
-for every chunk (empty when nothing is held) before the chunk's parts are registered; an
+record ``_job/dedupe/c<chunk>.parquet`` with the holder's claimant (keys and non-text
+routing marks only: :data:`RECORD_COLUMNS`, no prompt). The record is written for every
+chunk (empty when nothing is held) before the chunk's parts are registered; an
 ingest that finds its record replays it instead of claiming again, so the split survives
 redelivery and ``reconcile`` even when Redis lost the claims.
 
 At finalize (:func:`fill_duplicates`, before anything is counted), each chunk's held rows
-become a result part ``results/part-c<chunk>-dedupe.parquet`` with its own audit object:
-the canonical row's outcome (status, answer, tokens, tier, model, error — a canonical row
+become a result part ``results/part-c<chunk>-dedupe.parquet`` with its own audit object
+(their text and carried columns read again from the input chunk; ``minimise`` applied):
+the answering row's outcome (the recorded holder's, else one found by fingerprint, see
+:class:`_Holders`) (status, answer, tokens, tier, model, error — a canonical row
 that failed, went over budget or was rejected gives its duplicates the same outcome),
-``dedupe_of`` = the canonical ``prompt_id``, cost 0, latency 0, attempts 0 and the
+``dedupe_of`` = its ``prompt_id``, cost 0, latency 0, attempts 0 and the
 canonical row's baseline (routing.cost). A part already written is not written again, so
 finalize stays idempotent and nothing written before is rewritten.
 
@@ -24,6 +27,7 @@ Redis key: ``br:job:{<job_id>}:dedupe:<fingerprint>`` → claimant, TTL ``job_tt
 
 from __future__ import annotations
 
+import json
 import threading
 import weakref
 from typing import TYPE_CHECKING, Any, Protocol
@@ -34,8 +38,9 @@ import redis
 
 from routing import results
 from routing.cost import ZERO
+from routing.errors import InputError
 from routing.minimise import minimise
-from routing.plan import JobContext
+from routing.plan import JobContext, JobPlan
 from routing.policy import Policy
 from routing.router import FINGERPRINT
 from workers import audit, keys, layout
@@ -45,6 +50,19 @@ if TYPE_CHECKING:
     from workers.stages import Runtime, Sink
 
 PART = "dedupe"  # the held rows' result part, and their tracker part at ingest
+# What a decision record keeps of a held row (besides HOLDER): keys and the row's own
+# routing marks — no text, metadata or passthrough column (those are read again from the
+# input chunk at finalize, so no prompt is stored outside the minimised result parts).
+RECORD_COLUMNS = (
+    "prompt_id",
+    FINGERPRINT,
+    "input_row",
+    "tenant",
+    "near_dup_of",
+    "pii_kinds",
+    "gaming_flags",
+    "classifier_version",
+)
 HOLDER = "__br_dedupe_holder"  # decision record: the claimant that answers the row
 HELD_STATUS = "duplicate"  # tracker count of held rows until finalize fills them
 _BATCH = 2000  # keys per Lua call
@@ -156,9 +174,10 @@ def hold_duplicates(
         return routed.filter(pc.invert(replay)), int(pc.sum(replay).as_py() or 0)
     holders = _split(rt, ctx, chunk, routed)
     mask = pa.array([h is not None for h in holders], pa.bool_())
-    held = routed.append_column(HOLDER, pa.array(holders, pa.string())).filter(mask)
-    rt.storage.write_parquet(uri, held)
-    return routed.filter(pc.invert(mask)), held.num_rows
+    kept = [c for c in RECORD_COLUMNS if c in routed.column_names]
+    held = routed.select(kept).append_column(HOLDER, pa.array(holders, pa.string()))
+    rt.storage.write_parquet(uri, held.filter(mask))
+    return routed.filter(pc.invert(mask)), int(pc.sum(mask).as_py() or 0)
 
 
 def _replay(rt: Runtime, uri: str, routed: pa.Table) -> pa.Array | None:
@@ -181,12 +200,16 @@ def tracked(held: int) -> list[str]:
     return [PART] if held else []
 
 
+def held_counts(held: int) -> dict[str, Any]:
+    """The tracker counts of a chunk's ``dedupe`` part until finalize fills it."""
+    return {"rows": {HELD_STATUS: held}, "cost_usd": "0", "baseline_cost_usd": "0"}
+
+
 def complete_held(rt: Runtime, ctx: JobContext, chunk: int, held: int, sink: Sink) -> None:
     """Record the held rows as the chunk's ``dedupe`` part (they are filled at finalize)."""
     if not held:
         return
-    counts = {"rows": {HELD_STATUS: held}, "cost_usd": "0", "baseline_cost_usd": "0"}
-    if rt.tracker.complete(ctx.job_id, chunk, PART, counts, ctx.total_chunks):
+    if rt.tracker.complete(ctx.job_id, chunk, PART, held_counts(held), ctx.total_chunks):
         sink.finalize(ctx)
 
 
@@ -217,23 +240,72 @@ def _chunk_of(uri: str) -> int:
     return int(uri.rsplit("/", 1)[-1].removeprefix("c").removesuffix(".parquet"))
 
 
-def _canonical_rows(rt: Runtime, root: str, chunks: set[int]) -> dict[str, dict[str, Any]]:
-    """``<chunk>:<prompt_id>`` → outcome of the routed rows of ``chunks`` (tier parts)."""
+def _canonical_rows(rt: Runtime, root: str, wanted: set[str]) -> dict[str, dict[str, Any]]:
+    """``<chunk>:<prompt_id>`` → outcome, for the ``wanted`` rows found in tier parts
+    (only those rows are converted to Python)."""
+    by_chunk: dict[int, list[str]] = {}
+    for claimant in wanted:
+        head, _, pid = claimant.partition(":")
+        by_chunk.setdefault(int(head), []).append(pid)
     found: dict[str, dict[str, Any]] = {}
     for uri in rt.storage.list_files(layout.results_dir(root), ".parquet"):
         name = uri.rsplit("/", 1)[-1].removesuffix(".parquet")
         head, _, part = name.removeprefix("part-c").partition("-")
-        if not head.isdigit() or int(head) not in chunks or part in (PART, "rejected"):
+        if not head.isdigit() or int(head) not in by_chunk or part in (PART, "rejected"):
             continue
+        ids = pa.array(by_chunk[int(head)], pa.string())
         table = rt.storage.read_parquet(uri, columns=["prompt_id", *_COPIED])
+        table = table.filter(pc.fill_null(pc.is_in(table.column("prompt_id"), ids), False))
         for row in table.to_pylist():
             found[f"{int(head)}:{row['prompt_id']}"] = row
     return found
 
 
-def _filled(held: pa.Table, canon: dict[str, dict[str, Any]], ctx: JobContext) -> pa.Table:
+class _Holders:
+    """Who answers a held row. The recorded holder normally; if Redis lost the claims
+    before a claimant wrote its record, that holder's row may itself be held (or have no
+    result): then its own holder, or any holder recorded for the same fingerprint, that
+    has a result."""
+
+    def __init__(self, records: list[pa.Table], chunks: list[int]) -> None:
+        self.held_by: dict[str, str] = {}
+        self.by_fp: dict[str, list[str]] = {}
+        for chunk, record in zip(chunks, records, strict=True):
+            cols = (record.column(c).to_pylist() for c in ("prompt_id", FINGERPRINT, HOLDER))
+            for pid, fp, holder in zip(*cols, strict=True):
+                self.held_by[f"{chunk}:{pid}"] = holder
+                self.by_fp.setdefault(fp, []).append(holder)
+
+    def _chain(self, holder: str) -> list[str]:
+        chain = [holder]
+        while chain[-1] in self.held_by and self.held_by[chain[-1]] not in chain:
+            chain.append(self.held_by[chain[-1]])
+        return chain
+
+    def candidates(self, holder: str, fp: str) -> list[str]:
+        """The recorded holder first, then the rows that might answer in its place."""
+        out = dict.fromkeys(self._chain(holder))
+        for other in self.by_fp.get(fp, []):
+            out.update(dict.fromkeys(self._chain(other)))
+        return [h for h in out if h not in self.held_by]  # a held row has no own answer
+
+
+def _answering(held: pa.Table, who: _Holders, canon: dict[str, dict[str, Any]]) -> list[str]:
+    """Per held row, the claimant whose outcome it takes (the recorded holder when none
+    of the candidates has a result: the row fails naming it)."""
+    recorded = held.column(HOLDER).to_pylist()
+    fps = held.column(FINGERPRINT).to_pylist()
+    out = []
+    for holder, fp in zip(recorded, fps, strict=True):
+        found = [h for h in who.candidates(holder, fp) if h in canon]
+        out.append(found[0] if found else holder)
+    return out
+
+
+def _filled(
+    held: pa.Table, holders: list[str], canon: dict[str, dict[str, Any]], ctx: JobContext
+) -> pa.Table:
     n = held.num_rows
-    holders = held.column(HOLDER).to_pylist()
     rows = [canon.get(h) for h in holders]
     values: dict[str, list[Any]] = {c: [r[c] if r else None for r in rows] for c in _COPIED}
     missing = [r is None for r in rows]
@@ -264,25 +336,60 @@ def _written(rt: Runtime, part: str, held: pa.Table) -> bool:
     return bool(ids.to_pylist() == held.column("prompt_id").to_pylist())
 
 
+def _with_input(rt: Runtime, plan: JobPlan, chunk: int, held: pa.Table) -> pa.Table:
+    """The held rows with their input columns (prompt, system, metadata, passthrough)
+    read again from the input chunk, by ``input_row``; the record's columns win."""
+    if "input_row" not in held.column_names:  # a record written before it kept no text
+        return held
+    from workers.stages import read_chunk  # stages imports this module
+
+    ref = next(c for c in plan.chunks if c.chunk == chunk)
+    source = read_chunk(rt.storage, ref)
+    index = {row: i for i, row in enumerate(source.column("input_row").to_pylist())}
+    wanted = held.column("input_row").to_pylist()
+    missing = [r for r in wanted if r not in index]
+    if missing:
+        raise InputError(f"{ref.uri}: input rows {missing[:5]} of chunk {chunk} are gone")
+    base = source.take(pa.array([index[r] for r in wanted], pa.int64()))
+    for name in held.column_names:
+        if name in base.column_names:
+            base = base.set_column(base.column_names.index(name), name, held.column(name))
+        else:
+            base = base.append_column(name, held.column(name))
+    return base
+
+
 def fill_duplicates(rt: Runtime, ctx: JobContext, policy: Policy) -> int:
     """Write the ``dedupe`` result part (and its audit object) of every chunk that holds
     rows and does not have it yet; return the rows written."""
     root = ctx.job_root
     records = rt.storage.list_files(join(root, "_job", "dedupe"), ".parquet")
-    todo = []
-    for uri in records:
-        chunk = _chunk_of(uri)
-        held = rt.storage.read_parquet(uri)
-        if held.num_rows and not _written(rt, layout.result_part(root, chunk, PART), held):
-            todo.append((chunk, held))
+    chunks = [_chunk_of(uri) for uri in records]
+    tables = [rt.storage.read_parquet(uri) for uri in records]
+    todo = [
+        (chunk, held)
+        for chunk, held in zip(chunks, tables, strict=True)
+        if held.num_rows and not _written(rt, layout.result_part(root, chunk, PART), held)
+    ]
     if not todo:
         return 0
     from workers.stages import part_counts  # stages imports this module
 
-    wanted = {int(h.split(":", 1)[0]) for _, held in todo for h in held.column(HOLDER).to_pylist()}
+    plan = JobPlan.model_validate(json.loads(rt.storage.read_bytes(layout.plan(root))))
+    who = _Holders(tables, chunks)
+    wanted = {
+        c
+        for _, held in todo
+        for h, fp in zip(
+            held.column(HOLDER).to_pylist(), held.column(FINGERPRINT).to_pylist(), strict=True
+        )
+        for c in who.candidates(h, fp)
+    }
     canon = _canonical_rows(rt, root, wanted)
     for chunk, held in todo:
-        table = _filled(held, canon, ctx)
+        table = _filled(
+            _with_input(rt, plan, chunk, held), _answering(held, who, canon), canon, ctx
+        )
         audit.append_part(rt.storage, ctx, chunk, PART, table)  # before the part it describes
         table = minimise(table, policy.minimise)
         rt.storage.write_parquet(layout.result_part(root, chunk, PART), table)

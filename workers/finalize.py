@@ -22,7 +22,7 @@ from routing.plan import JobContext
 from routing.policy import Policy
 from routing.schema import COST_SUMMARY_SCHEMA, Status
 from workers import audit, dedupe, layout, rollup
-from workers.stages import Runtime
+from workers.stages import Runtime, drop_staging
 
 _COLUMNS = [
     "tenant",
@@ -37,6 +37,7 @@ _COLUMNS = [
     "cache_hit",
     "latency_ms",  # read by workers.rollup
     "escalated_from",
+    "attempts",  # workers.rollup: latency only of rows that made a provider call
 ]
 _KEYS = ["tenant", "tier", "model", "status"]
 NOT_ROUTED = "(not routed)"  # breakdown label of rows that never reached a tier (rejected)
@@ -167,6 +168,7 @@ def finalize(rt: Runtime, ctx: JobContext) -> dict[str, Any]:
     storage, root = rt.storage, ctx.job_root
     plan = json.loads(storage.read_bytes(layout.plan(root)))
     dedupe.fill_duplicates(rt, ctx, rt.policy(ctx))  # job-wide duplicates' result parts
+    drop_staging(rt, ctx, rt.policy(ctx))  # under minimise: no staged prompt text remains
     parts = storage.list_files(layout.results_dir(root), ".parquet")
     tables = [storage.read_parquet(p, columns=_COLUMNS) for p in parts]
     table = pa.concat_tables(tables) if tables else pa.table({c: [] for c in _COLUMNS})

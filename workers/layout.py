@@ -29,8 +29,12 @@ def chunk_parts(root: str, chunk: int) -> str:
     return join(root, "_job", "chunks", f"c{chunk:06d}.json")
 
 
+def staging_dir(root: str) -> str:
+    return join(root, "_staging")
+
+
 def staged_batch(root: str, chunk: int, tier: str) -> str:
-    return join(root, "_staging", "routed", f"c{chunk:06d}-{tier}.parquet")
+    return join(staging_dir(root), "routed", f"c{chunk:06d}-{tier}.parquet")
 
 
 def results_dir(root: str) -> str:

@@ -9,8 +9,10 @@ missing:
 3. Per chunk: no ``_job/chunks/cNNNNNN.json`` → ingest never finished → ingest it again.
    Otherwise it lists the parts the chunk writes; each part present in ``results/`` is
    recorded as complete again, from the part's own rows (idempotent: a set member per part);
-   missing parts are re-enqueued as ``ingest(chunk, only=missing)`` — routing is
-   deterministic, so exactly those tier batches are dispatched again.
+   a ``dedupe`` part (rows held for other chunks' answers, written by finalize) counts as
+   present when the chunk's decision record exists; missing parts are re-enqueued as
+   ``ingest(chunk, only=missing)`` — routing is deterministic, so exactly those tier
+   batches are dispatched again.
 4. When every part is there, the job is finalized (finalize is idempotent).
 """
 
@@ -22,7 +24,7 @@ from typing import Any, Protocol
 
 from routing.errors import InputError
 from routing.plan import ChunkRef, JobContext, JobPlan
-from workers import layout, stages
+from workers import dedupe, layout, stages
 
 
 class Resubmit(Protocol):
@@ -94,10 +96,15 @@ def reconcile(rt: stages.Runtime, job_root: str, sink: Resubmit) -> Reconciled:
         missing = []
         for part in parts:
             uri = layout.result_part(job_root, chunk.chunk, part)
-            if uri not in present:
+            if uri in present:
+                counts = stages.part_counts(rt.storage.read_parquet(uri))
+            elif part == dedupe.PART and rt.storage.exists(
+                record := dedupe.record_uri(job_root, chunk.chunk)
+            ):  # held rows: finalize fills their part
+                counts = dedupe.held_counts(rt.storage.read_parquet(record).num_rows)
+            else:
                 missing.append(part)
                 continue
-            counts = stages.part_counts(rt.storage.read_parquet(uri))
             if rt.tracker.complete(ctx.job_id, chunk.chunk, part, counts, ctx.total_chunks):
                 sink.finalize(ctx)
                 finalize_sent = True

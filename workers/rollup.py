@@ -4,7 +4,8 @@ by the finalizer as hive-partitioned Parquet under ``cost/day=<YYYY-MM-DD>/tenan
 The rollup carries everything the report needs so it never reads result rows: rows,
 tokens, exact cost and baseline (``decimal(24,12)``: the sums of the rollup equal the sums
 of the rows exactly), cache and dedupe savings, escalations, and latency as a count, sum,
-max and cumulative buckets (``routing.schema.LATENCY_BUCKETS_MS``).
+max and cumulative buckets (``routing.schema.LATENCY_BUCKETS_MS``) over the rows that made
+a provider call (not a duplicate, not a cache hit, ``attempts`` > 0 when the table has it).
 
 ``day`` is the UTC calendar date of the job's ``created_at`` (when it was planned): a
 nightly job is one day; every row of a job is in its day. Definitions match the
@@ -27,6 +28,7 @@ from routing.cost import ZERO, call_cost
 from routing.policy import Policy
 from routing.schema import COST_ROLLUP_SCHEMA, LATENCY_BUCKETS_MS, RESULT_SCHEMA, Status
 from workers import layout
+from workers.stages import DEFAULT_TENANT
 from workers.storage import Storage
 
 INPUTS = [  # the result columns the rollup reads
@@ -43,6 +45,7 @@ INPUTS = [  # the result columns the rollup reads
     "cache_hit",
     "escalated_from",
 ]
+ATTEMPTS = "attempts"  # read when the table has it: a row with 0 attempts made no call
 KEYS = ["tenant", "tier", "model", "status"]
 _SAVED = ("cache", "dedupe")
 
@@ -56,9 +59,14 @@ def day_of(created_at: str) -> date:
 
 
 def _typed(table: pa.Table) -> pl.DataFrame:
-    """The input columns with their result types (an empty job's columns are untyped)."""
-    fields = [pa.field(c, RESULT_SCHEMA.field(c).type) for c in INPUTS]
-    columns = [table.column(c).cast(f.type) for c, f in zip(INPUTS, fields, strict=True)]
+    """The input columns with their result types (an empty job's columns are untyped);
+    ``attempts`` is optional (null when absent)."""
+    names = [*INPUTS, ATTEMPTS]
+    fields = [pa.field(c, RESULT_SCHEMA.field(c).type) for c in names]
+    columns = [
+        table.column(c).cast(f.type) if c in table.column_names else pa.nulls(len(table), f.type)
+        for c, f in zip(names, fields, strict=True)
+    ]
     frame = pl.from_arrow(pa.Table.from_arrays(columns, schema=pa.schema(fields)))
     assert isinstance(frame, pl.DataFrame)
     return frame
@@ -68,7 +76,9 @@ def _aggregations() -> list[pl.Expr]:
     ok = pl.col("status") == Status.OK.value
     dup = pl.col("dedupe_of").is_not_null()
     masks = {"cache": ok & pl.col("cache_hit").fill_null(False) & ~dup, "dedupe": ok & dup}
-    latency = pl.col("latency_ms")
+    # latency of provider calls only: not a duplicate, not a cache hit, at least one attempt
+    called = ~dup & ~pl.col("cache_hit").fill_null(False) & (pl.col(ATTEMPTS).fill_null(1) > 0)
+    latency = pl.col("latency_ms").filter(called)
     return [
         pl.len().cast(pl.Int64).alias("rows"),
         pl.col("input_tokens").sum(),
@@ -85,7 +95,7 @@ def _aggregations() -> list[pl.Expr]:
         pl.col("escalated_from").is_not_null().sum().alias("escalated"),
         latency.count().alias("latency_count"),
         latency.sum().alias("latency_ms_sum"),
-        latency.max().alias("latency_ms_max"),
+        latency.max().alias("latency_ms_max"),  # null when no call
         *((latency <= b).sum().alias(f"latency_le_{b}ms") for b in LATENCY_BUCKETS_MS),
     ]
 
@@ -132,13 +142,14 @@ def write(
     tenant: str | None,
 ) -> dict[str, Any]:
     """Write the job's rollup, one file per tenant under its day (a job with no rows
-    writes an empty file for the job's tenant, so the job still shows in reports).
+    writes an empty file for the job's tenant — ``default`` when it has none, as ingest
+    labels rows — so the job still shows in reports).
     Returns ``{"day": ..., "parts": [paths relative to the job root]}``."""
     day = day_of(created_at).isoformat()
     rollup = build(table, policy)
     tenants = sorted(set(rollup.column("tenant").to_pylist()), key=lambda t: (t is None, t))
     parts = []
-    for name in tenants or [tenant]:
+    for name in tenants or [tenant or DEFAULT_TENANT]:  # the label ingest gives rows
         rows = rollup.filter(_is(rollup.column("tenant"), name)) if tenants else rollup
         uri = layout.cost_rollup_part(root, day, name)
         storage.write_parquet(uri, rows.drop(["tenant"]).cast(COST_ROLLUP_SCHEMA))

@@ -197,6 +197,8 @@ def dispatch(rt: Runtime, ctx: JobContext, batch: dict[str, Any], sink: Sink) ->
     """Serve each distinct prompt of the batch (workers.calls); write the result part."""
     policy = rt.policy(ctx)
     tier = policy.tier(batch["tier"])
+    if _already_done(rt, ctx, batch):
+        return
     table = load_batch(rt.storage, batch)
     canonical = pc.is_null(table.column("dedupe_of")).to_pylist()
     rows = [_row(r, tier) for r, first in zip(_rows(table), canonical, strict=True) if first]
@@ -205,6 +207,23 @@ def dispatch(rt: Runtime, ctx: JobContext, batch: dict[str, Any], sink: Sink) ->
     _publish(rt, ctx, batch["chunk"], tier.name, results.assemble(table, values), sink)
     if batch.get("staged") and policy.minimise:  # the staged copy holds the prompt text
         rt.storage.delete(batch["staged"])
+
+
+def _already_done(rt: Runtime, ctx: JobContext, batch: dict[str, Any]) -> bool:
+    """A redelivered dispatch whose staged batch is gone (deleted under ``minimise`` after
+    its part was written, before the ack): the part exists, nothing is left to do."""
+    staged = batch.get("staged")
+    if not staged or rt.storage.exists(staged):
+        return False
+    return rt.storage.exists(layout.result_part(ctx.job_root, batch["chunk"], batch["tier"]))
+
+
+def drop_staging(rt: Runtime, ctx: JobContext, policy: Policy) -> None:
+    """At finalize, under ``minimise``: delete the staged batches left behind (a dispatch
+    that failed for good keeps its copy, prompt text included)."""
+    if policy.minimise:
+        for uri in rt.storage.list_files(layout.staging_dir(ctx.job_root)):
+            rt.storage.delete(uri)
 
 
 _ROW_COLUMNS = ("prompt_id", "prompt", "system", "max_output_tokens", "tenant")

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from routing.dedupe import (
@@ -20,6 +20,7 @@ from routing.dedupe import (
     DedupeSpec,
     _exact_groups,
     _raw_groups,
+    fingerprint_key,
     fingerprints,
     mark_duplicates,
 )
@@ -60,7 +61,8 @@ def _reference(prompt: str, system: str | None = None, scope: str | None = None)
         return WHITE_SPACE.sub(" ", unicodedata.normalize("NFKC", text or "")).strip(" ")
 
     parts = ([scope] if scope is not None else []) + [norm(system), norm(prompt)]
-    return hashlib.blake2b("\x1f".join(parts).encode(), digest_size=16).hexdigest()
+    key = "\x1f".join(f"{len(p)}:{p}" for p in parts)
+    return hashlib.blake2b(key.encode(), digest_size=16).hexdigest()
 
 
 def test_distinct_prompts_are_not_duplicates() -> None:
@@ -282,3 +284,38 @@ def test_the_policy_has_a_dedupe_section_and_it_changes_the_version() -> None:
     assert not policy.dedupe.near_duplicates.enabled
     other = policy.model_copy(update={"dedupe": DedupeSpec(case_sensitive=False)})
     assert other.version != policy.version
+
+
+_PART = st.text(alphabet="ab:1\x1f\x1e ", max_size=6)
+
+
+def _norm(text: str) -> str:
+    return WHITE_SPACE.sub(" ", unicodedata.normalize("NFKC", text)).strip(" ")
+
+
+@PROPERTY
+@given(st.lists(st.tuples(_PART, _PART, _PART), min_size=2, max_size=8))
+@example([("", "S\x1fP", "Q"), ("", "S", "P\x1fQ")])  # v1's collision
+@example([("a\x1fb", "c", "d"), ("a", "b\x1fc", "d"), ("3:a", "b", ""), ("", "1:b", "")])
+def test_distinct_scope_system_prompt_never_share_a_key(
+    triples: list[tuple[str, str, str]],
+) -> None:
+    """Separators, colons and digits inside the parts cannot make two requests one (v2)."""
+    frame = pl.DataFrame(
+        {
+            "scope": [t[0] for t in triples],
+            "system": [t[1] for t in triples],
+            "prompt": [t[2] for t in triples],
+        }
+    )
+    keys = fingerprint_key(frame, scope="scope").to_list()
+    distinct = {(s, _norm(y), _norm(p)) for s, y, p in triples}
+    assert len(set(keys)) == len(distinct)
+
+
+def test_separator_inside_a_part_does_not_collide() -> None:
+    a = pl.DataFrame({"system": ["S\x1fP"], "prompt": ["Q"]})
+    b = pl.DataFrame({"system": ["S"], "prompt": ["P\x1fQ"]})
+    assert fingerprint_key(a).item() != fingerprint_key(b).item()
+    assert _fingerprint("Q", "S\x1fP") != _fingerprint("P\x1fQ", "S")
+    assert _fingerprint("Q", "S\x1fP") == _reference("Q", "S\x1fP")

@@ -440,9 +440,20 @@ def test_scopes_are_the_rows_rule_values_joined(columns: dict) -> None:
     names = ("tenant", "customer_tier", "domain", "metadata", "max_output_tokens")
     values = [table.column(c).to_pylist() if c in columns else [None] * 3 for c in names]
     expected = [
-        "\x1e".join("" if v is None else str(v) for v in row) for row in zip(*values, strict=True)
+        "".join("-" if v is None else f"{len(str(v))}:{v}" for v in row)
+        for row in zip(*values, strict=True)
     ]
     assert _scopes(table).to_list() == expected
+
+
+def test_no_two_different_rows_share_a_scope() -> None:
+    """Separators inside values, null against empty: each part is length-prefixed."""
+    table = _table(
+        ["a"] * 4,
+        customer_tier=["gold", "gold\x1ex", None, ""],
+        domain=["x\x1ey", "y", "", None],
+    )
+    assert len(set(_scopes(table).to_list())) == 4
 
 
 def test_allowed_tiers_mask_per_row(limited: Policy) -> None:

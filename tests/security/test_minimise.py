@@ -17,6 +17,10 @@ from routing.minimise import MinimiseSpec, dropped, minimise
 from routing.policy import default_policy_text, parse_policy
 from tests.producer.conftest import clean_env, run_cli
 from tests.security.scan import hits, local_objects
+from tests.workers.test_stages import make_settings, plan_job, runtime, write_input
+from workers import layout, stages
+from workers.finalize import finalize
+from workers.simprovider import SimConfig, SimServer
 
 pytestmark = pytest.mark.security
 
@@ -47,9 +51,14 @@ def test_minimise_nulls_the_fields_of_matching_rows_only() -> None:
     assert minimise(table, []) is table
 
 
-def _job(tmp_path: Path, name: str, tenant: str, prompts: list[str]) -> Path:
+def _job(
+    tmp_path: Path, name: str, tenant: str, prompts: list[str], system: str | None = None
+) -> Path:
+    """Run the job through the CLI; ``system``: one system prompt for every row (else one
+    per row)."""
     data = yaml.safe_load(default_policy_text())
     data["minimise"] = [{"tenants": ["acme"], "drop": ["prompt", "response", "system"]}]
+    data["dedupe"] = {"job_wide": True}
     policy = tmp_path / "policy.yaml"
     policy.write_text(yaml.safe_dump(data))
     src = tmp_path / f"{name}.parquet"
@@ -59,8 +68,9 @@ def _job(tmp_path: Path, name: str, tenant: str, prompts: list[str]) -> Path:
             {
                 "prompt_id": [f"{name}-{i}" for i in range(n)],
                 "prompt": prompts,
-                "system": [f"system-{name}-marker-{i}" for i in range(n)],
-                "metadata": [json.dumps({"row": i}) for i in range(n)],
+                "system": [system or f"system-{name}-marker-{i}" for i in range(n)],
+                # the same for copies of a prompt (metadata is part of a fingerprint's scope)
+                "metadata": [json.dumps({"row": prompts.index(p)}) for p in prompts],
             }
         ),
         src,
@@ -101,6 +111,25 @@ def test_a_minimised_tenant_leaves_no_text_in_any_output(tmp_path: Path) -> None
     assert run_cli("audit", "verify", str(next(out.glob("job_id=*"))), cwd=tmp_path).returncode == 0
 
 
+def test_job_wide_duplicates_leave_no_text_in_any_object(tmp_path: Path) -> None:
+    """Rows held for another chunk's answer (job-wide dedupe) keep no text anywhere:
+    their decision record holds keys only, their filled part is minimised."""
+    good = [f"Explain the wombat {i} dupquokka{i} briefly." for i in range(40)]
+    prompts = good + good  # every copy in another 25-row chunk than its first occurrence
+    out = _job(tmp_path, "acme", "acme", prompts, system="shared-system-dupmarker text")
+    job = next(out.glob("job_id=*"))
+    assert len(list((job / "_job" / "dedupe").glob("*.parquet"))) == 4
+    rows = pq.read_table(job / "results").to_pylist()
+    assert len(rows) == 80 and {r["status"] for r in rows} == {"ok"}
+    assert sum(r["dedupe_of"] is not None for r in rows) == 40
+    objects = list(local_objects(out))
+    assert hits(objects, ["dupquokka", "shared-system-dupmarker"]) == {}
+    # the filled rows still carry their input's other columns
+    held = [r for r in rows if r["dedupe_of"] is not None]
+    assert all(r["metadata"] and r["input_row"] >= 40 for r in held)
+    assert run_cli("audit", "verify", str(job), cwd=tmp_path).returncode == 0
+
+
 def test_other_tenants_keep_their_text(tmp_path: Path) -> None:
     out = _job(tmp_path, "globex", "globex", _prompts("keep"))
     results = pq.read_table(next(out.glob("job_id=*/results"))).to_pylist()
@@ -121,3 +150,58 @@ def test_minimise_entries_are_validated() -> None:
     data["minimise"] = [{"tenants": "acme"}]
     spec = parse_policy(yaml.safe_dump(data)).minimise[0]
     assert spec.tenants == ("acme",) and spec.drop == ("prompt", "response", "system")
+
+
+class _Collect:
+    """Keeps the routed batches of an ingest; counts finalize triggers."""
+
+    def __init__(self) -> None:
+        self.batches: list[dict] = []
+        self.finalized = 0
+
+    def dispatch(self, ctx: object, batch: dict) -> None:
+        self.batches.append(batch)
+
+    def finalize(self, ctx: object) -> None:
+        self.finalized += 1
+
+
+def test_staged_batches_redelivery_and_sweep_under_minimise(tmp_path: Path) -> None:
+    """A dispatch redelivered after its staged batch was deleted (killed before the ack)
+    is already done, not dead-lettered; a staged copy left behind is swept at finalize."""
+    data = yaml.safe_load(default_policy_text())
+    data["minimise"] = [{"tenants": ["acme"]}]
+    policy = parse_policy(yaml.safe_dump(data), "minimise.yaml")
+    n = 40
+    table = pa.table(
+        {
+            "prompt_id": [f"s{i}" for i in range(n)],
+            "prompt": [
+                ("What is 2 plus 2?" if i % 2 else "Prove it step by step") + f" {i}"
+                for i in range(n)
+            ],
+        }
+    )
+    with SimServer(SimConfig()) as sim:
+        rt = runtime(make_settings(sim, inline_batch_max_bytes=0))  # every batch staged
+        uri = write_input(tmp_path / "in.parquet", table)
+        plan = plan_job(rt, uri, tmp_path / "out", job_id="min-staged", tenant="acme",
+                        policy=policy)  # fmt: skip
+        ctx = plan.context
+        rt.tracker.register(ctx.job_id, {"total_chunks": ctx.total_chunks})
+        sink = _Collect()
+        for chunk in plan.chunks:
+            stages.ingest(rt, ctx, chunk, sink)
+        assert sink.batches and all(b.get("staged") for b in sink.batches)
+        left = rt.storage.read_bytes(sink.batches[0]["staged"])
+        for batch in sink.batches:
+            stages.dispatch(rt, ctx, batch, sink)
+        assert not any(rt.storage.exists(b["staged"]) for b in sink.batches)
+        part = Path(layout.result_part(ctx.job_root, 0, sink.batches[0]["tier"]))
+        before = part.stat().st_mtime_ns
+        stages.dispatch(rt, ctx, sink.batches[0], sink)  # redelivered: no error, not redone
+        assert part.stat().st_mtime_ns == before and sink.finalized == 1
+        rt.storage.write_bytes(sink.batches[0]["staged"], left)  # a copy left behind
+        finalize(rt, ctx)
+        assert rt.storage.list_files(str(Path(ctx.job_root) / "_staging")) == []
+        assert hits(local_objects(tmp_path / "out"), ["plus 2", "step by step"]) == {}

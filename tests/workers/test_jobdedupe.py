@@ -232,3 +232,87 @@ def test_reconcile_after_lost_state_keeps_the_split(tmp_path: Path, sim: SimServ
     assert out.height == DISTINCT * COPIES and out["prompt_id"].n_unique() == out.height
     assert set(out["status"]) == {"ok"}
     assert out["dedupe_of"].is_not_null().sum() == DISTINCT * (COPIES - 1)
+
+
+class _NoFinalize(LossySink):
+    """Dispatches inline; the finalize message is lost."""
+
+    def finalize(self, ctx: object) -> None:
+        self.finalized += 1
+
+
+def _planned(tmp_path: Path, sim: SimServer, job_id: str) -> tuple:
+    rt = runtime(make_settings(sim))
+    uri = write_input(tmp_path / "in" / f"{job_id}.parquet", _table())
+    plan = plan_job(rt, uri, tmp_path / "out", rows_per_chunk=30, job_id=job_id,
+                    policy=_policy())  # fmt: skip
+    rt.tracker.register(plan.context.job_id, {"total_chunks": plan.context.total_chunks})
+    return rt, plan
+
+
+def _exactly_once(rt: stages.Runtime, plan: object) -> pl.DataFrame:
+    out = results(rt, plan)
+    assert out.height == DISTINCT * COPIES and out["prompt_id"].n_unique() == out.height
+    assert set(out["status"]) == {"ok"}, out.filter(pl.col("status") != "ok")["error"][0]
+    return out
+
+
+def test_reconcile_finalizes_a_job_whose_finalize_message_was_lost(
+    tmp_path: Path, sim: SimServer
+) -> None:
+    rt, plan = _planned(tmp_path, sim, "jw-lost-finalize")
+    ctx = plan.context
+    dropping = _NoFinalize(rt, lose=set())
+    for chunk in plan.chunks:
+        stages.ingest(rt, ctx, chunk, dropping)
+    assert dropping.finalized == 1 and not rt.storage.exists(layout.success(ctx.job_root))
+
+    sink = LossySink(rt, lose=set())
+    report = reconcile(rt, ctx.job_root, sink)
+    assert report.state == "finalizing" and report.parts_resent == {} and sink.ingested == []
+    assert sink.finalized == 1 and rt.storage.exists(layout.success(ctx.job_root))
+    out = _exactly_once(rt, plan)
+    assert out["dedupe_of"].is_not_null().sum() == DISTINCT * (COPIES - 1)
+    assert sum(sim.stats()["requests_by_model"].values()) == DISTINCT
+
+
+def test_lost_claims_resolve_a_held_row_by_fingerprint(tmp_path: Path, sim: SimServer) -> None:
+    """Chunk 0 claims prompts 0-29 but dies before its record; chunk 2 (their second
+    copies) is held by chunk 0; Redis loses the claims; chunk 4 (third copies) claims them
+    and answers; chunk 0, redelivered, is now held by chunk 4. Chunk 2's recorded holder
+    has no answer of its own: its rows take chunk 4's, the answer for their fingerprint."""
+    rt, plan = _planned(tmp_path, sim, "jw-lost-claims")
+    ctx, chunks = plan.context, plan.chunks
+    sink = _NoFinalize(rt, lose=set(_policy().tier_names))  # chunk 0's batches die with it
+    stages.ingest(rt, ctx, chunks[0], sink)
+    Path(dedupe.record_uri(ctx.job_root, 0)).unlink()  # died before its record was written
+    sink.lose = set()
+    stages.ingest(rt, ctx, chunks[2], sink)
+    record = rt.storage.read_parquet(dedupe.record_uri(ctx.job_root, 2))
+    assert set(h.split(":")[0] for h in record.column(dedupe.HOLDER).to_pylist()) == {"0"}
+    with dedupe._MEMORY_LOCK:  # Redis restarted without persistence: the claims are gone
+        dedupe._MEMORY[rt.tracker] = dedupe.MemoryClaims()
+    stages.ingest(rt, ctx, chunks[4], sink)
+    stages.ingest(rt, ctx, chunks[0], sink)  # redelivered
+    record = rt.storage.read_parquet(dedupe.record_uri(ctx.job_root, 0))
+    assert set(h.split(":")[0] for h in record.column(dedupe.HOLDER).to_pylist()) == {"4"}
+    for i in (1, 3, 5):
+        stages.ingest(rt, ctx, chunks[i], sink)
+
+    finalize(rt, ctx)
+    out = _exactly_once(rt, plan)
+    second = out.filter(pl.col("prompt_id").is_in([f"p1-{i}" for i in range(30)]))  # chunk 2
+    assert second.height == 30 and second["dedupe_of"].str.starts_with("p2-").all()
+    answers = dict(zip(out["prompt_id"], out["response"], strict=True))
+    for pid, of in zip(second["prompt_id"], second["dedupe_of"], strict=True):
+        assert answers[pid] == answers[of]
+    assert sum(sim.stats()["requests_by_model"].values()) == DISTINCT
+
+
+def test_only_the_canonical_rows_needed_are_read(tmp_path: Path, sim: SimServer) -> None:
+    rt, plan, _, out = _run(tmp_path, sim, _policy(), "jw-needed")
+    wanted = {"0:p0-3", "1:p0-40", "0:nope"}
+    found = dedupe._canonical_rows(rt, plan.context.job_root, wanted)
+    assert set(found) == {"0:p0-3", "1:p0-40"}
+    answers = dict(zip(out["prompt_id"], out["response"], strict=True))
+    assert found["1:p0-40"]["response"] == answers["p0-40"]

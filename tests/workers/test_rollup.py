@@ -105,13 +105,61 @@ def test_rollup_savings_and_counts_match_the_manifest(policy: Policy) -> None:
 def test_rollup_latency_buckets_are_cumulative_counts(policy: Policy) -> None:
     table = results(2000, seed=3)
     out = rollup.build(table, policy)
-    latencies = [v for v in table.column("latency_ms").to_pylist() if v is not None]
+    rows = table.to_pylist()
+    latencies = [  # provider calls only: not duplicates, not cache hits
+        r["latency_ms"]
+        for r in rows
+        if r["latency_ms"] is not None and r["dedupe_of"] is None and not r["cache_hit"]
+    ]
+    assert 0 < len(latencies) < sum(r["latency_ms"] is not None for r in rows)
     assert sum(out.column("latency_count").to_pylist()) == len(latencies)
     assert sum(out.column("latency_ms_sum").to_pylist()) == pytest.approx(sum(latencies))
     assert max(out.column("latency_ms_max").to_pylist(), key=lambda v: v or 0) == max(latencies)
     for bound in LATENCY_BUCKETS_MS:
         counted = sum(out.column(f"latency_le_{bound}ms").to_pylist())
         assert counted == sum(v <= bound for v in latencies)
+
+
+def test_latency_counts_only_rows_that_made_a_provider_call(policy: Policy) -> None:
+    """Duplicates and cache hits (latency 0) and rows that made no call (0 attempts) do
+    not pull the latency down; the report's "(N calls)" is the number of calls."""
+    kinds = (  # (rows, latency_ms, dedupe_of, cache_hit, attempts)
+        (10, 1000.0, None, False, 1),  # provider calls
+        (90, 0.0, "p0", False, 0),  # job-wide / in-chunk duplicates
+        (10, 0.0, None, True, 1),  # response cache hits
+        (5, 0.0, None, False, 0),  # over budget before any call
+    )
+    rows = [
+        {
+            "tenant": "acme",
+            "tier": "fast",
+            "model": MODELS["fast"],
+            "status": "ok",
+            "input_tokens": 10,
+            "output_tokens": 5,
+            "cost_usd": Decimal(0),
+            "baseline_cost_usd": Decimal(0),
+            "latency_ms": latency,
+            "dedupe_of": dup,
+            "cache_hit": hit,
+            "escalated_from": None,
+            "attempts": attempts,
+        }
+        for n, latency, dup, hit, attempts in kinds
+        for _ in range(n)
+    ]
+    fields = [RESULT_SCHEMA.field(c) for c in (*rollup.INPUTS, "attempts")]
+    out = rollup.build(pa.Table.from_pylist(rows, schema=pa.schema(fields)), policy)
+    assert out.column("rows").to_pylist() == [115]
+    assert out.column("latency_count").to_pylist() == [10]
+    assert out.column("latency_ms_sum").to_pylist() == [10_000.0]
+    assert out.column("latency_le_500ms").to_pylist() == [0]
+    assert out.column("latency_le_1000ms").to_pylist() == [10]
+    # without an attempts column (as finalize reads): duplicates and cache hits still out
+    without = rollup.build(
+        pa.Table.from_pylist(rows, schema=pa.schema(fields)).drop(["attempts"]), policy
+    )
+    assert without.column("latency_count").to_pylist() == [15]
 
 
 @pytest.mark.parametrize(
@@ -156,7 +204,8 @@ def test_write_of_an_empty_job_leaves_an_empty_partition(tmp_path: Path, policy:
     root = str(tmp_path / "job_id=empty")
     untyped = pa.table({c: pa.nulls(0) for c in rollup.INPUTS})  # as finalize reads no parts
     written = rollup.write(STORAGE, root, untyped, "2026-11-28T02:15:00+00:00", policy, None)
-    assert written["parts"] == [f"cost/day=2026-11-28/tenant={layout.HIVE_NULL}/part-0.parquet"]
+    # a job without a tenant: "default", as ingest labels the rows of a non-empty one
+    assert written["parts"] == ["cost/day=2026-11-28/tenant=default/part-0.parquet"]
     assert pq.read_table(Path(root) / written["parts"][0]).num_rows == 0
 
 
