@@ -122,7 +122,7 @@ def status(
 ) -> None:
     """Show a job's progress: chunks done / total and rows by status.
 
-    Example: `batch-router status 20261128T021500Z-3fa2c1`
+    Example: `batch-router status 20261128T021500Z-3fa2c1d4`
     """
     settings = _settings(ctx)
     from producer.submit import tracker
@@ -228,7 +228,7 @@ def reconcile(
     """Resume a job whose Redis state or messages were lost: rebuild its progress from the
     object store and re-enqueue only the missing chunks and tier batches.
 
-    Example: `batch-router reconcile s3://bucket/out/job_id=20261128T021500Z-3fa2c1`
+    Example: `batch-router reconcile s3://bucket/out/job_id=20261128T021500Z-3fa2c1d4`
     """
     settings = _settings(ctx)
     if not settings.distributed:
@@ -377,7 +377,7 @@ def audit_verify(
     audit object. Exit 1 naming the first broken record if anything was edited, deleted,
     inserted or reordered.
 
-    Example: `batch-router audit verify s3://out/job_id=20261128T021500Z-3fa2c1`
+    Example: `batch-router audit verify s3://out/job_id=20261128T021500Z-3fa2c1d4`
     """
     from producer.audit_cmd import run_verify
 

@@ -18,8 +18,9 @@ from workers.storage import Storage
 
 
 def new_job_id() -> str:
-    """Sortable and unique: UTC timestamp plus 6 random hex digits."""
-    return datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ") + "-" + secrets.token_hex(3)
+    """Sortable and unique: UTC timestamp plus 8 random hex digits (2,000 jobs planned in
+    one second collide with odds ~1 in 2,000; 6 digits made that ~1 in 8)."""
+    return datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ") + "-" + secrets.token_hex(4)
 
 
 def read_footers(

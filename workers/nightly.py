@@ -138,7 +138,7 @@ def window_key(name: str, window: datetime) -> str:
 
 def job_id_for(schedule: Schedule, window: datetime) -> str:
     """The window's job id, the same on every tick and every beat: ``nightly-<name>-<stamp>-``
-    plus 6 hex digits of a hash of (name, window), in the shape of ``new_job_id``'s ids."""
+    plus 6 hex digits of a hash of (name, window)."""
     digest = hashlib.sha256(f"{schedule.name}\0{stamp(window)}".encode()).hexdigest()[:6]
     return f"nightly-{schedule.name}-{stamp(window)}-{digest}"
 

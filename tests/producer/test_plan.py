@@ -129,7 +129,7 @@ def test_a_rejected_input_writes_nothing(tmp_path: Path) -> None:
     assert not (tmp_path / "out").exists()
 
 
-JOB_ID = re.compile(r"^\d{8}T\d{6}Z-[0-9a-f]{6}$")
+JOB_ID = re.compile(r"^\d{8}T\d{6}Z-[0-9a-f]{8}$")
 
 
 def test_job_ids_are_unique_and_path_safe() -> None:
