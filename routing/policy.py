@@ -1,9 +1,9 @@
 """The routing policy: tiers, models, prices, thresholds, retry and limits.
 
 A policy is a YAML file validated into frozen pydantic models. Its version is the
-hash of its normalised content, so two files that mean the same thing have the same
-``policy_version`` and any change of meaning gives a new one. The version is stamped
-on every routed row.
+hash of its normalised content (defaults left out), so two files that mean the same
+thing have the same ``policy_version`` and any change of meaning gives a new one. The
+version is stamped on every routed row.
 """
 
 from __future__ import annotations
@@ -28,6 +28,8 @@ from routing.resilience import BreakerSpec, BudgetSpec, CascadeSpec
 from routing.rules import EntitlementsSpec, PiiSpec, RuleSpec, check_rules
 
 SIMULATED = "simulated"
+# Part of every policy version: bump it when a field's default changes meaning.
+POLICY_FORMAT = 1
 # Result part names used by the pipeline besides tier names.
 RESERVED_TIER_NAMES = frozenset({"rejected", "dedupe"})
 _MTOK = Decimal(1_000_000)
@@ -211,8 +213,15 @@ class Policy(_Frozen):
 
     @property
     def version(self) -> str:
-        """Content hash of the normalised policy (stable across formatting and comments)."""
-        canonical = json.dumps(self.model_dump(), sort_keys=True, default=_canonical)
+        """Content hash of the normalised policy (stable across formatting and comments).
+
+        Fields left at their defaults are left out, so a file that writes a default and one
+        that omits it mean the same and hash the same, and a release that adds a policy
+        field (whose default keeps the old behaviour) changes no version: jobs planned
+        before an upgrade still run on upgraded workers. A release that changes what a
+        default means bumps :data:`POLICY_FORMAT`, which is hashed too."""
+        data = {"format": POLICY_FORMAT, "policy": self.model_dump(exclude_defaults=True)}
+        canonical = json.dumps(data, sort_keys=True, default=_canonical)
         return "p-" + hashlib.sha256(canonical.encode()).hexdigest()[:12]
 
     @property

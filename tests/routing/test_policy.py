@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import re
 from decimal import Decimal
@@ -12,6 +13,7 @@ import pytest
 import yaml
 from pydantic import ValidationError
 
+from routing import policy as policy_module
 from routing.errors import PermanentError, PolicyError
 from routing.policy import Policy, default_policy_text, load_policy, parse_policy
 
@@ -92,6 +94,21 @@ def test_version_ignores_explicitly_written_defaults(policy_data: dict[str, Any]
     policy_data["limits"] = {"max_prompt_chars": 200000}
     policy_data["retry"] = {"max_attempts": 3, "base_delay_s": 0.2, "max_delay_s": 8}
     assert _version(policy_data) == reference
+
+
+def test_a_release_adding_a_policy_field_changes_no_version(
+    policy_data: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Jobs planned before an upgrade still match on upgraded workers: a new field whose
+    default keeps the old behaviour is not part of the hash; POLICY_FORMAT is."""
+    reference = _version(policy_data)
+
+    class NextRelease(Policy):
+        shiny_new_feature: bool = False
+
+    assert NextRelease.model_validate(copy.deepcopy(policy_data)).version == reference
+    monkeypatch.setattr(policy_module, "POLICY_FORMAT", policy_module.POLICY_FORMAT + 1)
+    assert _version(policy_data) != reference
 
 
 def test_version_survives_the_to_yaml_round_trip(default_policy: Policy) -> None:
