@@ -24,7 +24,7 @@ from typing import Any
 
 import redis
 
-PREFIX = "br:watch"
+from workers import keys
 
 # KEYS[1] lease key; ARGV[1] owner token, ARGV[2] lease ms. 1 if still ours (renewed).
 _RENEW = """
@@ -71,15 +71,15 @@ class Lease:
 
 
 def lease_key(f: DropFile) -> str:
-    return f"{PREFIX}:{f.ident}:lease"
+    return keys.watch_file(f.ident, "lease")
 
 
 def job_key(f: DropFile) -> str:
-    return f"{PREFIX}:{f.ident}:job"
+    return keys.watch_file(f.ident, "job")
 
 
 def done_key(f: DropFile) -> str:
-    return f"{PREFIX}:{f.ident}:done"
+    return keys.watch_file(f.ident, "done")
 
 
 class Claims:

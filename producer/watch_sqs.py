@@ -23,8 +23,6 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 from urllib.parse import unquote_plus
 
-import boto3
-
 from producer.watch import FINAL, Result, Watcher
 from producer.watch_store import _hidden
 from workers.settings import Settings
@@ -34,16 +32,7 @@ Offer = Future[Result] | Literal["done", "busy"]
 
 def sqs_client(settings: Settings) -> Any:
     """SQS with the object store's region and credentials (unset: the AWS defaults)."""
-    s3 = settings.s3
-    return boto3.client(
-        "sqs",
-        endpoint_url=settings.sqs_endpoint_url,
-        region_name=s3.region,
-        aws_access_key_id=s3.access_key_id.get_secret_value() if s3.access_key_id else None,
-        aws_secret_access_key=(
-            s3.secret_access_key.get_secret_value() if s3.secret_access_key else None
-        ),
-    )
+    return settings.s3.aws_client("sqs", settings.sqs_endpoint_url)
 
 
 def object_keys(body: str, bucket: str) -> list[str] | None:

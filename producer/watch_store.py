@@ -15,7 +15,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-import boto3
 from botocore.exceptions import ClientError
 
 from producer.watch_claims import DropFile
@@ -29,16 +28,7 @@ class ReplacedError(Exception):
 
 
 def s3_client(settings: Settings) -> Any:
-    s3 = settings.s3
-    return boto3.client(
-        "s3",
-        endpoint_url=s3.endpoint_url,
-        region_name=s3.region,
-        aws_access_key_id=s3.access_key_id.get_secret_value() if s3.access_key_id else None,
-        aws_secret_access_key=(
-            s3.secret_access_key.get_secret_value() if s3.secret_access_key else None
-        ),
-    )
+    return settings.s3.aws_client("s3", settings.s3.endpoint_url)
 
 
 def _hidden(relative: str) -> bool:

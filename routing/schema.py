@@ -77,20 +77,21 @@ RESULT_COLUMNS: tuple[str, ...] = tuple(f.name for f in RESULT_FIELDS)
 # Output names an input column may not keep: such a column is carried through as src_<name>.
 RESERVED = frozenset(RESULT_COLUMNS) - set(REQUIRED_INPUT) - {"tenant"}
 
+# What every cost aggregate carries per group (tier, model, status).
+_COST_FIELDS = [
+    pa.field("tier", pa.string()),
+    pa.field("model", pa.string()),
+    pa.field("status", pa.string()),
+    pa.field("rows", pa.int64()),
+    pa.field("input_tokens", pa.int64()),
+    pa.field("output_tokens", pa.int64()),
+    pa.field("cost_usd", MONEY),
+    pa.field("baseline_cost_usd", MONEY),
+]
+
 # Columns of the cost summary written by the finalizer under cost/.
 COST_SUMMARY_SCHEMA = pa.schema(
-    [
-        pa.field("job_id", pa.string()),
-        pa.field("tenant", pa.string()),
-        pa.field("tier", pa.string()),
-        pa.field("model", pa.string()),
-        pa.field("status", pa.string()),
-        pa.field("rows", pa.int64()),
-        pa.field("input_tokens", pa.int64()),
-        pa.field("output_tokens", pa.int64()),
-        pa.field("cost_usd", MONEY),
-        pa.field("baseline_cost_usd", MONEY),
-    ]
+    [pa.field("job_id", pa.string()), pa.field("tenant", pa.string()), *_COST_FIELDS]
 )
 
 # Upper bounds (ms) of the cost rollup's cumulative latency buckets (`latency_le_<b>ms`).
@@ -100,14 +101,7 @@ LATENCY_BUCKETS_MS = (50, 100, 250, 500, 1000, 2000, 5000, 10000, 30000, 60000, 
 # per tier, model and status; job_id, day and tenant are the hive path (docs/reports.md).
 COST_ROLLUP_SCHEMA = pa.schema(
     [
-        pa.field("tier", pa.string()),
-        pa.field("model", pa.string()),
-        pa.field("status", pa.string()),
-        pa.field("rows", pa.int64()),
-        pa.field("input_tokens", pa.int64()),
-        pa.field("output_tokens", pa.int64()),
-        pa.field("cost_usd", MONEY),
-        pa.field("baseline_cost_usd", MONEY),
+        *_COST_FIELDS,
         pa.field("cache_hits", pa.int64()),
         pa.field("cache_saved_usd", MONEY),
         pa.field("duplicates", pa.int64()),

@@ -84,7 +84,7 @@ return out
 
 
 def claim_key(job_id: str, fingerprint: str) -> str:
-    return f"{keys.job(job_id)}:dedupe:{fingerprint}"
+    return keys.job_dedupe_claim(job_id, fingerprint)
 
 
 def record_uri(root: str, chunk: int) -> str:

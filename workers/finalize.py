@@ -24,48 +24,16 @@ from routing.schema import COST_SUMMARY_SCHEMA, Status
 from workers import audit, dedupe, layout, rollup
 from workers.stages import Runtime, drop_staging
 
-_COLUMNS = [
-    "tenant",
-    "tier",
-    "model",
-    "status",
-    "input_tokens",
-    "output_tokens",
-    "cost_usd",
-    "baseline_cost_usd",
-    "dedupe_of",
-    "cache_hit",
-    "latency_ms",  # read by workers.rollup
-    "escalated_from",
-    "attempts",  # workers.rollup: latency only of rows that made a provider call
-]
-_KEYS = ["tenant", "tier", "model", "status"]
+_COLUMNS = [*rollup.INPUTS, rollup.ATTEMPTS]  # what the rollup, summary and savings read
 NOT_ROUTED = "(not routed)"  # breakdown label of rows that never reached a tier (rejected)
 
 
-def cost_summary(table: pa.Table, job_id: str) -> pa.Table:
-    """Rows, tokens, cost and baseline by tenant, tier, model and status."""
-    grouped = table.group_by(_KEYS, use_threads=False).aggregate(
-        [
-            ("status", "count"),
-            ("input_tokens", "sum"),
-            ("output_tokens", "sum"),
-            ("cost_usd", "sum"),
-            ("baseline_cost_usd", "sum"),
-        ]
-    )
-    n = grouped.num_rows
-    arrays = {
-        "job_id": pa.array([job_id] * n, pa.string()),
-        **{k: grouped.column(k) for k in _KEYS},
-        "rows": grouped.column("status_count"),
-        "input_tokens": pc.fill_null(grouped.column("input_tokens_sum"), 0),
-        "output_tokens": pc.fill_null(grouped.column("output_tokens_sum"), 0),
-        "cost_usd": grouped.column("cost_usd_sum"),
-        "baseline_cost_usd": grouped.column("baseline_cost_usd_sum"),
-    }
-    table = pa.table(arrays)
-    return table.cast(COST_SUMMARY_SCHEMA).sort_by([(k, "ascending") for k in _KEYS])
+def cost_summary(built: pa.Table, job_id: str) -> pa.Table:
+    """Rows, tokens, cost and baseline by tenant, tier, model and status: the job's cost
+    rollup (workers.rollup, already grouped and sorted that way) without its extra columns."""
+    columns = {"job_id": pa.array([job_id] * built.num_rows, pa.string())}
+    columns.update({name: built.column(name) for name in COST_SUMMARY_SCHEMA.names[1:]})
+    return pa.table(columns).cast(COST_SUMMARY_SCHEMA)
 
 
 def _money(table: pa.Table, column: str) -> Decimal:
@@ -172,15 +140,16 @@ def finalize(rt: Runtime, ctx: JobContext) -> dict[str, Any]:
     parts = storage.list_files(layout.results_dir(root), ".parquet")
     tables = [storage.read_parquet(p, columns=_COLUMNS) for p in parts]
     table = pa.concat_tables(tables) if tables else pa.table({c: [] for c in _COLUMNS})
-    summary = cost_summary(table, ctx.job_id)
+    policy = rt.policy(ctx)
+    built = rollup.build(table, policy)  # the one aggregation: summary and rollup files
+    summary = cost_summary(built, ctx.job_id)
     storage.write_parquet(layout.cost_summary(root), summary)
     manifest = build_manifest(ctx, plan, parts, table, summary)
-    policy = rt.policy(ctx)
     manifest["tiers"] = list(policy.tier_names)
     manifest["classifier_version"] = rt.scorer_for(ctx, policy).version
     manifest["totals"].update(savings(table, policy))
-    manifest["cost_rollup"] = rollup.write(
-        storage, root, table, plan["created_at"], policy, ctx.tenant
+    manifest["cost_rollup"] = rollup.write_built(
+        storage, root, built, plan["created_at"], ctx.tenant
     )
     manifest["audit"] = audit.anchor_parts(storage, root, ctx.job_id)
     storage.write_bytes(layout.manifest(root), json.dumps(manifest, indent=2).encode())

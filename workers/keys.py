@@ -1,4 +1,7 @@
-"""Every Redis key batch-router uses, built here and nowhere else.
+"""The Redis keys of job state, job-wide dedupe, the drop folder and nightly schedules,
+built here and nowhere else. (The budget ledger, breakers, rate limits, retry budget and
+response cache keep their own ``br:<mechanism>:`` prefixes, configurable per instance:
+workers/ledger.py, breaker.py, ratelimit.py, calls.py, cache.py.)
 
 All keys of a job share the ``{job_id}`` hash tag so a Redis Cluster keeps them in one
 slot (Lua scripts touch several at once).
@@ -47,3 +50,23 @@ def job_dead_letters(job_id: str) -> str:
 def job_pattern(job_id: str) -> str:
     """SCAN pattern matching every key of one job (used to clear a finished job's state)."""
     return f"{PREFIX}:job:{{{job_id}}}*"
+
+
+def job_dedupe_claim(job_id: str, fingerprint: str) -> str:
+    """String: the claimant (``<chunk>:<prompt_id>``) of a fingerprint in the job."""
+    return f"{job(job_id)}:dedupe:{fingerprint}"
+
+
+def watch_file(ident: str, what: str) -> str:
+    """A dropped file's ``lease``, ``job`` or ``done`` record (producer/watch_claims.py)."""
+    return f"{PREFIX}:watch:{ident}:{what}"
+
+
+def nightly_last(name: str) -> str:
+    """String: epoch seconds of the schedule's latest claimed window."""
+    return f"{PREFIX}:nightly:{name}:last"
+
+
+def nightly_window(name: str, stamp: str) -> str:
+    """String: the window's claim record (job id, or why it could not be submitted)."""
+    return f"{PREFIX}:nightly:{name}:window:{stamp}"

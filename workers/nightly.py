@@ -37,12 +37,12 @@ from croniter import croniter
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from routing.errors import ConfigError, JobConflictError, PermanentError
+from workers import keys
 from workers.jobstate import RedisJobTracker
 from workers.settings import Settings
 
 log = logging.getLogger("batch_router.nightly")
 
-PREFIX = "br:nightly"
 
 # KEYS[1] schedule's last window (epoch s), KEYS[2] this window's key; ARGV[1] window
 # epoch s, ARGV[2] claim record, ARGV[3] TTL s. The previous last window (-1: none) if
@@ -128,12 +128,12 @@ def load_schedules(path: Path) -> list[Schedule]:
 
 def last_key(name: str) -> str:
     """String: epoch seconds of the schedule's latest claimed window."""
-    return f"{PREFIX}:{name}:last"
+    return keys.nightly_last(name)
 
 
 def window_key(name: str, window: datetime) -> str:
     """String: the window's claim record (job id, or why it could not be submitted)."""
-    return f"{PREFIX}:{name}:window:{stamp(window)}"
+    return keys.nightly_window(name, stamp(window))
 
 
 def job_id_for(schedule: Schedule, window: datetime) -> str:
@@ -172,9 +172,9 @@ def tick(
     for schedule in schedules:
         window = schedule.latest_window(now)
         job_id = job_id_for(schedule, window)
-        keys = [last_key(schedule.name), window_key(schedule.name, window)]
+        claim_keys = [last_key(schedule.name), window_key(schedule.name, window)]
         epoch = int(window.timestamp())
-        previous = claim(keys=keys, args=[epoch, job_id, settings.job_ttl_s])
+        previous = claim(keys=claim_keys, args=[epoch, job_id, settings.job_ttl_s])
         if previous is None:
             continue
         try:
@@ -188,12 +188,12 @@ def tick(
             )
             continue
         except PermanentError as exc:  # e.g. no input for that night: recorded, not retried
-            r.set(keys[1], f"{job_id} not submitted: {exc}", ex=settings.job_ttl_s)
+            r.set(claim_keys[1], f"{job_id} not submitted: {exc}", ex=settings.job_ttl_s)
             fired.append(Fired(schedule.name, window, job_id, str(exc)))
             log.error("nightly %s window %s: %s", schedule.name, stamp(window), exc)
             continue
         except Exception:  # store or Redis unavailable: the next tick tries again
-            unclaim(keys=keys, args=[epoch, previous])
+            unclaim(keys=claim_keys, args=[epoch, previous])
             raise
         fired.append(Fired(schedule.name, window, job_id))
         log.info("nightly %s window %s: submitted job %s", schedule.name, stamp(window), job_id)

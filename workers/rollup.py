@@ -141,12 +141,18 @@ def write(
     policy: Policy,
     tenant: str | None,
 ) -> dict[str, Any]:
-    """Write the job's rollup, one file per tenant under its day (a job with no rows
+    """:func:`build` the job's rollup from its result rows, then :func:`write_built`."""
+    return write_built(storage, root, build(table, policy), created_at, tenant)
+
+
+def write_built(
+    storage: Storage, root: str, rollup: pa.Table, created_at: str, tenant: str | None
+) -> dict[str, Any]:
+    """Write a built rollup, one file per tenant under its day (a job with no rows
     writes an empty file for the job's tenant — ``default`` when it has none, as ingest
     labels rows — so the job still shows in reports).
     Returns ``{"day": ..., "parts": [paths relative to the job root]}``."""
     day = day_of(created_at).isoformat()
-    rollup = build(table, policy)
     tenants = sorted(set(rollup.column("tenant").to_pylist()), key=lambda t: (t is None, t))
     parts = []
     for name in tenants or [tenant or DEFAULT_TENANT]:  # the label ingest gives rows

@@ -8,7 +8,7 @@ never logged. Build it once at the edge (CLI, worker start) and pass it down.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from pydantic import BaseModel, Field, SecretStr
@@ -26,6 +26,21 @@ class S3Settings(BaseModel):
         None, description="server-side encryption requested on every object written"
     )
     sse_kms_key_id: str | None = Field(None, description="KMS key for sse=aws:kms")
+
+    def aws_client(self, service: str, endpoint_url: str | None) -> Any:
+        """A boto3 client for ``service`` with this store's region and credentials (unset:
+        the AWS defaults)."""
+        import boto3
+
+        return boto3.client(
+            service,
+            endpoint_url=endpoint_url,
+            region_name=self.region,
+            aws_access_key_id=self.access_key_id.get_secret_value() if self.access_key_id else None,
+            aws_secret_access_key=(
+                self.secret_access_key.get_secret_value() if self.secret_access_key else None
+            ),
+        )
 
     def sse_args(self) -> dict[str, str]:
         """boto3 arguments (PutObject, CopyObject) asking for the configured server-side

@@ -63,18 +63,7 @@ class Storage:
 
     @cached_property
     def _boto(self) -> Any:
-        import boto3
-
-        s3 = self.s3
-        return boto3.client(
-            "s3",
-            endpoint_url=s3.endpoint_url,
-            region_name=s3.region,
-            aws_access_key_id=s3.access_key_id.get_secret_value() if s3.access_key_id else None,
-            aws_secret_access_key=(
-                s3.secret_access_key.get_secret_value() if s3.secret_access_key else None
-            ),
-        )
+        return self.s3.aws_client("s3", self.s3.endpoint_url)
 
     def _put_encrypted(self, path: str, data: bytes) -> None:
         """One PutObject with the configured server-side encryption."""
