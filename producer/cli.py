@@ -337,6 +337,15 @@ def train(
     tolerance: Annotated[
         float, typer.Option(help="quality within this of the best counts as adequate / a tie")
     ] = 0.0,
+    embedding: Annotated[
+        str | None,
+        typer.Option(
+            metavar="MODEL",
+            help="add sentence embeddings of the prompt: all-MiniLM-L6-v2 or a "
+            "sentence-transformers model directory; needs batch-router[embeddings]; "
+            "+0.02 APGR on GSM8K, ~350x slower scoring (docs/training.md)",
+        ),
+    ] = None,
 ) -> None:
     """Train the learned router on labelled files, cross-validate it and save it.
 
@@ -348,7 +357,7 @@ def train(
 
     run_train(
         specs, out, feedback or [], feedback_weight, folds, console,
-        label=label, tolerance=tolerance,
+        label=label, tolerance=tolerance, embedding=embedding,
     )  # fmt: skip
 
 

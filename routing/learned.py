@@ -10,7 +10,10 @@ Model. A scikit-learn ``ColumnTransformer`` turns a batch into one sparse matrix
   ``char_wb`` 3–5-grams → sublinear TF-IDF. Measured on MMLU/GSM8K it moves APGR by less
   than the fold-to-fold noise (−0.005 / +0.008) and scores 7× slower (``docs/training.md``);
 - ``counts``: ``log1p`` of the count features and of the input tokens, standardised;
-- ``ratio``: ``non_ascii_ratio``, standardised (both numeric blocks weighted 0.1).
+- ``ratio``: ``non_ascii_ratio``, standardised (both numeric blocks weighted 0.1);
+- ``embedding`` (off by default, ``embedding="all-MiniLM-L6-v2"`` turns it on): the prompt's
+  sentence embedding (:mod:`routing.embedding`), weighted ``embedding_weight`` (0.5):
+  +0.02 APGR on GSM8K, +0.007 on MMLU, ~60 prompts/s, 350× slower scoring.
 
 Hashing keeps no vocabulary, so the artifact holds only the IDF and scaler vectors and the
 coefficients. The target is ordinal, learned as cumulative binary classifiers
@@ -65,6 +68,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import FunctionTransformer, StandardScaler
 
+from routing.embedding import SentenceEmbedding
 from routing.errors import ConfigError
 from routing.features import FEATURE_VERSION, FEATURES, compute_features
 
@@ -75,6 +79,7 @@ COUNT_COLUMNS: tuple[str, ...] = (*(f for f in FEATURES if f != "non_ascii_ratio
 TRUSTED_TYPES: tuple[str, ...] = (
     "sklearn.calibration._CalibratedClassifier",
     "sklearn.calibration._SigmoidCalibration",
+    "routing.embedding.SentenceEmbedding",
 )
 _MODEL, _META = "model.skops", "metadata.json"
 
@@ -98,6 +103,10 @@ class TrainConfig:
     numeric_weight: float = 0.1
     c: float = 1.0  # inverse L2 strength of each LogisticRegression
     calibration: Calibration = "none"
+    # Sentence embeddings of the prompt (routing.embedding): "" (off), "all-MiniLM-L6-v2"
+    # or a sentence-transformers model directory; +0.02 APGR on GSM8K, ~350x slower scoring.
+    embedding: str = ""
+    embedding_weight: float = 0.5
     dataset_offsets: bool = True  # one intercept per training dataset (see _fit_with_offsets)
 
 
@@ -168,7 +177,10 @@ def _featurizer(config: TrainConfig, min_df: int | None = None) -> ColumnTransfo
         ("counts", counts, list(COUNT_COLUMNS), w),
         ("ratio", StandardScaler(), ["non_ascii_ratio"], w),
     ]
-    kept = [b for b in blocks if b[3] > 0 and not (b[2] == "prompt" and _off(b[0], config))]
+    if config.embedding:
+        embedding = SentenceEmbedding(config.embedding)
+        blocks.append(("embedding", embedding, "prompt", config.embedding_weight))
+    kept = [b for b in blocks if b[3] > 0 and not _off(b[0], config)]
     if not kept:
         raise ValueError("TrainConfig leaves no feature block")
     return ColumnTransformer(
@@ -178,6 +190,8 @@ def _featurizer(config: TrainConfig, min_df: int | None = None) -> ColumnTransfo
 
 
 def _off(block: str, config: TrainConfig) -> bool:
+    if block in ("counts", "ratio", "embedding"):
+        return False  # weight 0 drops these; the embedding block exists only when named
     if block == "word":
         return config.word_ngrams <= 0 or (not config.word_vocabulary and config.word_features <= 0)
     return config.char_features <= 0
@@ -470,9 +484,16 @@ def _load(path: str, mtime_ns: int, size: int) -> LearnedScorer:
         raise ConfigError(f"learned scorer {path}: refusing untrusted types {untrusted}")
     try:
         parts = sio.loads(model, trusted=list(TRUSTED_TYPES))
-        return LearnedScorer(parts["featurizer"], parts["classifiers"], meta)
+        scorer = LearnedScorer(parts["featurizer"], parts["classifiers"], meta)
     except Exception as exc:  # a trust boundary: any failure is a bad artifact
         raise ConfigError(f"learned scorer {path}: cannot load the model ({exc})") from exc
+    embedding = getattr(scorer.parts()["featurizer"], "named_transformers_", {}).get("embedding")
+    if isinstance(embedding, SentenceEmbedding):
+        try:  # the embedding model must be here, with the weights it was trained on
+            embedding.check()
+        except ConfigError as exc:
+            raise ConfigError(f"learned scorer {path}: {exc}") from exc
+    return scorer
 
 
 def _read_zip(path: str) -> tuple[dict[str, Any], bytes]:

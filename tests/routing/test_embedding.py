@@ -1,0 +1,111 @@
+"""The learned scorer's sentence-embedding block (routing/embedding.py) with the real
+all-MiniLM-L6-v2 weights: what the vectors are, that a scorer trained with them saves,
+loads and scores the same, and that other weights or a missing model are refused."""
+
+from __future__ import annotations
+
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+import skops.io as sio
+
+from routing import embedding
+from routing.embedding import MODEL, SentenceEmbedding, embed, model_dir
+from routing.errors import ConfigError
+from routing.features import compute_features
+from routing.learned import TRUSTED_TYPES, TrainConfig, fit_scorer, load_scorer, save_scorer
+from tests.embeddings import EASY, HARD, require_embeddings
+
+require_embeddings()
+
+WORDS = ["red", "small", "old", "happy", "quiet", "tall", "lazy", "green", "young", "fast"]
+
+
+def _scorer(config: TrainConfig | None = None):  # type: ignore[no-untyped-def]
+    prompts = [EASY.format(w) for w in WORDS] + [HARD.format(w) for w in WORDS]
+    quality = np.array([[1.0, 1.0]] * len(WORDS) + [[0.0, 1.0]] * len(WORDS))
+    tokens = np.array([len(p.split()) for p in prompts], dtype=np.int64)
+    config = config or TrainConfig(label="needs", embedding=MODEL)
+    return fit_scorer(prompts, tokens, quality, config=config, tiers=[["w", "s"]])
+
+
+def _score(scorer, prompts: list[str]) -> np.ndarray:  # type: ignore[no-untyped-def]
+    texts = pl.Series("prompt", prompts)
+    tokens = np.array([len(p.split()) for p in prompts])
+    return np.asarray(scorer.score_texts(texts, compute_features(texts), tokens))
+
+
+def test_vectors_are_unit_length_deterministic_and_cached() -> None:
+    texts = ["The cat sat on the mat.", None, "The cat sat on the mat.", "Derive Stokes' theorem."]
+    vectors, sha = embed(MODEL, texts)
+    assert vectors.shape == (4, 384) and vectors.dtype == np.float32
+    assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+    assert np.array_equal(vectors[0], vectors[2])
+    assert np.array_equal(vectors[1], embed(MODEL, [""])[0][0])  # a null is the empty text
+    # similar sentences are closer than unrelated ones
+    near = embed(MODEL, ["A cat is sitting on a rug."])[0][0]
+    assert float(vectors[0] @ near) > float(vectors[3] @ near) + 0.2
+    assert len(sha) == 64 and (sha, "The cat sat on the mat.") in embedding._cache
+
+
+def test_a_model_directory_is_the_same_model_as_its_name() -> None:
+    directory = str(model_dir(MODEL))
+    a, sha_a = embed(MODEL, ["hello world"])
+    b, sha_b = embed(directory, ["hello world"])
+    assert sha_a == sha_b and np.array_equal(a, b)
+
+
+def test_unknown_or_missing_models_are_config_errors(monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(ConfigError, match="not a bundled model"):
+        model_dir("no-such-model")
+    monkeypatch.setitem(embedding.BUNDLED, "ghost", ("no_such_package_here", "path"))
+    with pytest.raises(ConfigError, match=r"batch-router\[embeddings\]"):
+        model_dir("ghost")
+
+
+def test_trained_scorer_ranks_and_round_trips(tmp_path: Path) -> None:
+    scorer = _scorer()
+    easy, hard = [EASY.format("blue")], [HARD.format("blue")]
+    assert _score(scorer, hard)[0] > _score(scorer, easy)[0]
+    assert scorer.metadata["config"]["embedding"] == MODEL
+    path = tmp_path / "router.zip"
+    save_scorer(scorer, path)
+    loaded = load_scorer(path)
+    probe = [EASY.format("pink"), HARD.format("pink"), "", "Translate 'good night' to French."]
+    assert np.array_equal(_score(loaded, probe), _score(scorer, probe))
+
+
+def test_the_embedding_block_changes_the_scores() -> None:
+    """With the block on, the scores differ from the same model without it."""
+    probe = ["Summarise the causes of the French revolution.", "What is 2 + 2?"]
+    on = _score(_scorer(), probe)
+    off = _score(_scorer(TrainConfig(label="needs")), probe)
+    assert not np.allclose(on, off)
+
+
+def test_other_weights_are_refused_at_load(tmp_path: Path) -> None:
+    scorer = _scorer()
+    block = scorer.parts()["featurizer"].named_transformers_["embedding"]
+    assert isinstance(block, SentenceEmbedding)
+    block.weights_sha256_ = "0" * 64  # as if trained on another copy of the model
+    path = tmp_path / "router.zip"
+    save_scorer(scorer, path)
+    with pytest.raises(ConfigError, match="retrain") as err:
+        load_scorer(path)
+    assert str(path.resolve()) in str(err.value)
+    with pytest.raises(ConfigError, match="retrain"):
+        block.transform(["x"])
+
+
+def test_artifact_holds_no_weights_and_only_trusted_types(tmp_path: Path) -> None:
+    """The artifact names the model and its hash; the 90 MB of weights stay in the package."""
+    path = tmp_path / "router.zip"
+    save_scorer(_scorer(), path)
+    assert path.stat().st_size < 5_000_000
+    with zipfile.ZipFile(path) as zf:
+        assert sorted(zf.namelist()) == ["metadata.json", "model.skops"]
+    model = zipfile.ZipFile(path).read("model.skops")
+    assert set(sio.get_untrusted_types(data=model)) <= set(TRUSTED_TYPES)
