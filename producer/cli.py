@@ -341,9 +341,10 @@ def train(
         str | None,
         typer.Option(
             metavar="MODEL",
-            help="add sentence embeddings of the prompt: all-MiniLM-L6-v2 or a "
-            "sentence-transformers model directory; needs batch-router[embeddings]; "
-            "+0.02 APGR on GSM8K, ~350x slower scoring (docs/training.md)",
+            help="add sentence embeddings of the prompt and a nearest-neighbour vote: "
+            "all-MiniLM-L6-v2 or a sentence-transformers model directory; needs "
+            "batch-router[embeddings]; MMLU APGR 0.685 -> 0.700, GSM8K 0.638 -> 0.666, "
+            "~350x slower scoring (docs/training.md)",
         ),
     ] = None,
 ) -> None:

@@ -7,8 +7,8 @@ a weak/strong router; more give an ordinal (cheapest adequate tier) router. Ever
 list the same number of models; the k-th model of each SPEC is tier k.
 
 ``--embedding MODEL`` adds the prompt's sentence embedding to the features
-(:mod:`routing.embedding`; off by default: +0.02 APGR on GSM8K, but ~60 prompts/s, 350×
-slower scoring).
+and a vote of the nearest training prompts (:mod:`routing.embedding`; off by default: MMLU
+APGR 0.685 → 0.700, GSM8K 0.638 → 0.666, but ~60 prompts/s, 350× slower scoring).
 
 ``--feedback FILE`` or ``--feedback FILE:weak,strong[,…]`` (repeatable) adds user-labelled
 prompts (same format) to every training set with weight ``--feedback-weight`` (10 measured

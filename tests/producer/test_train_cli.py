@@ -15,7 +15,7 @@ from rich.console import Console
 from producer.train_cmd import DEFAULT_FEEDBACK_WEIGHT, load_feedback, parse_spec, run_train
 from routing.errors import InputError
 from routing.features import FEATURE_VERSION, compute_features
-from routing.learned import load_scorer
+from routing.learned import classifier_version, load_scorer
 
 LABELS = Path(__file__).resolve().parents[3] / "shared" / "data" / "labels"
 WEAK, STRONG = "mixtral-8x7b-instruct-v0.1", "gpt-4-1106-preview"
@@ -144,7 +144,7 @@ def test_gsm8k_subsample_writes_an_artifact(tmp_path: Path) -> None:
     with zipfile.ZipFile(out_path) as zf:
         stored = json.loads(zf.read("metadata.json"))
     assert stored["feature_version"] == FEATURE_VERSION
-    assert stored["classifier_version"] == f"learned-1/{stored['fingerprint'][:8]}"
+    assert stored["classifier_version"] == classifier_version(stored)
     assert len(stored["fingerprint"]) == 64 and stored["created_at"]
     assert stored["sklearn_version"] and stored["datasets"] == {"gsm8k": 160}
     cv = stored["metrics"]["cv"]["gsm8k"]

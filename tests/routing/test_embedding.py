@@ -13,7 +13,7 @@ import pytest
 import skops.io as sio
 
 from routing import embedding
-from routing.embedding import MODEL, SentenceEmbedding, embed, model_dir
+from routing.embedding import MODEL, NeighbourVote, SentenceEmbedding, embed, model_dir
 from routing.errors import ConfigError
 from routing.features import compute_features
 from routing.learned import TRUSTED_TYPES, TrainConfig, fit_scorer, load_scorer, save_scorer
@@ -109,3 +109,33 @@ def test_artifact_holds_no_weights_and_only_trusted_types(tmp_path: Path) -> Non
         assert sorted(zf.namelist()) == ["metadata.json", "model.skops"]
     model = zipfile.ZipFile(path).read("model.skops")
     assert set(sio.get_untrusted_types(data=model)) <= set(TRUSTED_TYPES)
+
+
+def test_neighbour_vote_is_the_weighted_share_above_each_cut() -> None:
+    texts = ["alpha beta gamma", "the cat sat", "integral of x squared", "prove Fermat"]
+    levels = np.array([0, 1, 2, 2])
+    vote = NeighbourVote(MODEL, k=1).fit(texts, levels, np.ones(4), cuts=2)
+    # each training text is its own nearest neighbour
+    assert np.array_equal(vote.cumulative(texts), [[0, 0], [1, 0], [1, 1], [1, 1]])
+    everyone = NeighbourVote(MODEL, k=99).fit(texts, levels, [1.0, 1.0, 1.0, 5.0], cuts=2)
+    # k is clipped to the training set; weights count: (1 + 1 + 5) / 8 and (1 + 5) / 8
+    assert np.allclose(everyone.cumulative(["anything"]), [[7 / 8, 6 / 8]])
+    assert vote.vectors_.dtype == np.float16 and vote.levels_.dtype == np.int8
+
+
+def test_scorer_blends_the_vote_and_can_leave_it_out() -> None:
+    with_vote = _scorer()
+    assert isinstance(with_vote.parts()["neighbours"], NeighbourVote)
+    without = _scorer(TrainConfig(label="needs", embedding=MODEL, neighbours=0))
+    assert without.parts()["neighbours"] is None
+    probe = [EASY.format("blue"), HARD.format("blue")]
+    assert not np.allclose(_score(with_vote, probe), _score(without, probe))
+    assert with_vote.version != without.version  # another config, another classifier_version
+
+
+def test_a_vote_on_other_weights_is_refused_at_load(tmp_path: Path) -> None:
+    scorer = _scorer()
+    scorer.parts()["neighbours"].weights_sha256_ = "1" * 64
+    save_scorer(scorer, tmp_path / "router.zip")
+    with pytest.raises(ConfigError, match="retrain"):
+        load_scorer(tmp_path / "router.zip")
