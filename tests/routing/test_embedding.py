@@ -4,6 +4,8 @@ loads and scores the same, and that other weights or a missing model are refused
 
 from __future__ import annotations
 
+import hashlib
+import json
 import zipfile
 from pathlib import Path
 
@@ -48,19 +50,18 @@ def test_vectors_are_unit_length_deterministic_and_cached() -> None:
     # similar sentences are closer than unrelated ones
     near = embed(MODEL, ["A cat is sitting on a rug."])[0][0]
     assert float(vectors[0] @ near) > float(vectors[3] @ near) + 0.2
-    assert len(sha) == 64 and (sha, "The cat sat on the mat.") in embedding._cache
-
-
-def test_a_model_directory_is_the_same_model_as_its_name() -> None:
-    directory = str(model_dir(MODEL))
-    a, sha_a = embed(MODEL, ["hello world"])
-    b, sha_b = embed(directory, ["hello world"])
-    assert sha_a == sha_b and np.array_equal(a, b)
+    assert len(sha) == 64 and embedding._key(sha, "The cat sat on the mat.") in embedding._cache
+    cached = embedding._cache[embedding._key(sha, "The cat sat on the mat.")]
+    assert cached.base is None  # its own copy, not a view keeping the whole batch alive
 
 
 def test_unknown_or_missing_models_are_config_errors(monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(ConfigError, match="not a bundled model"):
         model_dir("no-such-model")
+    # a path is never loaded, even the bundled model's own directory: an artifact names its
+    # model, and must not point a worker at a directory of its choosing
+    with pytest.raises(ConfigError, match="not given as paths"):
+        model_dir(str(model_dir(MODEL)))
     monkeypatch.setitem(embedding.BUNDLED, "ghost", ("no_such_package_here", "path"))
     with pytest.raises(ConfigError, match=r"batch-router\[embeddings\]"):
         model_dir("ghost")
@@ -139,3 +140,48 @@ def test_a_vote_on_other_weights_is_refused_at_load(tmp_path: Path) -> None:
     save_scorer(scorer, tmp_path / "router.zip")
     with pytest.raises(ConfigError, match="retrain"):
         load_scorer(tmp_path / "router.zip")
+
+
+def test_a_vote_that_does_not_fit_the_model_is_refused_at_load(tmp_path: Path) -> None:
+    """Damaged or hostile ``neighbours`` parts fail at load as ConfigError, not mid-job."""
+    scorer = _scorer()
+    path = tmp_path / "router.zip"
+
+    def rewrite(neighbours: object) -> None:
+        save_scorer(scorer, path)
+        parts = {**scorer.parts(), "neighbours": neighbours}
+        model = sio.dumps(parts, compression=zipfile.ZIP_DEFLATED)
+        with zipfile.ZipFile(path) as zf:
+            meta = json.loads(zf.read("metadata.json"))
+        meta["model_sha256"] = hashlib.sha256(model).hexdigest()
+        with zipfile.ZipFile(path, "w") as zf:
+            zf.writestr("metadata.json", json.dumps(meta))
+            zf.writestr("model.skops", model)
+
+    rewrite(np.zeros(3))
+    with pytest.raises(ConfigError, match="not a NeighbourVote"):
+        load_scorer(path)
+    narrow = NeighbourVote(MODEL).fit(["a", "b"], [0, 1], [1.0, 1.0], cuts=1)
+    narrow.vectors_ = narrow.vectors_[:, :10]  # another width than the model's vectors
+    rewrite(narrow)
+    with pytest.raises(ConfigError, match="cannot load the model"):
+        load_scorer(path)
+    wrong_cuts = NeighbourVote(MODEL).fit(["a", "b"], [0, 1], [1.0, 1.0], cuts=2)
+    rewrite(wrong_cuts)
+    with pytest.raises(ConfigError, match="does not match the model"):
+        load_scorer(path)
+
+
+def test_an_artifact_keeps_the_version_it_was_saved_with(tmp_path: Path) -> None:
+    """Artifacts saved before the config was hashed into the version keep their version."""
+    path = tmp_path / "router.zip"
+    save_scorer(_scorer(), path)
+    with zipfile.ZipFile(path) as zf:
+        meta, model = json.loads(zf.read("metadata.json")), zf.read("model.skops")
+    meta["classifier_version"] = "learned-1/0ld0ld00"
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.writestr("metadata.json", json.dumps(meta))
+        zf.writestr("model.skops", model)
+    loaded = load_scorer(path)
+    assert loaded.version == "learned-1/0ld0ld00"
+    assert loaded.with_metadata(fingerprint="e" * 64).version != loaded.version
