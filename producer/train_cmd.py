@@ -388,6 +388,8 @@ def run_train(
     )
     save_scorer(model, out)
     console.print(_table(cv, lodo, folds))
+    for line in length_warnings(cv, lodo, folds):
+        console.print(f"[yellow]warning:[/] {line}")
     console.print(
         f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB, {model.version}, label {config.label})"
     )
@@ -421,6 +423,27 @@ def _check_sets(sets: Sequence[LabelSet], feedback: Sequence[LabelSet], folds: i
 
 def _fmt(x: Any) -> str:
     return "—" if x is None else f"{x:.3f}"
+
+
+def length_warnings(
+    cv: dict[str, dict[str, Any]], lodo: dict[str, dict[str, Any]], folds: int
+) -> list[str]:
+    """One line per held-out evaluation where the router does not beat routing by length:
+    such a router costs scoring time for nothing there (docs/training.md)."""
+    out = []
+    hints = {
+        f"{folds}-fold CV": "a router trained on it alone may (pooling costs small datasets)",
+        "leave-one-out": "on traffic like it, label some (--feedback)",
+    }
+    for title, group in ((f"{folds}-fold CV", cv), ("leave-one-out", lodo)):
+        for name, m in group.items():
+            apgr, length = m["apgr"], m["length_apgr"]
+            if apgr is not None and length is not None and apgr <= length:
+                out.append(
+                    f"{title} on {name}: APGR {apgr:.3f} does not beat length-only "
+                    f"{length:.3f}; {hints[title]}"
+                )
+    return out
 
 
 def _table(cv: dict[str, dict[str, Any]], lodo: dict[str, dict[str, Any]], folds: int) -> Table:

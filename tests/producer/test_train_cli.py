@@ -12,7 +12,13 @@ import polars as pl
 import pytest
 from rich.console import Console
 
-from producer.train_cmd import DEFAULT_FEEDBACK_WEIGHT, load_feedback, parse_spec, run_train
+from producer.train_cmd import (
+    DEFAULT_FEEDBACK_WEIGHT,
+    length_warnings,
+    load_feedback,
+    parse_spec,
+    run_train,
+)
 from routing.errors import InputError
 from routing.features import FEATURE_VERSION, compute_features
 from routing.learned import classifier_version, load_scorer
@@ -162,3 +168,33 @@ def test_label_and_tolerance_options(tmp_path: Path) -> None:
     assert needs["config"]["label"] == "needs" and needs["config"]["tolerance"] == 0.1
     assert load_scorer(tmp_path / "n.zip").label == "needs"
     assert DEFAULT_FEEDBACK_WEIGHT == 10.0
+
+
+def test_length_warnings_name_each_evaluation_that_does_not_beat_length() -> None:
+    def m(apgr: float | None, length: float | None) -> dict[str, float | None]:
+        return {"apgr": apgr, "length_apgr": length}
+
+    cv = {"mmlu": m(0.70, 0.58), "gsm8k": m(0.55, 0.59)}
+    lodo = {"mmlu": m(0.58, 0.58), "arena": m(None, 0.55)}
+    lines = length_warnings(cv, lodo, 5)
+    assert lines == [
+        "5-fold CV on gsm8k: APGR 0.550 does not beat length-only 0.590; "
+        "a router trained on it alone may (pooling costs small datasets)",
+        "leave-one-out on mmlu: APGR 0.580 does not beat length-only 0.580; "
+        "on traffic like it, label some (--feedback)",
+    ]
+
+
+def test_train_prints_a_warning_exactly_when_length_wins(tmp_path: Path) -> None:
+    a = write_labels(tmp_path / "a.parquet", "alpha")
+    b = write_labels(tmp_path / "b.parquet", "beta", seed=1)
+    console = Console(file=io.StringIO(), width=200)
+    meta = run_train(
+        [f"{a}:{WEAK},strong-x", f"{b}:{WEAK},strong-x"], tmp_path / "r.zip", [], 1.0, 3, console
+    )
+    printed = console.file.getvalue()  # type: ignore[attr-defined]
+    metrics = meta["metrics"]
+    expected = length_warnings(metrics["cv"], metrics["leave_one_out"], 3)
+    assert printed.count("does not beat length-only") == len(expected)
+    for line in expected:
+        assert line.split(":")[0] in printed
