@@ -4,7 +4,6 @@ the job's retry budget, cascade escalation and input truncation."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -21,7 +20,7 @@ from tests.workers.test_stages import make_settings, plan_job, results, write_in
 from workers import local, stages
 from workers.jobstate import MemoryJobTracker
 from workers.settings import S3Settings
-from workers.simprovider import SimConfig, SimServer
+from workers.simprovider import SimServer
 from workers.storage import Storage
 
 FAST, BALANCED, EXPERT = "gpt-4o-mini", "gpt-4.1-mini", "gpt-4.1"
@@ -64,17 +63,8 @@ def prompts(n: int, words: int = 12) -> pa.Table:
 
 
 @pytest.fixture(scope="module")
-def sim_server() -> Iterator[SimServer]:
-    with SimServer(SimConfig(seed=11)) as sim:
-        yield sim
-
-
-@pytest.fixture
-def sim(sim_server: SimServer) -> Iterator[SimServer]:
-    sim_server.configure(**SimConfig(seed=11).as_dict())
-    sim_server.reset()
-    yield sim_server
-    sim_server.configure(**SimConfig(seed=11).as_dict())
+def sim_seed() -> int:
+    return 11  # the simulated provider's seed (tests/workers/conftest.py)
 
 
 def run(

@@ -3,7 +3,6 @@ the simulated provider over HTTP, and the Redis claim store against a real Redis
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import polars as pl
@@ -20,7 +19,7 @@ from workers import audit, dedupe, layout, local, stages
 from workers.finalize import finalize
 from workers.jobstate import MemoryJobTracker
 from workers.reconcile import reconcile
-from workers.simprovider import SimConfig, SimServer
+from workers.simprovider import SimServer
 
 DISTINCT, COPIES = 60, 3  # 60 prompts, each 3 times, spread over 6 chunks of 30 rows
 
@@ -45,17 +44,8 @@ def _table() -> pa.Table:
 
 
 @pytest.fixture(scope="module")
-def sim_server() -> Iterator[SimServer]:
-    with SimServer(SimConfig(seed=3)) as sim:
-        yield sim
-
-
-@pytest.fixture
-def sim(sim_server: SimServer) -> Iterator[SimServer]:
-    sim_server.configure(**SimConfig(seed=3).as_dict())
-    sim_server.reset()
-    yield sim_server
-    sim_server.configure(**SimConfig(seed=3).as_dict())
+def sim_seed() -> int:
+    return 3  # the simulated provider's seed (tests/workers/conftest.py)
 
 
 def _run(tmp_path: Path, sim: SimServer, policy: Policy, job_id: str) -> tuple:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -28,7 +28,7 @@ from workers.provider import (
     resolve_endpoint,
 )
 from workers.settings import ProviderOverride, Settings
-from workers.simprovider import SimConfig, SimServer
+from workers.simprovider import SimServer
 
 FAST_RETRY = RetrySpec(max_attempts=3, base_delay_s=0.0, max_delay_s=1.0)
 OK_BODY = {
@@ -73,17 +73,8 @@ def requests(n: int, max_tokens: int = 64) -> list[ChatRequest]:
 
 
 @pytest.fixture(scope="module")
-def sim_server() -> Iterator[SimServer]:
-    with SimServer(SimConfig(seed=3)) as sim:
-        yield sim
-
-
-@pytest.fixture
-def sim(sim_server: SimServer) -> Iterator[SimServer]:
-    sim_server.configure(**SimConfig(seed=3).as_dict())
-    sim_server.reset()
-    yield sim_server
-    sim_server.configure(**SimConfig(seed=3).as_dict())
+def sim_seed() -> int:
+    return 3  # the simulated provider's seed (tests/workers/conftest.py)
 
 
 @pytest.fixture

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -24,7 +23,7 @@ from workers import layout, local, stages
 from workers.finalize import finalize
 from workers.jobstate import MemoryJobTracker
 from workers.settings import ProviderOverride, S3Settings, Settings
-from workers.simprovider import SimConfig, SimServer
+from workers.simprovider import SimServer
 from workers.storage import Storage
 
 MAX_CHARS, MAX_INPUT_TOKENS = 3000, 300
@@ -58,17 +57,8 @@ POLICY = make_policy()
 
 
 @pytest.fixture(scope="module")
-def sim_server() -> Iterator[SimServer]:
-    with SimServer(SimConfig(seed=5)) as sim:
-        yield sim
-
-
-@pytest.fixture
-def sim(sim_server: SimServer) -> Iterator[SimServer]:
-    sim_server.configure(**SimConfig(seed=5).as_dict())
-    sim_server.reset()
-    yield sim_server
-    sim_server.configure(**SimConfig(seed=5).as_dict())
+def sim_seed() -> int:
+    return 5  # the simulated provider's seed (tests/workers/conftest.py)
 
 
 def make_settings(sim: SimServer | None = None, **kwargs: Any) -> Settings:
