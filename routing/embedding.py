@@ -19,7 +19,8 @@ carries (installed by ``pip install 'batch-router[embeddings]'``). Models are na
 given as paths: an artifact names its model, and a hostile artifact must not make a worker
 load a directory of its choosing (sentence-transformers can import code a model directory
 names). Another model is added to :data:`BUNDLED` with the package that carries it. Fitting
-records the SHA-256 of the weights, and scoring with other weights is refused
+records a SHA-256 of the model's files (weights, tokenizer, pooling and normalisation
+configs: :func:`weights_sha256`), and scoring with another model is refused
 (:class:`ConfigError`): the regression's coefficients mean nothing on another model's vectors.
 
 Embeddings are remembered per (weights, BLAKE2b of the text) in a bounded per-process cache,
@@ -73,16 +74,25 @@ def model_dir(name: str) -> Path:
 
 
 def weights_sha256(directory: Path) -> str:
-    """SHA-256 of the model's weight file (the first of :data:`WEIGHT_FILES` present)."""
-    for name in WEIGHT_FILES:
-        path = directory / name
-        if path.is_file():
-            digest = hashlib.sha256()
-            with path.open("rb") as fh:
-                for block in iter(lambda: fh.read(1 << 20), b""):
-                    digest.update(block)
-            return digest.hexdigest()
-    raise ConfigError(f"embedding model {directory}: no weights ({' or '.join(WEIGHT_FILES)})")
+    """SHA-256 over every file that shapes the vectors: the weights (one of
+    :data:`WEIGHT_FILES`), the tokenizer, pooling and normalisation configs — each file's
+    relative path, size and bytes, in path order. Documentation (``*.md``) and dotfiles are
+    left out."""
+    if not any((directory / name).is_file() for name in WEIGHT_FILES):
+        raise ConfigError(f"embedding model {directory}: no weights ({' or '.join(WEIGHT_FILES)})")
+    digest = hashlib.sha256()
+    files = sorted(
+        p
+        for p in directory.rglob("*")
+        if p.is_file() and p.suffix != ".md" and not p.name.startswith(".")
+    )
+    for path in files:
+        rel = path.relative_to(directory).as_posix().encode()
+        digest.update(len(rel).to_bytes(4, "big") + rel + path.stat().st_size.to_bytes(8, "big"))
+        with path.open("rb") as fh:
+            while block := fh.read(1 << 20):
+                digest.update(block)
+    return digest.hexdigest()
 
 
 @lru_cache(maxsize=2)

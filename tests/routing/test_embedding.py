@@ -15,7 +15,14 @@ import pytest
 import skops.io as sio
 
 from routing import embedding
-from routing.embedding import MODEL, NeighbourVote, SentenceEmbedding, embed, model_dir
+from routing.embedding import (
+    MODEL,
+    NeighbourVote,
+    SentenceEmbedding,
+    embed,
+    model_dir,
+    weights_sha256,
+)
 from routing.errors import ConfigError
 from routing.features import compute_features
 from routing.learned import TRUSTED_TYPES, TrainConfig, fit_scorer, load_scorer, save_scorer
@@ -185,3 +192,30 @@ def test_an_artifact_keeps_the_version_it_was_saved_with(tmp_path: Path) -> None
     loaded = load_scorer(path)
     assert loaded.version == "learned-1/0ld0ld00"
     assert loaded.with_metadata(fingerprint="e" * 64).version != loaded.version
+
+
+def test_the_model_hash_covers_what_shapes_the_vectors(tmp_path: Path) -> None:
+    """Same weights with another pooling config is another model; its README is not."""
+    source = model_dir(MODEL)
+    copy = tmp_path / "model"
+    for path in source.rglob("*"):
+        target = copy / path.relative_to(source)
+        if path.is_dir():
+            target.mkdir(parents=True, exist_ok=True)
+        elif path.suffix in (".safetensors", ".bin"):
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.symlink_to(path)  # the 90 MB of weights, not copied
+        else:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(path.read_bytes())
+    original = weights_sha256(source)
+    assert weights_sha256(copy) == original
+    (copy / "README.md").write_text("edited")
+    assert weights_sha256(copy) == original
+    pooling = copy / "1_Pooling" / "config.json"
+    pooling.write_text(
+        pooling.read_text().replace(
+            '"pooling_mode_mean_tokens": true', '"pooling_mode_mean_tokens": false'
+        )
+    )
+    assert weights_sha256(copy) != original
