@@ -84,6 +84,7 @@ TRUSTED_TYPES: tuple[str, ...] = (
     "routing.embedding.NeighbourVote",
 )
 _MODEL, _META = "model.skops", "metadata.json"
+_SLICE_ROWS = 8192  # rows scored at once (< routing.embedding.CACHE_SIZE)
 
 Label = Literal["needs", "win_rate"]
 Calibration = Literal["none", "sigmoid", "isotonic"]
@@ -309,6 +310,12 @@ class LearnedScorer:
         frame = design_frame(prompts, features, input_tokens)
         if frame.height == 0:
             return np.zeros((0, len(self._classifiers)))
+        # Row-wise, so scored in slices: with an embedding, the block and the vote each embed
+        # a slice's prompts, and a slice well under the embedding cache keeps that to once.
+        slices = [frame.slice(i, _SLICE_ROWS) for i in range(0, frame.height, _SLICE_ROWS)]
+        return np.vstack([self._cumulative(part) for part in slices])
+
+    def _cumulative(self, frame: pl.DataFrame) -> Floats:
         x = self._featurizer.transform(frame)
         p = np.column_stack([_positive(c, x) for c in self._classifiers])
         if self._neighbours is not None:
