@@ -1,6 +1,6 @@
 """``batch-router eval``: a router against the baselines on a labels file.
 
-The command glue around :mod:`routing.evaluate`: read the labels, score the prompts with the
+The command glue around :mod:`routing.evaluation`: read the labels, score the prompts with the
 heuristic or a trained router, print the metrics (or one JSON object), and optionally write
 the scores and a self-contained HTML frontier plot. Register it in ``producer/cli.py`` as::
 
@@ -28,7 +28,9 @@ from rich.table import Table
 
 from routing.classify import HeuristicScorer, Scorer
 from routing.errors import ConfigError, InputError
-from routing.evaluate import FRONTIER_SHARES, Evaluation, MultiTier, Pair, evaluate, multi_tier
+from routing.evaluation.labels import Pair
+from routing.evaluation.multitier import MultiTier, multi_tier
+from routing.evaluation.scorecard import FRONTIER_SHARES, Evaluation, evaluate
 from routing.features import compute_features
 from routing.tokens import count_tokens
 
@@ -100,7 +102,7 @@ def load_router(router: str) -> Scorer:
             "`batch-router train`"
         )
     try:
-        from routing.learned import load_scorer
+        from routing.learned.artifact import load_scorer
     except ImportError as exc:
         raise ConfigError(
             f"router {router!r}: trained routers are not available in this build "

@@ -174,7 +174,7 @@ class SentenceEmbedding(TransformerMixin, BaseEstimator):  # type: ignore[misc]
     """scikit-learn transformer: a column of prompts → their sentence embeddings.
 
     Stateless but for the weights' SHA-256 recorded by :meth:`fit`, which :meth:`transform`
-    checks; saved inside the scorer artifact (``routing.learned.TRUSTED_TYPES`` names it).
+    checks; saved inside the scorer artifact (``routing.learned.artifact.TRUSTED_TYPES`` names it).
     """
 
     def __init__(self, model: str = MODEL, batch_size: int = 8) -> None:
@@ -220,7 +220,7 @@ class NeighbourVote(BaseEstimator):  # type: ignore[misc]
     For every cut ``c`` of the ordinal target it gives the (sample-weighted) share of the
     ``k`` neighbours whose level is above ``c`` — the same ``P(level > c)`` the logistic
     regressions estimate, so the two are blended column by column
-    (:meth:`routing.learned.LearnedScorer.cumulative`). With the win-rate label the mean over
+    (:meth:`routing.learned.scorer.LearnedScorer.cumulative`). With the win-rate label the mean over
     the cuts is the neighbours' mean win rate. Measured: MMLU 5-fold APGR 0.692 → 0.700,
     GSM8K 0.657 → 0.666 at ``k`` = 100 and weight 0.35 (``docs/training.md``).
 

@@ -3,7 +3,7 @@
 A router that sends long, code- or reasoning-heavy prompts to dearer tiers invites
 padding a cheap question until it looks hard. :func:`detect_gaming` flags such prompts;
 the flags are recorded in the ``gaming_flags`` output column and the policy may cap a
-flagged prompt's tier (``gaming: {cap: balanced}``, applied as a step of routing.rules).
+flagged prompt's tier (``gaming: {cap: balanced}``, applied as a step of routing.enforcement).
 
 Kinds (a prompt may have several; they are listed in this order, comma-separated):
 

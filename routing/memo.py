@@ -20,7 +20,7 @@ import polars as pl
 
 from routing.features import FEATURES, compute_features
 from routing.gaming import GamingSpec, detect_gaming
-from routing.pii import PII_COLUMN, PiiDetector
+from routing.pii.detector import PII_COLUMN, PiiDetector
 from routing.rules import PiiSpec
 from routing.tokens import count_tokens
 

@@ -22,17 +22,17 @@ import pyarrow as pa
 from routing.classify import Scorer
 from routing.decision_memo import DECISIONS, FIELDS, DecisionMemo
 from routing.dedupe import CANONICAL, first_occurrences, mark_duplicates
+from routing.enforcement.decisions import Decisions, apply_rules
 from routing.gaming import GAMING_KINDS
 from routing.memo import MEMO, TextMemo, compute_values
 from routing.policy import Policy
 from routing.route import assign_tiers
-from routing.rules import Decisions, apply_rules
 
 INTERNAL = "__br_"
 FINGERPRINT = f"{INTERNAL}fingerprint"
 EST_INPUT_TOKENS = f"{INTERNAL}input_tokens"
 REJECTED_REASON = f"{INTERNAL}rejected_reason"
-# The tiers the policy allows the row (Int64 bit mask, bit k = k-th tier; routing.rules).
+# The tiers the policy allows the row (Int64 bit mask, bit k = k-th tier; routing.enforcement).
 ALLOWED = f"{INTERNAL}allowed"
 # Columns rules and entitlements may read (besides the prompt and its token count).
 _RULE_COLUMNS = ("tenant", "customer_tier", "domain", "metadata")
@@ -67,7 +67,7 @@ def _decide(
     policy: Policy,
     gaming: pl.Series | None = None,
 ) -> Decisions:
-    """Rules, entitlements, PII and input limits (routing.rules) after the score's tiers;
+    """Rules, entitlements, PII and input limits (routing.enforcement) after the score's tiers;
     ``gaming``: the rows' gaming flags, capped at ``policy.gaming.cap`` when one is set."""
     columns = [prompts.alias("prompt"), pl.Series("input_tokens", tokens)]
     for name in _RULE_COLUMNS:

@@ -18,21 +18,19 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from routing.audit import (
+from routing.audit.chain import (
     Anchor,
     AuditError,
     Chain,
     PartId,
-    Problem,
     anchor_of_footer,
     anchors_digest,
     build_chain,
-    check_chain,
-    check_rows,
     footer,
     manifest_section,
     read_section,
 )
+from routing.audit.verify import Problem, check_chain, check_rows
 from routing.plan import JobContext
 from workers import layout
 from workers.storage import Storage

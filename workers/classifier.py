@@ -23,9 +23,9 @@ HEURISTIC = HeuristicScorer()
 def scorer_from_bytes(data: bytes, source: str) -> Scorer:
     """Load a trained router from the bytes of its artifact (``source`` names it in errors).
 
-    ``routing.learned.load_scorer`` checks format, checksum, trusted types and feature
+    ``routing.learned.artifact.load_scorer`` checks format, checksum, trusted types and feature
     version, and raises :class:`ConfigError`."""
-    from routing.learned import load_scorer  # scikit-learn: only when a job needs it
+    from routing.learned.artifact import load_scorer  # scikit-learn: only when a job needs it
 
     with tempfile.TemporaryDirectory(prefix="br-router-") as tmp:
         path = Path(tmp) / "router.zip"

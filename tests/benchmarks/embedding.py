@@ -41,7 +41,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         from routing import embedding
         from routing.features import compute_features
-        from routing.learned import TrainConfig, fit_scorer
+        from routing.learned.config import TrainConfig
+        from routing.learned.training import fit_scorer
 
         embedding.model_dir(embedding.MODEL)
     except Exception as exc:

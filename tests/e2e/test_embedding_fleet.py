@@ -10,7 +10,9 @@ import polars as pl
 import pytest
 
 from routing.embedding import MODEL
-from routing.learned import TrainConfig, fit_scorer, save_scorer
+from routing.learned.artifact import save_scorer
+from routing.learned.config import TrainConfig
+from routing.learned.training import fit_scorer
 from routing.policy import default_policy_text
 from tests import services
 from tests.embeddings import EASY, HARD, require_embeddings

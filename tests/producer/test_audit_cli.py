@@ -12,7 +12,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from routing.audit import PartId, build_chain
+from routing.audit.chain import PartId, build_chain
 from routing.plan import JobContext
 from tests.producer.conftest import CliRunner, SampleJob, assert_clean_error
 from workers import audit

@@ -103,7 +103,7 @@ def test_trained_router_without_loader_is_a_config_error(
 ) -> None:
     model = tmp_path / "router.skops"
     model.write_bytes(b"not a model")
-    monkeypatch.setitem(sys.modules, "routing.learned", None)  # import fails
+    monkeypatch.setitem(sys.modules, "routing.learned.artifact", None)  # import fails
     with pytest.raises(ConfigError, match="trained routers are not available"):
         run(gsm8k, router=str(model))
 

@@ -12,7 +12,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from routing.learned import TrainConfig, fit_scorer, save_scorer
+from routing.learned.artifact import save_scorer
+from routing.learned.config import TrainConfig
+from routing.learned.training import fit_scorer
 from routing.policy import default_policy_text, load_policy
 from tests.producer.conftest import CliRunner, assert_clean_error
 

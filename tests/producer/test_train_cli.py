@@ -12,16 +12,12 @@ import polars as pl
 import pytest
 from rich.console import Console
 
-from producer.train_cmd import (
-    DEFAULT_FEEDBACK_WEIGHT,
-    length_warnings,
-    load_feedback,
-    parse_spec,
-    run_train,
-)
+from producer.train_cmd import DEFAULT_FEEDBACK_WEIGHT, length_warnings, run_train
+from producer.training.labels import load_feedback, parse_spec
 from routing.errors import InputError
 from routing.features import FEATURE_VERSION, compute_features
-from routing.learned import classifier_version, load_scorer
+from routing.learned.artifact import load_scorer
+from routing.learned.scorer import classifier_version
 
 LABELS = Path(__file__).resolve().parents[3] / "shared" / "data" / "labels"
 WEAK, STRONG = "mixtral-8x7b-instruct-v0.1", "gpt-4-1106-preview"

@@ -12,7 +12,7 @@ from typing import Any
 import pyarrow as pa
 import pytest
 
-from routing.audit import (
+from routing.audit.chain import (
     ERROR_CHARS,
     FIELDS,
     Anchor,
@@ -21,13 +21,12 @@ from routing.audit import (
     anchor_of_footer,
     anchors_digest,
     build_chain,
-    check_chain,
-    check_rows,
     footer,
     genesis,
     manifest_section,
     read_section,
 )
+from routing.audit.verify import check_chain, check_rows
 from routing.schema import MONEY
 
 pytestmark = pytest.mark.security

@@ -25,7 +25,9 @@ from routing.embedding import (
 )
 from routing.errors import ConfigError
 from routing.features import compute_features
-from routing.learned import TRUSTED_TYPES, TrainConfig, fit_scorer, load_scorer, save_scorer
+from routing.learned.artifact import TRUSTED_TYPES, load_scorer, save_scorer
+from routing.learned.config import TrainConfig
+from routing.learned.training import fit_scorer
 from tests.embeddings import EASY, HARD, require_embeddings
 
 require_embeddings()

@@ -10,23 +10,13 @@ import polars as pl
 import pytest
 
 from routing.errors import InputError
-from routing.evaluate import (
-    BASELINES,
-    Pair,
-    aiq,
-    apgr,
-    cpt,
-    decide,
-    evaluate,
-    frontier,
-    length_scores,
-    multi_tier,
-    needs_strong,
-    oracle_scores,
-    random_scores,
-    saving_at,
-    selection,
-)
+from routing.evaluation.baselines import length_scores, oracle_scores, random_scores
+from routing.evaluation.curve import frontier, selection
+from routing.evaluation.decision import decide
+from routing.evaluation.labels import Pair, needs_strong
+from routing.evaluation.metrics import aiq, apgr, cpt, saving_at
+from routing.evaluation.multitier import multi_tier
+from routing.evaluation.scorecard import BASELINES, evaluate
 
 LABELS = Path(__file__).resolve().parents[3] / "shared" / "data" / "labels"
 WEAK, STRONG = "mixtral-8x7b-instruct-v0.1", "gpt-4-1106-preview"

@@ -15,15 +15,10 @@ import skops.io as sio
 from routing.classify import Scorer
 from routing.errors import ConfigError
 from routing.features import compute_features
-from routing.learned import (
-    LearnedScorer,
-    TrainConfig,
-    classifier_version,
-    fit_scorer,
-    levels,
-    load_scorer,
-    save_scorer,
-)
+from routing.learned.artifact import load_scorer, save_scorer
+from routing.learned.config import TrainConfig, levels
+from routing.learned.scorer import LearnedScorer, classifier_version
+from routing.learned.training import fit_scorer
 
 EASY = "what colour is the {} cat, quickly?"
 HARD = "prove the theorem on the integral of the {} polynomial and derive each step"

@@ -11,16 +11,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from routing.pii import (
-    BUILTIN_KINDS,
-    PII_COLUMN,
-    PiiDetector,
-    PiiKind,
-    detect,
-    iban_ok,
-    luhn_ok,
-    valid_ipv4_any,
-)
+from routing.pii.detector import PII_COLUMN, PiiDetector, detect
+from routing.pii.kinds import BUILTIN_KINDS, PiiKind
+from routing.pii.validators import iban_ok, luhn_ok, valid_ipv4_any
 from routing.rules import PiiSpec
 from tests.routing.helpers import PROPERTY
 

@@ -21,18 +21,17 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from routing.classify import HeuristicScorer
+from routing.enforcement.decisions import Decisions, apply_rules
 from routing.features import compute_features
-from routing.pii import detect
+from routing.pii.detector import detect
 from routing.policy import Policy
 from routing.route import assign_tiers
 from routing.rules import (
-    Decisions,
     EntitlementsSpec,
     PiiSpec,
     RuleAction,
     RuleConditions,
     RuleSpec,
-    apply_rules,
     check_rules,
 )
 from routing.tokens import count_tokens

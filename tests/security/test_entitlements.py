@@ -18,7 +18,9 @@ import pytest
 import yaml
 
 from routing.classify import HeuristicScorer, Scorer
-from routing.learned import TrainConfig, fit_scorer, load_scorer, save_scorer
+from routing.learned.artifact import load_scorer, save_scorer
+from routing.learned.config import TrainConfig
+from routing.learned.training import fit_scorer
 from routing.policy import Policy, default_policy_text, parse_policy
 from routing.router import ALLOWED, route_batch
 from routing.rules import allowed_tiers

@@ -1,84 +1,15 @@
-"""PII detection over a whole batch of prompts, vectorised with polars regexes.
-
-Each kind of PII is a :class:`PiiKind`: a name, a regex (polars / Rust ``regex`` syntax:
-no look-around, no back-references), an optional validator and an optional cheap
-prefilter regex. :class:`PiiDetector` works in three passes:
-
-1. one ``str.contains`` of the union of all prefilters over the whole batch (Rust, no
-   Python per row) — on the shared corpus it keeps ~1.3 % of the prompts;
-2. per kind, on those rows only: its prefilter, then its full pattern;
-3. for kinds with a validator, the matches (``str.extract_all``) of the rows left are
-   checked in Python — Luhn and issuer prefix for cards, mod-97 and country length for
-   IBANs, the SSA rules for SSNs, octets and public ranges for IPv4, ``ipaddress`` for
-   IPv6, numbering-plan rules for phones.
-
-A pattern cannot look around, so a pattern that must not match inside a longer number
-includes its *context* in the match instead: a guard character in front (start of text
-or a character that cannot continue a number), a numbering word in front
-(``version 1.2.3.4``, ``section 3.2.1.4``) and, after the core, a continuation such as
-``.5`` (``1.2.3.4.5``) or ``-0`` (``123-45-6789-0``). The validator sees the whole match
-and rejects the candidate when such context was captured.
-
-Built-in kinds (:data:`BUILTIN_KINDS`): ``card``, ``email``, ``iban``, ``ipv4``,
-``ipv6``, ``phone``, ``ssn``; IP addresses count only when public (a private or loopback
-address identifies no one). Extra kinds come from the policy as regexes, optionally with
-a named validator from :data:`VALIDATORS` (``ipv4_any`` flags every address).
-
-:meth:`PiiDetector.detect` returns, per prompt, the sorted unique kind names found.
-"""
+"""The validators of PII matches: is a regex match a real card number, SSN, IBAN, phone
+number, public IP address or e-mail address? Each sees the whole match, context included
+(see :mod:`routing.pii`), and rejects the candidate when that context shows it is part of
+something longer."""
 
 from __future__ import annotations
 
 import ipaddress
 import re
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
-
-import numpy as np
-import polars as pl
-import pyarrow as pa
+from collections.abc import Callable, Mapping
 
 Validator = Callable[[str], bool]
-
-PII_COLUMN = "pii_kinds"
-_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
-
-
-@dataclass(frozen=True)
-class PiiKind:
-    """One kind of PII: a polars regex, an optional validator of each match, and an
-    optional cheap ``prefilter`` regex that every text matching ``pattern`` also matches
-    (it selects the rows the full pattern runs on)."""
-
-    name: str
-    pattern: str
-    validator: Validator | None = None
-    prefilter: str | None = None
-
-    def __post_init__(self) -> None:
-        # Patterns are checked by PiiDetector, not here: the built-in kinds are made at
-        # import, and running polars at import would start its thread pool in a Celery
-        # parent process, whose forked children then deadlock in polars.
-        if not _NAME.match(self.name):
-            raise ValueError(f"PII kind name {self.name!r} must match {_NAME.pattern}")
-
-    def check(self) -> None:
-        """Raise ``ValueError`` if polars cannot compile the pattern or the prefilter."""
-        check_pattern(self.pattern)
-        if self.prefilter is not None:
-            check_pattern(self.prefilter)
-
-
-def check_pattern(pattern: str) -> None:
-    """Raise ``ValueError`` if polars cannot compile ``pattern``."""
-    try:
-        pl.Series([""], dtype=pl.String).str.contains(pattern)
-    except pl.exceptions.ComputeError as exc:
-        first = str(exc).strip().splitlines()
-        raise ValueError(f"invalid PII regex {pattern!r}: {' '.join(first[:4])}") from exc
-
-
-# --- validators -------------------------------------------------------------------------
 
 
 def _digits(text: str) -> str:
@@ -296,13 +227,13 @@ def valid_email(match: str) -> bool:
 
 
 # Words after which a dotted number is a version or a section, not an address.
-_NUMBERING = (
+NUMBERING = (
     r"v|ver\.?|version|release|rev\.?|section|sec\.?|§|chapter|figure|fig\.?|table|clause"
     r"|article|art\.?"
 )
 # The first character of a match is a guard (not part of the PII) unless it can start one.
 _GUARD = re.compile(r"[^A-Za-z0-9_+:]")
-_BAD_PREFIX = re.compile(rf"(?i)(?:{_NUMBERING})\s*\d")
+_BAD_PREFIX = re.compile(rf"(?i)(?:{NUMBERING})\s*\d")
 
 
 def _cores(match: str) -> list[str]:
@@ -317,57 +248,6 @@ def _cores(match: str) -> list[str]:
     return [c for c in cores if not _BAD_PREFIX.match(c)]
 
 
-# --- patterns ---------------------------------------------------------------------------
-# ASCII word boundaries and classes only: a Unicode ``\b`` makes the Rust regex engine
-# leave its DFA on non-ASCII text and costs ~10× (measured on the corpus).
-_B = r"(?-u:\b)"
-# In front of a number: start of text, or one character that is not part of a longer token.
-_LEAD = r"(?:^|[^A-Za-z0-9_.$/+\-:@])"
-# Behind a number: a word boundary, then (captured so the validator can reject it) a
-# continuation that shows the number is part of something longer (``…-6789-1``).
-_TAIL = _B + r"(?:[.,\-/:][0-9])?"
-
-EMAIL = r"(?i)[a-z0-9._%+\-]+@(?:[a-z0-9](?:[a-z0-9\-]*[a-z0-9])?\.)+[a-z]{2,24}" + _B
-PHONE = (
-    _LEAD
-    + r"(?:\+[1-9](?:[ .\-]?\(?[0-9]{1,4}\)?){2,7}"
-    + r"|(?:1[ .\-]?)?(?:\([2-9][0-9]{2}\)[ .\-]?|[2-9][0-9]{2}[ .\-])[2-9][0-9]{2}[ .\-][0-9]{4})"
-    + _TAIL
-)
-CARD = (
-    _LEAD
-    + r"(?:[0-9]{13,19}|[0-9]{4}(?:[ \-][0-9]{4}){2,3}(?:[ \-][0-9]{1,4})?"
-    + r"|[0-9]{4}[ \-][0-9]{6}[ \-][0-9]{4,5})"
-    + _TAIL
-)
-SSN = _LEAD + r"[0-9]{3}[ \-][0-9]{2}[ \-][0-9]{4}" + _TAIL
-IBAN = _B + r"[A-Z]{2}[0-9]{2}(?:[A-Z0-9]{11,30}|(?: [A-Z0-9]{4}){2,7}(?: [A-Z0-9]{1,3})?)" + _B
-IPV4 = (
-    r"(?:^|[^A-Za-z0-9_.\-])(?:(?i:"
-    + _NUMBERING
-    + r")\s*)?"
-    + r"(?:[0-9]{1,3}\.){3}[0-9]{1,3}"
-    + _B
-    + r"(?:\.[0-9])?"
-)
-IPV6 = (
-    r"(?i)(?:^|[^a-z0-9_:.])(?:[0-9a-f]{0,4}:){2,7}"
-    + r"(?:(?:[0-9]{1,3}\.){3}[0-9]{1,3}|[0-9a-f]{1,4})?(?:%[0-9a-z]+)?[a-z0-9_:.]*"
-)
-
-BUILTIN_KINDS: Mapping[str, PiiKind] = {
-    k.name: k
-    for k in (
-        PiiKind("card", CARD, valid_card, r"[0-9]{4}[ \-]?[0-9]{4}[ \-]?[0-9]{2}"),
-        PiiKind("email", EMAIL, valid_email, "@"),
-        PiiKind("iban", IBAN, valid_iban, r"[A-Z]{2}[0-9]{2}"),
-        PiiKind("ipv4", IPV4, valid_ipv4, r"[0-9]\.[0-9]{1,3}\.[0-9]{1,3}\.[0-9]"),
-        PiiKind("ipv6", IPV6, valid_ipv6, r"(?i)[0-9a-f]{0,4}:[0-9a-f]{0,4}:"),
-        PiiKind("phone", PHONE, valid_phone, r"[0-9]{3}[ .\-][0-9]{4}|\+[1-9]"),
-        PiiKind("ssn", SSN, valid_ssn, r"[0-9]{3}[ \-][0-9]{2}[ \-][0-9]{4}"),
-    )
-}
-
 # Validators an extra (policy-defined) kind may name.
 VALIDATORS: Mapping[str, Validator] = {
     "luhn": lambda m: 12 <= len(_digits(m)) <= 19 and luhn_ok(_digits(m)),
@@ -381,99 +261,3 @@ VALIDATORS: Mapping[str, Validator] = {
     "ipv6_any": valid_ipv6_any,
     "email": valid_email,
 }
-
-
-# --- detection --------------------------------------------------------------------------
-
-
-class PiiDetector:
-    """Detects a fixed set of PII kinds in batches of prompts. Build once, reuse.
-
-    One pass of the union of the kinds' prefilters over the whole batch selects the
-    candidate rows (a few percent of real traffic); each kind's prefilter, pattern and
-    validator then run on those rows only. Kinds without a prefilter scan every row.
-    """
-
-    def __init__(self, kinds: Iterable[PiiKind] | None = None) -> None:
-        chosen = list(BUILTIN_KINDS.values()) if kinds is None else list(kinds)
-        names = [k.name for k in chosen]
-        if len(set(names)) != len(names):
-            raise ValueError(f"PII kind names must be unique: {names}")
-        for kind in chosen:
-            kind.check()
-        self.kinds: tuple[PiiKind, ...] = tuple(sorted(chosen, key=lambda k: k.name))
-        prefilters = [k.prefilter for k in self.kinds if k.prefilter is not None]
-        self._union = "|".join(f"(?:{p})" for p in prefilters) if prefilters else None
-
-    @property
-    def names(self) -> tuple[str, ...]:
-        return tuple(k.name for k in self.kinds)
-
-    def flags(self, prompts: pl.Series) -> pl.DataFrame:
-        """One boolean column per kind (in name order): is that kind in the prompt?"""
-        matrix = self._matrix(prompts)
-        return pl.DataFrame(
-            {name: matrix[:, j] for j, name in enumerate(self.names)},
-            schema={name: pl.Boolean for name in self.names},
-        )
-
-    def detect(self, prompts: pl.Series) -> pl.Series:
-        """Per prompt, the sorted unique names of the PII kinds found (``list[str]``)."""
-        matrix = self._matrix(prompts)
-        # Built as Arrow offsets + values: per-row Python lists or ``concat_list`` over
-        # boolean columns cost ~60 ms per 17k rows, this ~1 ms.
-        rows, cols = np.nonzero(matrix)  # row-major: kinds come out in name order
-        offsets = np.zeros(len(matrix) + 1, dtype=np.int64)
-        np.cumsum(np.bincount(rows, minlength=len(matrix)), out=offsets[1:])
-        values = pa.array([self.names[j] for j in cols], pa.string())
-        lists = pa.LargeListArray.from_arrays(pa.array(offsets, pa.int64()), values)
-        return pl.Series(PII_COLUMN, lists, dtype=pl.List(pl.String))
-
-    def _matrix(self, prompts: pl.Series) -> np.ndarray:
-        """rows × kinds booleans."""
-        text = prompts.cast(pl.String)
-        matrix = np.zeros((len(text), len(self.kinds)), dtype=np.bool_)
-        if not self.kinds or len(text) == 0:
-            return matrix
-        rows = np.arange(len(text))
-        candidates = text
-        if self._union is not None:
-            rows = text.str.contains(self._union).fill_null(value=False).arg_true().to_numpy()
-            candidates = text.gather(rows)
-        for j, kind in enumerate(self.kinds):
-            if kind.prefilter is None:
-                matrix[:, j] = _flag(text, kind)
-            elif len(rows):
-                matrix[rows, j] = _flag(candidates, kind)
-        return matrix
-
-
-def _flag(text: pl.Series, kind: PiiKind) -> np.ndarray:
-    """Does ``kind`` occur in each text? The prefilter first, then the full pattern and
-    the validator on the rows that passed it."""
-    hit = text.str.contains(kind.prefilter or kind.pattern).fill_null(value=False)
-    result = hit.to_numpy()
-    if not hit.any() or (kind.validator is None and kind.prefilter is None):
-        return result
-    rows = hit.arg_true()
-    candidates = text.gather(rows)
-    check = kind.validator
-    if check is None:
-        valid = candidates.str.contains(kind.pattern).to_numpy()
-    else:
-        matches = candidates.str.extract_all(kind.pattern).to_list()
-        valid = np.array([any(check(m) for m in ms or ()) for ms in matches], np.bool_)
-    result = np.zeros(len(text), dtype=np.bool_)
-    result[rows.to_numpy()] = valid
-    return result
-
-
-_DEFAULT: PiiDetector | None = None
-
-
-def detect(prompts: pl.Series) -> pl.Series:
-    """:meth:`PiiDetector.detect` with every built-in kind."""
-    global _DEFAULT
-    if _DEFAULT is None:
-        _DEFAULT = PiiDetector()
-    return _DEFAULT.detect(prompts)
