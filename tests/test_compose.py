@@ -278,19 +278,22 @@ def test_workers_scale(project: dict[str, dict[str, Any]], worker_queues: dict) 
 def test_flower_requires_basic_auth_without_default_password(
     services: dict[str, Any], example_env: dict[str, str]
 ) -> None:
-    (flower,) = (
-        c for s in services.values() for c in commands(s.get("command") or ["-"]) if "flower" in c
+    """Flower takes its login from FLOWER_BASIC_AUTH (an environment variable: a
+    ``--basic-auth`` flag would show in ``ps`` and ``docker inspect``)."""
+    (name,) = (
+        n for n, s in services.items() for c in commands(s.get("command") or ["-"]) if "flower" in c
     )
-    auth = [a for a in flower if a.startswith("--basic-auth=")]
-    assert auth, f"flower without --basic-auth: {flower}"
-    value = auth[0].removeprefix("--basic-auth=")
+    flower = commands(services[name]["command"])[0]
+    assert not [a for a in flower if a.startswith("--basic-auth")], f"on the command line: {flower}"
+    value = environment(services[name]).get("FLOWER_BASIC_AUTH")
+    assert value, f"{name}: no FLOWER_BASIC_AUTH"
     match = re.search(r":\$\{(\w+):\?[^}]+\}$", value)
     assert match, f"flower password in {value!r} must be ${{VAR:?…}} (no default)"
     assert value[: match.start()], "flower basic auth needs a user"
     with pytest.raises(MissingVariable):
-        interpolate(auth[0], {k: v for k, v in example_env.items() if k != match.group(1)})
+        interpolate(value, {k: v for k, v in example_env.items() if k != match.group(1)})
     with pytest.raises(MissingVariable):
-        interpolate(auth[0], {**example_env, match.group(1): ""})
+        interpolate(value, {**example_env, match.group(1): ""})
 
 
 def _field_path(parts: list[str]) -> None:
@@ -342,8 +345,7 @@ def test_settings_built_from_compose_env_point_at_compose_services(
     from workers.provider import resolve_endpoint
     from workers.settings import Settings
 
-    redis_args = resolved["redis"]["command"]
-    password = redis_args[redis_args.index("--requirepass") + 1]
+    password = environment(resolved["redis"])["REDIS_PASSWORD"]  # what Redis requires
     s3_env = environment(resolved["s3"])
     monkeypatch.chdir(tmp_path)  # no stray .env
     for name in project:

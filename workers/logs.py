@@ -13,8 +13,12 @@ for the task being run (a context variable, plus a per-process copy for the prov
 I/O loop's thread, which does not see the task thread's context). ``LOG_FORMAT=text``
 switches back to a plain line format (for a developer's terminal); JSON is the default.
 
-What is never logged: prompt or response text. Only fields listed here and scalar
-``extra=`` values under other names are written — never a record's ``args`` mapping or
+What is never logged: secrets, and prompt or response text. Every line is passed through
+this process's redactor (``workers.redact``: the Settings' secrets, registered by
+:func:`install`, provider keys, token-shaped strings) after formatting, so message,
+extras, exception traceback and stack alike; an extra value is redacted before it is cut.
+Prompt and response text: only fields listed here and scalar ``extra=`` values under
+other names are written — never a record's ``args`` mapping or
 Celery's ``data`` (task arguments). The HTTP client libraries are held at WARNING: at
 DEBUG the ``openai`` SDK logs whole request bodies, i.e. prompts.
 """
@@ -32,6 +36,8 @@ import traceback
 from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
 from typing import IO, Any
+
+from workers import redact
 
 FORMAT_ENV = "LOG_FORMAT"
 CONTEXT_FIELDS = ("task", "task_id", "job_id", "chunk", "tier")
@@ -145,7 +151,7 @@ class ContextFilter(logging.Filter):
 def _scalar(value: Any) -> Any:
     if value is None or isinstance(value, bool | int | float):
         return value
-    text = str(value)
+    text = redact.redact(str(value))  # before the cut, which could leave a secret's prefix
     return text if len(text) <= _MAX_EXTRA_CHARS else text[:_MAX_EXTRA_CHARS] + "…"
 
 
@@ -180,6 +186,18 @@ class JsonFormatter(logging.Formatter):
 TEXT_FORMAT = "[%(asctime)s: %(levelname)s/%(processName)s] %(message)s"
 
 
+class RedactingFormatter(logging.Formatter):
+    """``inner``'s line with every secret redacted (``workers.redact``): the message, the
+    extras, the exception traceback and the stack alike."""
+
+    def __init__(self, inner: logging.Formatter) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def format(self, record: logging.LogRecord) -> str:
+        return redact.redact(self.inner.format(record))
+
+
 def log_format() -> str:
     value = os.environ.get(FORMAT_ENV, "json").strip().lower()
     return "text" if value == "text" else "json"
@@ -192,7 +210,8 @@ def configure(
     process's real stderr) in ``fmt`` (``json`` or ``text``; default ``$LOG_FORMAT``)."""
     handler = logging.StreamHandler(stream if stream is not None else sys.__stderr__)
     fmt = fmt or log_format()
-    handler.setFormatter(JsonFormatter() if fmt == "json" else logging.Formatter(TEXT_FORMAT))
+    inner = JsonFormatter() if fmt == "json" else logging.Formatter(TEXT_FORMAT)
+    handler.setFormatter(RedactingFormatter(inner))
     handler.addFilter(ContextFilter())
     root = logging.getLogger()
     for old in list(root.handlers):
@@ -218,8 +237,11 @@ def install(app: Any) -> None:
     ``setup_logging`` having a receiver tells Celery not to configure logging itself. The
     worker's ASCII banner (plain text on stdout) is replaced by one JSON record, and
     stdout/stderr written by task code are redirected to the ``celery.redirected``
-    logger, as Celery does when it owns logging."""
+    logger, as Celery does when it owns logging. The app's Settings (``make_app``) are
+    registered for redaction here, so every process of the app redacts their secrets."""
     from celery import signals
+
+    redact.register(getattr(app.conf, "batch_router_settings", None))
 
     @signals.setup_logging.connect(weak=False)
     def _setup_logging(loglevel: Any = None, **_: Any) -> None:

@@ -37,8 +37,11 @@ from routing.errors import (
 )
 from routing.policy import ModelSpec, Policy, ProviderSpec, RetrySpec
 from routing.retry import backoff_delay, should_retry
+from workers import redact
 from workers.aio import io_loop
 from workers.settings import Settings
+
+NO_KEY = "simulated"  # the key sent to a simulated provider that has none configured
 
 
 @dataclass(frozen=True)
@@ -113,7 +116,7 @@ def resolve_endpoint(name: str, spec: ProviderSpec, settings: Settings) -> Endpo
                 f"provider {name!r}: no API key (set {where}"
                 f"BATCH_ROUTER_PROVIDERS__{name.upper()}__API_KEY)"
             )
-        key = "simulated"
+        key = NO_KEY
     timeout = min(spec.timeout_s, settings.request_timeout_s)
     return Endpoint(name, base_url, key, timeout, spec.kind)
 
@@ -270,6 +273,9 @@ def _failure(error: Exception, attempts: int, start: float) -> Completion:
     status = getattr(error, "status", None)
     retryable = isinstance(error, ProviderRetryableError)
     kind = "retryable" if retryable else "permanent"
+    # the one place provider and exception text becomes ``Completion.error`` (stored in the
+    # results and the audit trail): secrets redacted, then cut (routing.redact)
+    error_text = redact.redact_error(f"{kind} provider error (status {status}): {error}")
     return Completion(
         ok=False,
         text=None,
@@ -278,7 +284,7 @@ def _failure(error: Exception, attempts: int, start: float) -> Completion:
         output_tokens=0,
         latency_ms=(time.perf_counter() - start) * 1000,
         attempts=attempts,
-        error=f"{kind} provider error (status {status}): {str(error)[:500]}",
+        error=error_text,
         retryable=retryable,
         retry_after=getattr(error, "retry_after", None),
         status=status,
@@ -286,7 +292,10 @@ def _failure(error: Exception, attempts: int, start: float) -> Completion:
 
 
 def make_client(endpoint: Endpoint, transport: str) -> Client:
-    """The SDK client of the endpoint's protocol; the SDK's own retries off."""
+    """The SDK client of the endpoint's protocol; the SDK's own retries off. Its key is
+    registered for redaction (an error body may echo it)."""
+    if endpoint.api_key != NO_KEY:
+        redact.register(endpoint.api_key)
     if endpoint.kind == "anthropic":
         return anthropic.AsyncAnthropic(
             base_url=endpoint.base_url,
@@ -338,6 +347,8 @@ class RealtimeExecutor:
 
 def client_for(policy: Policy, model: ModelSpec, settings: Settings) -> Client:
     """This process's SDK client for ``model``'s provider (cached on the I/O loop)."""
+    redact.register(settings)
+    redact.register_policy_keys(policy)
     endpoint = resolve_endpoint(model.provider, policy.providers[model.provider], settings)
     transport = settings.http_transport
     return io_loop().cached(

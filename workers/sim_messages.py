@@ -114,7 +114,7 @@ async def messages(request: web.Request) -> web.Response:
         state.stats.invalid += 1
         return _error(400, str(exc))
     state.stats.requests_by_model[chat.model] += 1
-    faulted = await sim._simulate(state, chat.model)
+    faulted = await sim._simulate(state, chat.model, request.headers)
     if faulted is not None:  # the simulator's fault, re-shaped as Anthropic's error
         assert isinstance(faulted.text, str)
         message = json.loads(faulted.text)["error"]["message"]

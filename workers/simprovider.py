@@ -23,7 +23,9 @@ Wire protocol subset
     ``{token, logprob, bytes, top_logprobs: []}`` per output token (deterministic, -0.01..-2.0).
     Errors use OpenAI's shape ``{"error": {message, type, param, code}}``: 400
     ``invalid_request_error`` for a bad request, 500 ``server_error`` (simulated), 429
-    ``rate_limit_exceeded`` (simulated) with ``Retry-After`` (seconds) and ``retry-after-ms``.
+    ``rate_limit_exceeded`` (simulated) with ``Retry-After`` (seconds) and ``retry-after-ms``,
+    401 ``invalid_api_key`` (simulated, ``auth_error_rate``; the message quotes the request's
+    auth headers, as careless providers do).
 
 Simulation control (not part of OpenAI's protocol)
 --------------------------------------------------
@@ -33,7 +35,9 @@ config; a ``seed`` in it re-seeds the random source), ``GET /_sim/stats``, ``POS
 
 Configuration (``SimConfig``)
 -----------------------------
-Per request, in this order: with probability ``rate_limit_rate`` answer 429; with ``error_rate``
+Per request, in this order: with probability ``auth_error_rate`` answer 401 with the request's
+``Authorization`` / ``x-api-key`` headers echoed in the message (a careless provider, for the
+secret-redaction tests); with probability ``rate_limit_rate`` answer 429; with ``error_rate``
 answer 500 (always for a model in ``fail_models``: an outage); with ``hang_rate`` sleep
 ``hang_s`` first (simulates a timeout); then sleep
 ``latency_ms_mean`` +/- uniform ``latency_ms_jitter`` ms and answer. Decisions draw from one
@@ -56,7 +60,7 @@ import signal
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -78,6 +82,7 @@ _ENCODING = bpe_openai.get_encoding("o200k_base")
 _CACHE_SIZE = 65_536
 _MAX_PROMPT_BYTES = 8 * 1024 * 1024
 _T = TypeVar("_T")
+_AUTH_HEADERS = frozenset({"authorization", "x-api-key", "api-key"})
 
 
 # --------------------------------------------------------------------------- configuration
@@ -96,6 +101,7 @@ class SimConfig:
     hang_s: float = 30.0
     seed: int = 0
     fail_models: tuple[str, ...] = ()  # every request for these models answers 500 (outage)
+    auth_error_rate: float = 0.0  # 401 echoing the request's auth headers (a careless provider)
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
@@ -530,9 +536,21 @@ async def _read_chat(request: web.Request) -> _ChatRequest:
     return _parse_chat(body)
 
 
-async def _simulate(state: _SimState, model: str) -> web.Response | None:
+def _unauthorized(headers: Mapping[str, str]) -> web.Response:
+    """401 whose message echoes the request's credentials, as some providers' do."""
+    echoed = "; ".join(f"{k}: {v}" for k, v in headers.items() if k.lower() in _AUTH_HEADERS)
+    message = f"Invalid credentials (simulated). Request headers: {echoed or 'none'}"
+    return _error(401, message, "invalid_request_error", "invalid_api_key")
+
+
+async def _simulate(
+    state: _SimState, model: str, headers: Mapping[str, str] | None = None
+) -> web.Response | None:
     """Apply the configured faults and delays; a response here short-circuits the request."""
     cfg = state.config
+    if state.roll(cfg.auth_error_rate):
+        state.stats.errors += 1
+        return _unauthorized(headers or {})
     if model in cfg.fail_models:
         state.stats.errors += 1
         return _error(500, f"{model} is down (simulated outage).", "server_error", "server_error")
@@ -565,7 +583,7 @@ async def _chat_completions(request: web.Request) -> web.Response:
         state.stats.invalid += 1
         return _error(400, str(exc), "invalid_request_error", exc.code, exc.param)
     state.stats.requests_by_model[chat.model] += 1
-    faulted = await _simulate(state, chat.model)
+    faulted = await _simulate(state, chat.model, request.headers)
     if faulted is not None:
         return faulted
     body = _completion_body(chat, f"chatcmpl-sim{next(state.ids):010d}")
@@ -777,6 +795,9 @@ def build_arg_parser(parser: argparse.ArgumentParser | None = None) -> argparse.
     p.add_argument("--hang-rate", type=float, default=0.0, help="probability of hanging")
     p.add_argument("--hang-s", type=float, default=30.0, help="seconds a hang lasts")
     p.add_argument("--seed", type=int, default=0, help="seed of the random decisions")
+    p.add_argument(
+        "--auth-error-rate", type=float, default=0.0, help="probability of a 401 echoing the key"
+    )
     return p
 
 
@@ -790,6 +811,7 @@ def config_from_args(args: argparse.Namespace) -> SimConfig:
         hang_rate=args.hang_rate,
         hang_s=args.hang_s,
         seed=args.seed,
+        auth_error_rate=args.auth_error_rate,
     )
 
 

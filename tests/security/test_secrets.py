@@ -2,14 +2,18 @@
 (``rediss://``, a self-signed CA given by setting), S3 with credentials and server-side
 encryption on every object written, a provider API key, real Celery workers logging JSON
 at DEBUG. A job runs; then every output object, every log and the CLI output are searched
-for each secret: zero hits. Settings hold every secret as ``SecretStr``; the CLI's
-connection errors name no password."""
+for each secret: zero hits. A second job runs against the stack's simulated provider
+turned careless (every call answered 401 with the request's ``Authorization`` header
+echoed, issue 13 finding 7): the same search, zero hits. Settings hold every secret as
+``SecretStr``; the CLI's connection errors name no password."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -50,32 +54,34 @@ def stack(
     tmp_path_factory: pytest.TempPathFactory,
     secure_redis: SecureRedis,
     s3_endpoint: str,
-    sim_url: str,
 ) -> Iterator[tuple[dict[str, str], Path]]:
-    """The environment of the hardened deployment, with two workers running on it."""
+    """The environment of the hardened deployment, with two workers running on it and a
+    simulated provider of its own (the echo job reconfigures it)."""
     workdir = tmp_path_factory.mktemp("secure-stack")
+    sim_url, sim = services.start_sim_provider(workdir)
     env = secure_env(secure_redis, s3_endpoint, sim_url)
     tiers = [f"tier.{t}" for t in load_policy().tier_names]
     workers = [
         start_worker(workdir, ["ingest", "finalize"], env, "sec-ingest"),
         start_worker(workdir, tiers, env, "sec-tiers"),
     ]
-    with services.stopping(*workers):
+    with services.stopping(sim, *workers):
         app_broker = Settings(_env_file=None, broker_url=SecretStr(env["BATCH_ROUTER_BROKER_URL"]),
                               redis_tls={"ca_file": secure_redis.ca_file}).broker()  # fmt: skip
         services.wait_workers_ready(app_broker, ["sec-ingest", "sec-tiers"], timeout=90)
         yield env, workdir
 
 
-@pytest.fixture(scope="module")
-def job(stack: tuple[dict[str, str], Path], s3_endpoint: str) -> dict[str, object]:
-    """One job of 300 prompts submitted with ``--wait`` on the hardened deployment."""
-    env, _ = stack
+def _run_job(
+    env: dict[str, str], s3_endpoint: str, rows: int, topic: str = "question"
+) -> dict[str, object]:
+    """``rows`` prompts submitted with ``--wait`` on the hardened deployment (another
+    ``topic``, other prompts: none answered from the response cache)."""
     bucket = f"sec-{uuid.uuid4().hex[:10]}"
     client = services.s3_client(s3_endpoint)
     client.create_bucket(Bucket=bucket)
-    prompts = [f"Secret-free question {i}: what is {i} + {i}?" for i in range(300)]
-    table = pa.table({"prompt_id": [f"s{i}" for i in range(300)], "prompt": prompts})
+    prompts = [f"Secret-free {topic} {i}: what is {i} + {i}?" for i in range(rows)]
+    table = pa.table({"prompt_id": [f"s{i}" for i in range(rows)], "prompt": prompts})
     sink = pa.BufferOutputStream()
     pq.write_table(table, sink)
     client.put_object(Bucket=bucket, Key="in/prompts.parquet", Body=sink.getvalue().to_pybytes())
@@ -84,6 +90,33 @@ def job(stack: tuple[dict[str, str], Path], s3_endpoint: str) -> dict[str, objec
     assert proc.returncode == 0, proc.stdout + proc.stderr
     status = _cli(env, "status", job_id)
     return {"bucket": bucket, "job_id": job_id, "cli": [proc, status], "client": client}
+
+
+@pytest.fixture(scope="module")
+def job(stack: tuple[dict[str, str], Path], s3_endpoint: str) -> dict[str, object]:
+    """One job of 300 prompts on the hardened deployment."""
+    return _run_job(stack[0], s3_endpoint, 300)
+
+
+def _sim_config(env: dict[str, str], **changes: float) -> None:
+    url = env["BATCH_ROUTER_PROVIDERS__SIM__BASE_URL"].removesuffix("/v1") + "/_sim/config"
+    request = urllib.request.Request(url, json.dumps(changes).encode(), method="POST")
+    with urllib.request.urlopen(request, timeout=5) as answer:
+        assert answer.status == 200
+
+
+@pytest.fixture(scope="module")
+def echo_job(
+    job: dict[str, object], stack: tuple[dict[str, str], Path], s3_endpoint: str
+) -> dict[str, object]:
+    """After ``job``: 120 prompts while the provider answers every call 401 with the
+    request's ``Authorization: Bearer <key>`` echoed in its message."""
+    env, _ = stack
+    _sim_config(env, auth_error_rate=1.0)
+    try:
+        return _run_job(env, s3_endpoint, 120, "echo")
+    finally:
+        _sim_config(env, auth_error_rate=0.0)
 
 
 def _cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
@@ -115,6 +148,24 @@ def test_no_secret_in_any_output_log_or_cli_output(
     assert isinstance(cli, list)
     outputs = [("cli", (p.stdout + p.stderr).encode()) for p in cli]
     assert hits(outputs, SECRETS) == {}
+
+
+def test_a_provider_echoing_the_key_leaves_it_nowhere(
+    echo_job: dict[str, object], stack: tuple[dict[str, str], Path]
+) -> None:
+    _, workdir = stack
+    client, bucket = echo_job["client"], str(echo_job["bucket"])
+    objects = list(s3_objects(client, bucket, "out/"))
+    results = [pq.read_table(pa.BufferReader(d)) for n, d in objects if "/results/" in n]
+    errors = [e for t in results for e in t.column("error").to_pylist() if e]
+    assert len(errors) > 100 and all("Request headers: Authorization: Bearer" in e for e in errors)
+    assert any("/_audit/" in n for n, _ in objects)
+    assert hits(objects, SECRETS) == {}
+    logs = [(str(p), p.read_bytes()) for p in workdir.glob("*.log")]
+    assert hits(logs, SECRETS) == {}
+    cli = echo_job["cli"]
+    assert isinstance(cli, list)
+    assert hits([("cli", (p.stdout + p.stderr).encode()) for p in cli], SECRETS) == {}
 
 
 def test_every_object_written_is_server_side_encrypted(job: dict[str, object]) -> None:
