@@ -15,6 +15,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from routing.errors import ConfigError
+from routing.names import validate_job_id, validate_tenant
 from routing.policy import Policy, load_policy
 from workers.settings import Settings
 
@@ -37,8 +38,41 @@ OutputOpt = Annotated[
 PolicyOpt = Annotated[
     Path | None, typer.Option("--policy", help="routing policy YAML (default: the packaged policy)")
 ]
-TenantOpt = Annotated[str | None, typer.Option(help="tenant the job is billed to")]
-JobIdOpt = Annotated[str | None, typer.Option("--job-id", help="job id (default: generated)")]
+
+
+def _job_id_checked(value: str | None) -> str | None:
+    """Refuse an unsafe job id while the command line is parsed, before anything runs
+    (InputError: one line, exit 2)."""
+    return None if value is None else validate_job_id(value, "--job-id")
+
+
+def _job_id_arg_checked(value: str | None) -> str | None:
+    return None if value is None else validate_job_id(value, "JOB_ID")
+
+
+def _tenant_checked(value: str | None) -> str | None:
+    return None if value is None else validate_tenant(value, "--tenant")
+
+
+TenantOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="tenant the job is billed to (letters, digits, '_', '.', '-'; docs/governance.md)",
+        callback=_tenant_checked,
+    ),
+]
+JobIdOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--job-id",
+        help="job id: ASCII letters, digits, '_', '.', '-' (default: generated)",
+        callback=_job_id_checked,
+    ),
+]
+JobIdArg = Annotated[
+    str | None,
+    typer.Argument(help="job id (default: list recent jobs)", callback=_job_id_arg_checked),
+]
 
 
 def _settings(ctx: typer.Context) -> Settings:
@@ -83,3 +117,9 @@ def _fail(message: str, code: int = 2) -> None:
     job that ran and failed."""
     err.print(f"[red]error:[/] {escape(message)}", highlight=False)
     sys.exit(code)
+
+
+def _duration(seconds: float) -> str:
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"

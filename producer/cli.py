@@ -3,13 +3,11 @@ from ``producer/*_cmd.py`` (imported at the end of this module)."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
-from typing import Annotated, Any, cast
+from typing import Annotated, cast
 
 import typer
 from rich.markup import escape
-from rich.table import Table
 
 from producer.app import (
     JobIdOpt,
@@ -25,7 +23,7 @@ from producer.app import (
     console,
     err,
 )
-from routing.errors import BatchRouterError, ConfigError, JobFailedError
+from routing.errors import BatchRouterError, JobFailedError
 from workers import layout
 from workers.storage import Storage, join
 
@@ -109,82 +107,9 @@ def submit(
     if wait:
         status = jobs.wait_with_progress(settings, plan.context.job_id, _progress())
         if status.state != "succeeded":
-            err.print(f"[red]job {status.job_id} {status.state}[/]")
+            err.print(f"[red]{escape(status.describe())}[/]", highlight=False)
             raise typer.Exit(1)
         _print_manifest(jobs.manifest_of(settings, plan.context.job_root), False)
-
-
-@app.command()
-def status(
-    ctx: typer.Context,
-    job_id: Annotated[str | None, typer.Argument(help="job id (default: list recent jobs)")] = None,
-    as_json: Annotated[bool, typer.Option("--json")] = False,
-) -> None:
-    """Show a job's progress: chunks done / total and rows by status.
-
-    Example: `batch-router status 20261128T021500Z-3fa2c1d4`
-    """
-    settings = _settings(ctx)
-    from producer.submit import tracker
-
-    jobs = tracker(settings)
-    ids = [job_id] if job_id else jobs.list_jobs()
-    if not ids and not as_json:
-        console.print("no jobs yet (`batch-router submit INPUT --output OUT` starts one)")
-        return
-    table = Table(
-        "job", "state", "chunks", "rows done", "by status", "cost so far", "ETA", "dead letters"
-    )
-    rows: list[dict[str, Any]] = []
-    dead_letters: dict[str, list[dict[str, Any]]] = {}
-    for jid in ids:
-        st = jobs.status(jid)
-        if st is None:
-            if job_id is None:
-                continue  # still in the index, but its state expired (job_ttl_s)
-            err.print(f"[red]unknown job {escape(jid)}[/]")
-            raise typer.Exit(1)
-        eta = None if (e := st.eta_s()) is None else round(e, 1)
-        rows.append(
-            {
-                "job_id": st.job_id,
-                "state": st.state,
-                "chunks_done": st.chunks_done,
-                "total_chunks": st.total_chunks,
-                "rows_total": st.rows_total,
-                "rows_by_status": st.rows_by_status,
-                "cost_usd": st.cost_usd,
-                "eta_s": eta,
-                "dead_letters": dead_letters.setdefault(jid, jobs.dead_letters(jid)),
-            }
-        )
-        table.add_row(
-            st.job_id,
-            st.state,
-            f"{st.chunks_done}/{st.total_chunks}",
-            f"{st.rows_done:,}/{st.rows_total:,}",
-            ", ".join(f"{k} {v:,}" for k, v in sorted(st.rows_by_status.items())),
-            f"${st.cost_usd:,.4f}",
-            "—" if eta is None else _duration(eta),
-            str(len(dead_letters[jid])),
-        )
-    if as_json:
-        console.print_json(json.dumps(rows))
-    else:
-        console.print(table)
-        for jid, letters in dead_letters.items():
-            for dead in letters[-5:]:
-                console.print(
-                    f"[red]dead letter[/] {jid} {dead['task']} chunk {dead['chunk']}"
-                    f"{' ' + dead['tier'] if dead.get('tier') else ''}: {escape(dead['error'])}"
-                    " (`batch-router reconcile` re-enqueues it)"
-                )
-
-
-def _duration(seconds: float) -> str:
-    minutes, secs = divmod(int(seconds), 60)
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"
 
 
 @app.command("eval")
@@ -214,39 +139,6 @@ def eval_(
     from producer.evaluate_cmd import run_eval
 
     run_eval(labels, weak, strong, router, as_json, scores_out, html, console, share=share)
-
-
-@app.command()
-def reconcile(
-    ctx: typer.Context,
-    path: Annotated[
-        str,
-        typer.Argument(metavar="PATH", help="the job folder (…/job_id=ID) in the object store"),
-    ],
-    as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
-) -> None:
-    """Resume a job whose Redis state or messages were lost: rebuild its progress from the
-    object store and re-enqueue only the missing chunks and tier batches.
-
-    Example: `batch-router reconcile s3://bucket/out/job_id=20261128T021500Z-3fa2c1d4`
-    """
-    settings = _settings(ctx)
-    if not settings.distributed:
-        raise ConfigError("reconcile needs the fleet: set BATCH_ROUTER_BROKER_URL=redis://…")
-    from producer.submit import reconcile as run_reconcile
-
-    result = run_reconcile(settings, path.rstrip("/"))
-    if as_json:
-        console.print_json(json.dumps(result.to_dict()))
-        return
-    console.print(
-        f"job {result.job_id}: {result.state} — {result.chunks_complete}/{result.chunks_total} "
-        f"chunks complete" + (", state rebuilt from the object store" if result.registered else "")
-    )
-    for chunk in result.reingested:
-        console.print(f"  chunk {chunk}: ingest again")
-    for chunk, parts in result.parts_resent.items():
-        console.print(f"  chunk {chunk}: dispatch again {', '.join(parts)}")
 
 
 @app.command()
@@ -364,7 +256,8 @@ def train(
 
 audit_app = typer.Typer(
     no_args_is_help=True,
-    help="The audit trail of a job's routing decisions (docs/governance.md).",
+    help="The audit trail of a job's routing decisions (docs/governance.md). Example:\n\n"
+    "`batch-router audit verify s3://out/job_id=20261128T021500Z-3fa2c1d4`",
 )
 app.add_typer(audit_app, name="audit")
 
@@ -448,6 +341,7 @@ def main() -> None:
 
 
 # Commands defined in their own modules register themselves on ``app`` when imported.
+import producer.status_cmd  # noqa: E402
 import producer.watch_cmd  # noqa: E402, F401
 from producer import report_cmd  # noqa: E402
 from producer.report_cmd import _print_manifest  # noqa: E402

@@ -68,7 +68,7 @@ def run(
         plan = submit_job(settings, policy, input_uri, output, job_id, tenant)
         status = wait_with_progress(settings, plan.context.job_id, progress)
         if status.state != "succeeded":
-            raise JobFailedError(f"job {status.job_id} {status.state}")
+            raise JobFailedError(status.describe())
         return manifest_of(settings, plan.context.job_root)
     storage = Storage(settings.s3)
     plan = build_plan(storage, policy, input_uri, output, settings.rows_per_chunk, job_id, tenant)

@@ -8,8 +8,9 @@ from datetime import UTC, datetime
 
 from pyarrow import fs
 
+from routing import carried, names
 from routing.errors import InputError
-from routing.plan import FileInfo, JobContext, JobPlan, plan_chunks
+from routing.plan import ChunkRef, FileInfo, JobContext, JobPlan, plan_chunks
 from routing.policy import LimitsSpec, Policy
 from routing.validate import check_schema
 from workers import layout
@@ -24,12 +25,17 @@ def new_job_id() -> str:
 
 
 def read_footers(
-    storage: Storage, input_uri: str, limits: LimitsSpec | None = None
+    storage: Storage,
+    input_uri: str,
+    limits: LimitsSpec | None = None,
+    schemas: list[carried.FileSchema] | None = None,
 ) -> list[FileInfo]:
     """List the Parquet files under ``input_uri`` and read their footers (no row data).
 
-    Every file's schema is checked, and with ``limits`` its size (``max_file_bytes``)
-    and the job's row count (``max_rows_per_job``); all problems are reported together.
+    Every file's schema is checked, the files' carried columns against each other
+    (routing.carried), and with ``limits`` its size (``max_file_bytes``) and the job's row
+    count (``max_rows_per_job``); all problems are reported together. The accepted files'
+    schemas are appended to ``schemas`` when given.
     """
     uris = storage.list_files(input_uri, ".parquet")
     if not uris:
@@ -37,7 +43,7 @@ def read_footers(
         if filesystem.get_file_info(path).type == fs.FileType.NotFound:
             raise InputError(f"{input_uri}: no such file or folder")
         raise InputError(f"{input_uri}: no .parquet files found")
-    files, problems = [], []
+    files, problems, seen = [], [], []
     for uri in uris:
         try:
             if limits is not None:
@@ -53,6 +59,8 @@ def read_footers(
         meta = parquet.metadata
         groups = tuple(meta.row_group(i).num_rows for i in range(meta.num_row_groups))
         files.append(FileInfo(uri=uri, rows=meta.num_rows, row_groups=groups))
+        seen.append((uri, parquet.schema_arrow))
+    problems.extend(carried.unify(seen)[1])
     rows = sum(f.rows for f in files)
     if limits is not None and rows > limits.max_rows_per_job:
         problems.append(
@@ -61,6 +69,8 @@ def read_footers(
         )
     if problems:
         raise InputError("input rejected:\n  " + "\n  ".join(problems))
+    if schemas is not None:
+        schemas.extend(seen)
     return files
 
 
@@ -83,11 +93,19 @@ def build_plan(
     tenant: str | None = None,
 ) -> JobPlan:
     """Plan the job and write ``_job/plan.json``, ``_job/policy.yaml`` and, for a learned
-    classifier, ``_job/classifier.zip`` under its root."""
-    job_id = job_id or new_job_id()
+    classifier, ``_job/classifier.zip`` under its root.
+
+    The job id and the tenant are checked first (routing.names), then the input's
+    footers, then that every object key the job will write fits the store: whatever
+    submitted the job (CLI, drop folder, schedule), a refusal comes before any spend."""
+    job_id = names.validate_job_id(job_id or new_job_id())
+    if tenant is not None:
+        names.validate_tenant(tenant)
     root = layout.job_root(output_root, job_id)
-    files = read_footers(storage, input_uri, policy.limits)
+    schemas: list[carried.FileSchema] = []
+    files = read_footers(storage, input_uri, policy.limits, schemas)
     chunks = plan_chunks(files, rows_per_chunk)
+    _check_keys(root, chunks, policy, tenant)
     model = None
     if policy.classifier.kind == "learned":
         assert policy.classifier.path is not None  # the policy validator guarantees it
@@ -101,6 +119,7 @@ def build_plan(
         total_chunks=len(chunks),
         classifier_uri=layout.classifier(root) if model is not None else None,
         rows_total=sum(f.rows for f in files),
+        carried_columns=carried.job_columns(schemas),
     )
     plan = JobPlan(
         context=ctx,
@@ -115,3 +134,15 @@ def build_plan(
     storage.write_bytes(layout.policy(root), policy.to_yaml().encode())
     storage.write_bytes(layout.plan(root), json.dumps(plan.model_dump(mode="json")).encode())
     return plan
+
+
+def _check_keys(root: str, chunks: list[ChunkRef], policy: Policy, tenant: str | None) -> None:
+    """InputError when an object key of the job would be over the store's limits (a long
+    output prefix, tenant or tier name): found now, not at finalize after the spend."""
+    last = max((c.chunk for c in chunks), default=0)
+    parts = [*policy.tier_names, "rejected", "dedupe"]  # the other parts: workers.stages, dedupe
+    problems = names.key_problems(layout.longest_keys(root, last, parts, tenant))
+    if problems:
+        raise InputError(
+            "output keys too long (shorten --output or the names): " + "; ".join(problems)
+        )

@@ -15,10 +15,11 @@ from typing import Any
 import polars as pl
 
 from routing.cost import QUANTUM
+from routing.names import NO_TENANT_LABEL, NOT_ROUTED_LABEL
 from routing.schema import LATENCY_BUCKETS_MS
 
-NOT_ROUTED = "(not routed)"  # a tier or model of rows that never reached a tier
-NO_TENANT = "(none)"
+NOT_ROUTED = NOT_ROUTED_LABEL  # a tier or model of rows that never reached a tier
+NO_TENANT = NO_TENANT_LABEL  # rows without a tenant (no tenant may take the name: routing.names)
 COUNTS = ["rows", "input_tokens", "output_tokens", "cache_hits", "duplicates", "escalated"]
 MONEY = ["cost_usd", "baseline_cost_usd", "cache_saved_usd", "dedupe_saved_usd"]
 BUCKETS = [f"latency_le_{b}ms" for b in LATENCY_BUCKETS_MS]

@@ -6,6 +6,7 @@ import time
 from collections.abc import Callable
 
 from routing.errors import ConfigError
+from routing.names import validate_job_id
 from routing.plan import ChunkRef, JobContext, JobPlan
 from workers.app import FINALIZE_QUEUE, INGEST_QUEUE, make_app
 from workers.jobstate import JobStatus, RedisJobTracker
@@ -86,7 +87,11 @@ class SendSink:
 
 
 def reconcile(settings: Settings, job_root: str) -> Reconciled:
-    """Rebuild a job's Redis state from the object store and re-enqueue what is missing."""
+    """Rebuild a job's Redis state from the object store and re-enqueue what is missing.
+    The folder's job id is checked before anything is read (the plan's, when it is loaded:
+    routing.plan.JobContext)."""
+    if "job_id=" in job_root:
+        validate_job_id(job_root.rstrip("/").rsplit("job_id=", 1)[1], "JOB_PATH")
     from workers.reconcile import reconcile as reconcile_job
     from workers.stages import Runtime
     from workers.storage import Storage

@@ -218,7 +218,7 @@ class Watcher:
         """Poll the job until it ends, renewing the lease; None when handing back (stop,
         or the lease was lost to another watcher, which adopts the job)."""
         while True:
-            status = self.jobs.status(job_id)
+            status = self.jobs.status(job_id) or self._failed_for_good(job_id)
             if status is None:
                 raise RuntimeError(f"job {job_id} of {f.uri}: its state vanished from Redis")
             if status.state in FINAL_STATES:
@@ -226,6 +226,20 @@ class Watcher:
             if self.stop.is_set() or not self.claims.renew(f):
                 return None
             self.stop.wait(0.5)
+
+    def _failed_for_good(self, job_id: str) -> JobStatus | None:
+        """Redis forgot the job (restarted, or its state expired): the job's durable failure
+        record (``_job/failed.json``), if it has one, still ends the wait."""
+        from workers import layout
+        from workers.finalize import failure_of
+        from workers.storage import Storage
+
+        root = layout.job_root(self.output, job_id)
+        record = failure_of(Storage(self.settings.s3), root)
+        if record is None:
+            return None
+        meta = {"error": str(record.get("error", "")), "job_root": root}
+        return JobStatus(job_id, "failed", 0, 0, 0, {}, 0.0, meta)
 
     def _job_error(self, job_id: str, status: JobStatus) -> str:
         if status.meta.get("error"):

@@ -18,9 +18,10 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from producer.watch_claims import DropFile
+from routing.names import NO_TENANT_FOLDER
 from workers.settings import Settings
 
-NO_TENANT = "_no-tenant"
+NO_TENANT = NO_TENANT_FOLDER  # a hidden name (leading "_"), and no tenant may take it
 
 
 class ReplacedError(Exception):

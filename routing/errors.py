@@ -15,6 +15,12 @@ waste; the row or file is reported with the reason)::
     └── RetryableError
         ├── ProviderRetryableError  429, 5xx, timeouts, connection errors
         └── StorageError          object store / filesystem trouble (Celery retries these)
+
+Inside a job's Celery task, what is not infrastructure trouble (``StorageError``, Redis,
+the broker, ``OSError``) is permanent *for the job*, whatever its class (``InputError``,
+``PolicyError``, pyarrow's ``ArrowInvalid``, a bug): the task is not retried and the job
+fails once with the reason, which ``batch-router run`` reports as a ``JobFailedError``
+(docs/resilience.md, "Jobs that fail").
 """
 
 from __future__ import annotations

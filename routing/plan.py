@@ -9,7 +9,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from routing.names import validate_job_id, validate_tenant
 
 
 class _Frozen(BaseModel):
@@ -34,7 +36,11 @@ class ChunkRef(_Frozen):
 
 
 class JobContext(_Frozen):
-    """What every task of a job needs to know (travels in each message)."""
+    """What every task of a job needs to know (travels in each message).
+
+    The job id and the tenant are checked on every construction, so a Celery message
+    carrying an unsafe one is refused when a worker decodes it (InputError: routing.names).
+    """
 
     job_id: str
     job_root: str
@@ -44,6 +50,19 @@ class JobContext(_Frozen):
     total_chunks: int
     classifier_uri: str | None = None  # the job's copy of a learned router (else heuristic)
     rows_total: int = 0  # the job's input rows (sizes the job's retry budget)
+    # the job's carried columns when its files disagree on them (routing.carried); None is
+    # left out of messages and plan.json, which then read as before the field existed
+    carried_columns: str | None = Field(None, exclude_if=lambda value: value is None)
+
+    @field_validator("job_id")
+    @classmethod
+    def _safe_job_id(cls, value: str) -> str:
+        return validate_job_id(value)
+
+    @field_validator("tenant")
+    @classmethod
+    def _safe_tenant(cls, value: str | None) -> str | None:
+        return None if value is None else validate_tenant(value)
 
 
 class JobPlan(_Frozen):

@@ -29,6 +29,14 @@ class Status(StrEnum):
 
 REQUIRED_INPUT: dict[str, pa.DataType] = {"prompt_id": pa.string(), "prompt": pa.string()}
 
+# The tenant of a job submitted without one (no --tenant, schedule or drop folder tenant).
+DEFAULT_TENANT = "default"
+
+# Internal column (``__br_`` prefix: never in the output) that routing.validate.conform adds
+# when a cell could not be conformed (invalid UTF-8, an integer out of range): the first
+# such problem of the row, e.g. "system is not valid UTF-8"; null for a sound row.
+CELL_ERROR = "__br_cell_error"
+
 OPTIONAL_INPUT: dict[str, pa.DataType] = {
     "tenant": pa.string(),
     "system": pa.string(),

@@ -1,28 +1,45 @@
 """Shared fixtures: real Redis, a real S3-compatible store (SeaweedFS), the simulated
 provider over HTTP and real ``celery worker`` processes — each started once per test run
-on free loopback ports and stopped by PID at the end."""
+on free loopback ports and stopped by PID at the end.
+
+The simulated provider comes two ways: in-thread, one server per test module (``sim``,
+reset to ``SimConfig(seed=sim_seed)`` around each test), and as its own process for the
+distributed deployment (``sim_url``; ``sim_http`` resets it the same way). A module picks
+its seed by overriding ``sim_seed``.
+"""
 
 from __future__ import annotations
 
 import os
+import subprocess
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
-from tests import services
+from tests import data, services
+from tests.cli import CliRunner, clean_env, run_cli
 
-CORPUS = (
-    Path(__file__).resolve().parents[1].parent / "shared" / "data" / "prompts" / "corpus.parquet"
-)
+if TYPE_CHECKING:
+    from workers.simprovider import SimServer
+
+
+@pytest.fixture
+def cli(tmp_path: Path) -> CliRunner:
+    """Run ``python -m producer ARGS`` in ``tmp_path`` with a clean environment, as a user."""
+
+    def runner(*args: str, **extra_env: str) -> subprocess.CompletedProcess[str]:
+        return run_cli(*args, cwd=tmp_path, env=clean_env(**extra_env))
+
+    return runner
 
 
 @pytest.fixture(scope="session")
 def corpus_path() -> Path:
-    if not CORPUS.is_file():
-        pytest.skip(f"shared corpus not found at {CORPUS} (../shared/data is absent here)")
-    return CORPUS
+    """The real prompt corpus of the shared data folder (skips without it; fails in CI)."""
+    return data.require(data.CORPUS)
 
 
 @pytest.fixture(scope="session")
@@ -56,12 +73,52 @@ def bucket(s3_endpoint: str) -> str:
     return name
 
 
+@pytest.fixture(scope="module")
+def sim_seed() -> int:
+    """The simulated provider's seed; a test module overrides it to pick its own."""
+    return 0
+
+
+@pytest.fixture(scope="module")
+def sim_server(sim_seed: int) -> Iterator[SimServer]:
+    """The simulated provider in-thread over real HTTP, one per test module."""
+    from workers.simprovider import SimConfig, SimServer
+
+    with SimServer(SimConfig(seed=sim_seed)) as server:
+        yield server
+
+
+@pytest.fixture
+def sim(sim_server: SimServer, sim_seed: int) -> Iterator[SimServer]:
+    """The module's in-thread simulated provider, reset to ``SimConfig(seed=sim_seed)``
+    (config, random source and counters) before the test and its config after it."""
+    from workers.simprovider import SimConfig
+
+    sim_server.configure(**SimConfig(seed=sim_seed).as_dict())
+    sim_server.reset()
+    yield sim_server
+    sim_server.configure(**SimConfig(seed=sim_seed).as_dict())
+
+
 @pytest.fixture(scope="session")
 def sim_url(service_dir: Path) -> Iterator[str]:
     """The simulated provider as its own process (what workers call over HTTP)."""
     url, proc = services.start_sim_provider(service_dir)
     with services.stopping(proc):
         yield url
+
+
+@pytest.fixture
+def sim_http(sim_url: str, sim_seed: int) -> Iterator[str]:
+    """``sim_url``'s process reset like ``sim``: ``SimConfig(seed=sim_seed)`` and zeroed
+    counters before the test, that config again after it."""
+    from workers.simprovider import SimConfig
+
+    config = SimConfig(seed=sim_seed).as_dict()
+    services.sim_call(sim_url, "/_sim/config", config)
+    services.sim_call(sim_url, "/_sim/reset", {})
+    yield sim_url
+    services.sim_call(sim_url, "/_sim/config", config)
 
 
 @pytest.fixture(scope="session")

@@ -7,6 +7,7 @@ exactly that process (by PID). Nothing here touches a service it did not start.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import signal
@@ -18,6 +19,7 @@ import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 S3_KEY, S3_SECRET = "test-access-key", "test-secret-key"
 
@@ -237,6 +239,18 @@ def start_sim_provider(workdir: Path, *args: str) -> tuple[str, Proc]:
         proc,
     )
     return f"{url}/v1", proc
+
+
+def sim_call(sim_url: str, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
+    """``GET`` (no ``body``) or ``POST`` a JSON ``body`` to the simulated provider process at
+    ``sim_url`` (…/v1): its ``/_sim/config``, ``/_sim/stats`` or ``/_sim/reset``."""
+    data = None if body is None else json.dumps(body).encode()
+    req = urllib.request.Request(
+        sim_url.removesuffix("/v1") + path, data=data, method="GET" if body is None else "POST",
+        headers={"Content-Type": "application/json"},
+    )  # fmt: skip
+    with urllib.request.urlopen(req, timeout=10) as r:
+        return dict(json.load(r))
 
 
 def deployment_env(redis_url: str, s3_endpoint: str, sim_url: str, **extra: str) -> dict[str, str]:

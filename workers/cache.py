@@ -3,7 +3,9 @@
 Key: SHA-256 of the model (provider, name), the generation parameters (``max_tokens``,
 whether logprobs were asked) and the normalised system prompt and prompt
 (:func:`normalise`: Unicode NFKC, whitespace runs collapsed to one space, stripped), under
-the tenant's namespace unless the policy shares the cache across tenants. Value: the answer
+the tenant's namespace (percent-encoded, so no tenant name spells the shared namespace
+``*``, a name no tenant may take anyway: routing.names) unless the policy shares the cache
+across tenants. Value: the answer
 (text, finish reason, token usage, logprobs) as JSON, with the policy's TTL. A hit is served
 with ``cache_hit = true`` and costs nothing; the report counts what it saved.
 """
@@ -21,11 +23,12 @@ from typing import Any, Protocol
 
 import redis
 
+from routing.names import SHARED_CACHE, encoded
 from routing.policy import CacheSpec, ModelSpec
 
 _SPACE = re.compile(r"\s+")
 PREFIX = "br:cache:"
-SHARED = "*"
+SHARED = SHARED_CACHE
 
 
 def normalise(text: str | None) -> str:
@@ -44,7 +47,7 @@ def cache_key(
     system: str | None,
     prompt: str,
 ) -> str:
-    namespace = SHARED if spec.shared_across_tenants else tenant
+    namespace = SHARED if spec.shared_across_tenants else encoded(tenant)
     body = json.dumps(
         [model.provider, model.name, max_tokens, logprobs, normalise(system), normalise(prompt)],
         ensure_ascii=False,

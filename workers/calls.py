@@ -145,7 +145,7 @@ class Guards:
 class Row:
     """What serving needs of one distinct prompt."""
 
-    prompt_id: str
+    ref: str  # "c<chunk>/r<input row>", never the customer's prompt_id: ledger key, cache owner
     prompt: str
     system: str | None
     max_output_tokens: int | None
@@ -334,7 +334,7 @@ class Caller:
                     served = Served(Kind.OK, cached, tier, model, calls=calls, cache_hit=True)
                 served.fallback_from = skipped
                 return served
-            key = f"{self.ctx.job_id}/{row.prompt_id}/{tier.name}/{model.name}"
+            key = f"{self.ctx.job_id}/{row.ref}/{tier.name}/{model.name}"  # never the id
             tokens = row.input_tokens + request.max_tokens
             estimate = call_cost(model, row.input_tokens, request.max_tokens)
             scopes = budget_scopes(
@@ -391,7 +391,7 @@ class Caller:
         hit = self.guards.cache.get(self._cache_key(row, model, request))
         if hit is None:
             return None
-        own = hit.get("job_id") == self.ctx.job_id and hit.get("prompt_id") == row.prompt_id
+        own = hit.get("job_id") == self.ctx.job_id and hit.get("row") == row.ref
         logprobs = hit.get("logprobs")
         done = Completion(
             ok=True,
@@ -417,7 +417,7 @@ class Caller:
             "output_tokens": done.output_tokens,
             "logprobs": list(done.logprobs) if done.logprobs is not None else None,
             "job_id": self.ctx.job_id,
-            "prompt_id": row.prompt_id,
+            "row": row.ref,
             "cost_usd": str(cost),
             "attempts": done.attempts,
         }

@@ -36,7 +36,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import redis
 
-from routing import results
+from routing import carried, results
 from routing.cost import ZERO
 from routing.errors import InputError
 from routing.minimise import minimise
@@ -344,7 +344,7 @@ def _with_input(rt: Runtime, plan: JobPlan, chunk: int, held: pa.Table) -> pa.Ta
     from workers.stages import read_chunk  # stages imports this module
 
     ref = next(c for c in plan.chunks if c.chunk == chunk)
-    source = read_chunk(rt.storage, ref)
+    source = carried.apply(read_chunk(rt.storage, ref), plan.context.carried_columns)
     index = {row: i for i, row in enumerate(source.column("input_row").to_pylist())}
     wanted = held.column("input_row").to_pylist()
     missing = [r for r in wanted if r not in index]

@@ -5,6 +5,11 @@ row count in, writes the cost summary and the cost rollup (workers.rollup), then
 ``manifest.json``, then ``_SUCCESS`` —
 in that order, so a reader that sees ``_SUCCESS`` sees a complete job. The manifest
 anchors every part's audit chain (record count and last hash; workers.audit).
+
+A job that cannot finish ends here too: :func:`fail_job` marks it ``failed`` in the tracker
+(the first reason wins), then writes ``_job/failed.json`` — the durable record that
+reconcile, the beat sweep and a fleet restarted without Redis read — and a
+``manifest.json`` with ``state: failed`` and the reason; never ``_SUCCESS``.
 """
 
 from __future__ import annotations
@@ -18,11 +23,14 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from routing.cost import call_cost
+from routing.errors import StorageError
 from routing.plan import JobContext
 from routing.policy import Policy
 from routing.schema import COST_SUMMARY_SCHEMA, Status
 from workers import audit, dedupe, layout, rollup
+from workers.redact import redact_error
 from workers.stages import Runtime, drop_staging
+from workers.storage import Storage, join
 
 _COLUMNS = [*rollup.INPUTS, rollup.ATTEMPTS]  # what the rollup, summary and savings read
 NOT_ROUTED = "(not routed)"  # breakdown label of rows that never reached a tier (rejected)
@@ -152,12 +160,112 @@ def finalize(rt: Runtime, ctx: JobContext) -> dict[str, Any]:
         storage, root, built, plan["created_at"], ctx.tenant
     )
     manifest["audit"] = audit.anchor_parts(storage, root, ctx.job_id)
-    storage.write_bytes(layout.manifest(root), json.dumps(manifest, indent=2).encode())
     if not manifest["complete"]:
-        rt.tracker.set_state(ctx.job_id, "failed", error="row count out != row count in")
-        raise RuntimeError(
-            f"job {ctx.job_id}: {manifest['rows_out']} rows out, {manifest['rows_in']} in"
+        reason = (
+            f"row count out != row count in: {manifest['rows_out']} rows out, "
+            f"{manifest['rows_in']} in"
         )
+        fail_job(rt, ctx.job_id, root, f"finalize: {reason}", {"task": "finalize"}, manifest)
+        raise RuntimeError(f"job {ctx.job_id}: {reason}")
+    manifest["state"] = "succeeded"
+    storage.write_bytes(layout.manifest(root), json.dumps(manifest, indent=2).encode())
+    storage.delete(failure_uri(root))  # a record left by an earlier plan of this job id
     storage.write_bytes(layout.success(root), b"")
     rt.tracker.set_state(ctx.job_id, "succeeded", cost_usd=manifest["totals"]["cost_usd"])
     return manifest
+
+
+# ---------------------------------------------------------------- a job that fails
+
+
+def failure_uri(root: str) -> str:
+    """``_job/failed.json``: why the job failed for good, and under which plan."""
+    return join(root, "_job", "failed.json")
+
+
+def failure_reason(exc: BaseException, failed_in: dict[str, Any], note: str = "") -> str:
+    """One line: where (``ingest chunk 3``, ``dispatch chunk 0 tier fast``), ``note`` if
+    any, the exception's type and its message (whitespace folded, at most 500 characters)."""
+    where = " ".join(
+        f"{label}{value}"
+        for key, label in (("task", ""), ("chunk", "chunk "), ("tier", "tier "))
+        if (value := failed_in.get(key)) is not None
+    )
+    text = redact_error(" ".join(str(exc).split()), 500)
+    what = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    return ": ".join(part for part in (where, note, what) if part)
+
+
+def _plan(storage: Storage, root: str) -> dict[str, Any] | None:
+    try:
+        return dict(json.loads(storage.read_bytes(layout.plan(root))))
+    except (StorageError, ValueError):
+        return None
+
+
+def failure_of(storage: Storage, root: str) -> dict[str, Any] | None:
+    """The job's failure record, if it failed for good under its current plan (a record
+    left by an earlier plan of the same job id is not this job's)."""
+    uri = failure_uri(root)
+    if not storage.exists(uri):
+        return None
+    try:
+        record = dict(json.loads(storage.read_bytes(uri)))
+    except ValueError:
+        return {"error": f"{uri}: unreadable failure record"}
+    plan = _plan(storage, root)
+    if plan is not None and record.get("plan_created_at") != plan.get("created_at"):
+        return None
+    return record
+
+
+def fail_job(
+    rt: Runtime,
+    job_id: str,
+    root: str,
+    reason: str,
+    failed_in: dict[str, Any],
+    manifest: dict[str, Any] | None = None,
+) -> bool:
+    """The job failed for good: mark it ``failed`` with ``reason`` in the tracker, then —
+    if this call is the one that failed it — write ``_job/failed.json`` and a
+    ``manifest.json`` saying why (on ``manifest``, the finalizer's, when there is one).
+    A job that has already ended stays as it is (False)."""
+    if rt.storage.exists(layout.success(root)):
+        return False  # a stale redelivered task of a finished job
+    at = datetime.now(UTC).isoformat(timespec="seconds")
+    if not rt.tracker.fail(job_id, reason, failed_at=at):
+        return False
+    plan = _plan(rt.storage, root) or {}
+    record = {
+        "job_id": job_id,
+        "state": "failed",
+        "error": reason,
+        "failed_in": failed_in,
+        "failed_at": at,
+        "plan_created_at": plan.get("created_at"),
+    }
+    rt.storage.write_bytes(failure_uri(root), json.dumps(record, indent=2).encode())
+    base = manifest if manifest is not None else _partial_manifest(rt, job_id, plan)
+    out = {**base, **record, "complete": False}
+    out.pop("plan_created_at")
+    rt.storage.write_bytes(layout.manifest(root), json.dumps(out, indent=2).encode())
+    return True
+
+
+def _partial_manifest(rt: Runtime, job_id: str, plan: dict[str, Any]) -> dict[str, Any]:
+    """What a failed job's manifest says besides why: the plan, and the rows written before
+    the failure (their parts stay in ``results/``; no ``_SUCCESS``)."""
+    ctx = plan.get("context", {})
+    status = rt.tracker.status(job_id)
+    by_status = status.rows_by_status if status is not None else {}
+    return {
+        "job_id": job_id,
+        "tenant": ctx.get("tenant"),
+        "policy_version": ctx.get("policy_version"),
+        "input_uri": plan.get("input_uri"),
+        "created_at": plan.get("created_at"),
+        "rows_in": plan.get("rows_total"),
+        "rows_out": sum(by_status.values()),
+        "rows_by_status": by_status,
+    }

@@ -3,7 +3,10 @@
 A chunk registers the parts it will write (one per tier used, plus ``rejected``); each
 written part is recorded idempotently (a set member, not a counter, so a redelivered
 task cannot count twice). When the last part of the last chunk lands, ``complete``
-returns True exactly once, and the caller enqueues the finalizer.
+returns True exactly once, and the caller enqueues the finalizer. A job ends once:
+``fail`` marks it ``failed`` with its reason unless it has already ended (the first reason
+wins, a succeeded job stays succeeded), and ``dead_letter`` counts a unit of work's dead
+letters so the task layer can stop retrying it (workers/tasks.py).
 
 Two backends implement :class:`JobTracker`: :class:`RedisJobTracker` (atomic Lua,
 shared by every worker) and :class:`MemoryJobTracker` (the local executor, tests).
@@ -40,6 +43,16 @@ class JobStatus:
     def rows_done(self) -> int:
         return sum(self.rows_by_status.values())
 
+    @property
+    def error(self) -> str | None:
+        """Why the job failed (None unless it did, or when no reason was recorded)."""
+        return self.meta.get("error") or None
+
+    def describe(self) -> str:
+        """One line: ``job <id> <state>``, and ``: <reason>`` when there is one."""
+        reason = f": {self.error}" if self.state == "failed" and self.error else ""
+        return f"job {self.job_id} {self.state}{reason}"
+
     def eta_s(self, now: float | None = None) -> float | None:
         """Seconds to go at the job's average rate so far (None: not running, nothing done
         yet, or no start time recorded)."""
@@ -64,10 +77,20 @@ class JobTracker(Protocol):
         self, job_id: str, chunk: int, part: str, counts: dict[str, Any], total_chunks: int
     ) -> bool: ...
     def set_state(self, job_id: str, state: str, **fields: Any) -> None: ...
+    def fail(self, job_id: str, error: str, **fields: Any) -> bool: ...
+    def state(self, job_id: str) -> str | None: ...
     def status(self, job_id: str) -> JobStatus | None: ...
     def list_jobs(self, limit: int = 20) -> list[str]: ...
-    def dead_letter(self, job_id: str, entry: dict[str, Any]) -> None: ...
+    def dead_letter(self, job_id: str, entry: dict[str, Any]) -> int: ...
     def dead_letters(self, job_id: str) -> list[dict[str, Any]]: ...
+
+
+ENDED = ("succeeded", "failed")
+
+
+def same_unit(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    """Two dead letters of one unit of work: the same task, chunk and tier."""
+    return all(a.get(k) == b.get(k) for k in ("task", "chunk", "tier"))
 
 
 def _summarise(
@@ -139,6 +162,19 @@ class MemoryJobTracker:
             self._meta.setdefault(job_id, {}).update({k: str(v) for k, v in fields.items()})
             self._meta[job_id]["state"] = state
 
+    def fail(self, job_id: str, error: str, **fields: Any) -> bool:
+        with self._lock:
+            meta = self._meta.setdefault(job_id, {})
+            if meta.get("state") in ENDED:
+                return False
+            meta.update({k: str(v) for k, v in fields.items()})
+            meta.update(state="failed", error=error)
+            return True
+
+    def state(self, job_id: str) -> str | None:
+        with self._lock:
+            return self._meta.get(job_id, {}).get("state")
+
     def status(self, job_id: str) -> JobStatus | None:
         with self._lock:
             if job_id not in self._meta:
@@ -151,9 +187,10 @@ class MemoryJobTracker:
         with self._lock:
             return list(reversed(self._meta))[:limit]
 
-    def dead_letter(self, job_id: str, entry: dict[str, Any]) -> None:
+    def dead_letter(self, job_id: str, entry: dict[str, Any]) -> int:
         with self._lock:
             self._dead[job_id].append(dict(entry))
+            return sum(same_unit(entry, e) for e in self._dead[job_id])
 
     def dead_letters(self, job_id: str) -> list[dict[str, Any]]:
         with self._lock:
@@ -166,6 +203,17 @@ class MemoryJobTracker:
 _REGISTER_LUA = """
 if redis.call('HGET', KEYS[1], 'state') == 'running' then return 0 end
 for i = 1, #KEYS do redis.call('DEL', KEYS[i]) end
+redis.call('HSET', KEYS[1], unpack(ARGV, 2))
+redis.call('EXPIRE', KEYS[1], tonumber(ARGV[1]))
+return 1
+"""
+
+# KEYS[1] job hash; ARGV[1] TTL s, ARGV[2..] field, value pairs (state=failed, error, …).
+# 1 if the job is now failed by this call, 0 if it had already ended (succeeded, or failed
+# with an earlier reason, which is kept): of racing failures the first one wins.
+_FAIL_LUA = """
+local state = redis.call('HGET', KEYS[1], 'state')
+if state == 'succeeded' or state == 'failed' then return 0 end
 redis.call('HSET', KEYS[1], unpack(ARGV, 2))
 redis.call('EXPIRE', KEYS[1], tonumber(ARGV[1]))
 return 1
@@ -204,6 +252,7 @@ class RedisJobTracker:
         self._ttl = ttl_s
         self._complete = client.register_script(_COMPLETE_LUA)
         self._register = client.register_script(_REGISTER_LUA)
+        self._fail = client.register_script(_FAIL_LUA)
 
     @classmethod
     def from_url(cls, url: str, ttl_s: int) -> RedisJobTracker:
@@ -261,6 +310,22 @@ class RedisJobTracker:
         mapping = {k: str(v) for k, v in fields.items()} | {"state": state}
         self._r.hset(keys.job(job_id), mapping=mapping)
 
+    def fail(self, job_id: str, error: str, **fields: Any) -> bool:
+        """Mark the job ``failed`` with ``error`` unless it has already ended (atomic; the
+        first reason wins). True when this call failed it."""
+        mapping = {k: str(v) for k, v in fields.items()} | {
+            "state": "failed",
+            "error": error,
+            "updated_at": f"{time.time():.3f}",
+        }
+        pairs = [x for item in mapping.items() for x in item]
+        return bool(self._fail(keys=[keys.job(job_id)], args=[self._ttl, *pairs]) == 1)
+
+    def state(self, job_id: str) -> str | None:
+        """The job's state alone (one HGET: what a task checks before working)."""
+        value = self._r.hget(keys.job(job_id), "state")
+        return None if value is None else str(value)
+
     def status(self, job_id: str) -> JobStatus | None:
         meta = self._r.hgetall(keys.job(job_id))
         if not meta:
@@ -272,12 +337,16 @@ class RedisJobTracker:
     def list_jobs(self, limit: int = 20) -> list[str]:
         return list(self._r.zrevrange(keys.jobs_index(), 0, limit - 1))
 
-    def dead_letter(self, job_id: str, entry: dict[str, Any]) -> None:
+    def dead_letter(self, job_id: str, entry: dict[str, Any]) -> int:
+        """Append ``entry``; return how many dead letters its unit of work (task, chunk,
+        tier) now has in the job, this one included."""
         key = keys.job_dead_letters(job_id)
         pipe = self._r.pipeline()
         pipe.rpush(key, json.dumps(entry))
         pipe.expire(key, self._ttl)
-        pipe.execute()
+        pipe.lrange(key, 0, -1)
+        letters = pipe.execute()[-1]
+        return sum(same_unit(entry, json.loads(e)) for e in letters)
 
     def dead_letters(self, job_id: str) -> list[dict[str, Any]]:
         return [json.loads(v) for v in self._r.lrange(keys.job_dead_letters(job_id), 0, -1)]

@@ -47,9 +47,19 @@ def job_dead_letters(job_id: str) -> str:
     return f"{PREFIX}:job:{{{job_id}}}:dead"
 
 
+_GLOB_SPECIAL = frozenset("\\*?[]")
+
+
+def glob_escape(text: str) -> str:
+    """``text`` matched literally inside a Redis glob pattern (``\\ * ? [ ]`` escaped)."""
+    return "".join("\\" + c if c in _GLOB_SPECIAL else c for c in text)
+
+
 def job_pattern(job_id: str) -> str:
-    """SCAN pattern matching every key of one job (used to clear a finished job's state)."""
-    return f"{PREFIX}:job:{{{job_id}}}*"
+    """SCAN pattern matching every key of one job (used to clear a finished job's state).
+    The id is escaped: job ids are validated where they enter (routing.names), and a glob
+    character that got past them still matches only itself, never another job's keys."""
+    return f"{PREFIX}:job:{{{glob_escape(job_id)}}}*"
 
 
 def job_dedupe_claim(job_id: str, fingerprint: str) -> str:
@@ -70,3 +80,9 @@ def nightly_last(name: str) -> str:
 def nightly_window(name: str, stamp: str) -> str:
     """String: the window's claim record (job id, or why it could not be submitted)."""
     return f"{PREFIX}:nightly:{name}:window:{stamp}"
+
+
+def job_prompt_ids(job_id: str, bucket: int) -> str:
+    """Hash: digest of a prompt_id → the claimant (``<chunk>:<input_row>``) that keeps the
+    id in the job (workers/prompt_ids.py); one of the job's ``rows_total / 64`` buckets."""
+    return f"{job(job_id)}:ids:{bucket}"

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from urllib.parse import quote
+from collections.abc import Sequence
 
+from routing.names import HIVE_NULL, encoded, validate_job_id
 from workers.storage import join
 
 
 def job_root(output_root: str, job_id: str) -> str:
-    return join(output_root, f"job_id={job_id}")
+    """``<output_root>/job_id=<id>``; InputError unless the id is one safe path segment
+    (no ``/``, no ``..``: routing.names), so no id can lead outside ``output_root``."""
+    return join(output_root, f"job_id={validate_job_id(job_id)}")
 
 
 def plan(root: str) -> str:
@@ -67,13 +70,11 @@ def success(root: str) -> str:
     return join(root, "_SUCCESS")
 
 
-HIVE_NULL = "__HIVE_DEFAULT_PARTITION__"  # Hive's (and polars') name for a null partition value
-
-
 def hive_value(value: str | None) -> str:
     """A partition value as a path segment: percent-encoded (``/``, ``=``, spaces are safe;
-    polars decodes them), ``None`` as Hive's default partition."""
-    return HIVE_NULL if value is None else quote(value, safe="")
+    polars decodes them), ``None`` as Hive's default partition (:data:`HIVE_NULL`, a name
+    no tenant may take: routing.names)."""
+    return HIVE_NULL if value is None else encoded(value)
 
 
 def cost_rollup_dir(root: str) -> str:
@@ -83,3 +84,23 @@ def cost_rollup_dir(root: str) -> str:
 def cost_rollup_part(root: str, day: str, tenant: str | None) -> str:
     """The job's cost rollup of one UTC day and tenant (workers.rollup)."""
     return join(root, "cost", f"day={day}", f"tenant={hive_value(tenant)}", "part-0.parquet")
+
+
+def longest_keys(root: str, last_chunk: int, parts: Sequence[str], tenant: str | None) -> list[str]:
+    """The longest object key of each kind the job will write (its tier names and other
+    part names in ``parts``): what planning checks against the stores' key limits."""
+    part = max(parts, key=lambda p: len(p.encode()))
+    return [
+        plan(root),
+        policy(root),
+        classifier(root),
+        chunk_parts(root, last_chunk),
+        join(root, "_job", "dedupe", f"c{last_chunk:06d}.parquet"),  # workers.dedupe
+        staged_batch(root, last_chunk, part),
+        result_part(root, last_chunk, part),
+        audit_part(root, last_chunk, part),
+        cost_rollup_part(root, "2000-01-01", tenant),
+        cost_summary(root),
+        manifest(root),
+        join(root, "report.html"),
+    ]

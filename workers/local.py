@@ -4,21 +4,38 @@ Chunks run on a small thread pool (provider calls are async inside each dispatch
 routed batch is dispatched in the thread that routed it. When the policy's providers are
 the simulated one and no URL is configured, a simulated provider is started in-process
 for the duration of the job.
+
+A job that cannot finish — any exception in a chunk or in finalize; there are no retries
+here — is failed once (``workers.finalize.fail_job``: the tracker, ``_job/failed.json`` and
+a ``manifest.json`` saying why), the chunks not yet started are cancelled, and
+:class:`~routing.errors.JobFailedError` carries the one-line reason to the caller.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from typing import Any
 
+from routing.errors import JobFailedError
 from routing.plan import JobContext, JobPlan
 from routing.policy import Policy
 from workers import stages
-from workers.finalize import finalize
+from workers.finalize import fail_job, failure_reason, finalize
 from workers.settings import ProviderOverride, Settings
 from workers.simprovider import SimConfig, SimServer
+
+log = logging.getLogger("batch_router.local")
+
+
+class _Failed(Exception):
+    """A stage raised: where it happened, and the exception."""
+
+    def __init__(self, failed_in: dict[str, Any], exc: Exception) -> None:
+        super().__init__(str(exc))
+        self.failed_in, self.exc = failed_in, exc
 
 
 class _InlineSink:
@@ -61,21 +78,58 @@ def run_job(
     threads: int = 2,
     on_chunk: Callable[[int], None] | None = None,
 ) -> dict[str, Any]:
-    """Run every chunk of ``plan``, then finalize; return the manifest."""
+    """Run every chunk of ``plan``, then finalize; return the manifest. Raises
+    :class:`JobFailedError` (the job marked failed, with its reason) if it cannot finish."""
     ctx = plan.context
     rt.tracker.register(
         ctx.job_id,
         {"total_chunks": ctx.total_chunks, "rows_total": plan.rows_total, "job_root": ctx.job_root},
     )
-    sink = _InlineSink(rt)
+    try:
+        _run_chunks(rt, plan, threads, on_chunk)
+        try:
+            return finalize(rt, ctx)
+        except Exception as exc:
+            raise _Failed({"task": "finalize"}, exc) from exc
+    except _Failed as failed:
+        raise JobFailedError(_fail(rt, ctx, failed)) from failed.exc
+
+
+def _run_chunks(
+    rt: stages.Runtime, plan: JobPlan, threads: int, on_chunk: Callable[[int], None] | None
+) -> None:
+    """Ingest (and dispatch, inline) every chunk; on the first failure the chunks not yet
+    started are cancelled and it is raised as :class:`_Failed`."""
+    ctx, sink = plan.context, _InlineSink(rt)
 
     def one(chunk_index: int) -> int:
         chunk = plan.chunks[chunk_index]
-        stages.ingest(rt, ctx, chunk, sink)
+        try:
+            stages.ingest(rt, ctx, chunk, sink)
+        except Exception as exc:
+            raise _Failed({"chunk": chunk.chunk}, exc) from exc
         return chunk.take
 
     with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="chunk") as pool:
-        for rows in pool.map(one, range(len(plan.chunks))):
-            if on_chunk:
-                on_chunk(rows)
-    return finalize(rt, ctx)
+        futures = [pool.submit(one, i) for i in range(len(plan.chunks))]
+        try:
+            for future in as_completed(futures):
+                rows = future.result()
+                if on_chunk:
+                    on_chunk(rows)
+        except BaseException:
+            for future in futures:
+                future.cancel()
+            raise
+
+
+def _fail(rt: stages.Runtime, ctx: JobContext, failed: _Failed) -> str:
+    """Fail the job once with the reason; return the one line the caller shows."""
+    reason = failure_reason(failed.exc, failed.failed_in)
+    try:
+        fail_job(rt, ctx.job_id, ctx.job_root, reason, failed.failed_in)
+    except Exception as exc:  # the store may be what failed: the reason still gets out
+        log.warning("job %s: could not record its failure: %r", ctx.job_id, exc)
+        rt.tracker.fail(ctx.job_id, reason)
+    status = rt.tracker.status(ctx.job_id)
+    return status.describe() if status is not None else f"job {ctx.job_id} failed: {reason}"

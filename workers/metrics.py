@@ -374,7 +374,7 @@ def build_registry(
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m workers.metrics [--host 127.0.0.1] [--port 9808] [--queue Q]…``"""
-    from workers.logs import configure
+    from workers import logs, redact
     from workers.settings import Settings
 
     parser = argparse.ArgumentParser(
@@ -388,8 +388,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--queue", action="append", default=[], help="a queue to report beyond the defaults"
     )
     args = parser.parse_args(argv)
-    configure(logging.INFO)
+    logs.configure(logging.INFO)
     settings = Settings()
+    redact.register(settings)
     if not settings.distributed:
         log.error("no broker configured: set BATCH_ROUTER_BROKER_URL=redis://…")
         return 2

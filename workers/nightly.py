@@ -3,11 +3,11 @@
 The file (``BATCH_ROUTER_SCHEDULE``) lists schedules::
 
     schedules:
-      - name: acme-nightly                  # unique; part of the job id and Redis keys
+      - name: acme-nightly                  # unique; part of the job id and Redis keys (<= 69)
         cron: "15 2 * * *"                  # UTC; a 6th field means seconds
         input: s3://input/nightly/{date}/   # {date} = the window's YYYY-MM-DD, {window} =
         output: s3://out/nightly/           #   its YYYYMMDDTHHMMSSZ; both usable in either
-        tenant: acme                        # optional
+        tenant: acme                        # optional (routing.names: checked at load)
         policy: /etc/batch-router/acme.yaml # optional (default: the packaged policy)
 
 A window is a cron fire time. Each tick (beat, every ``nightly_tick_s``) takes, per
@@ -34,9 +34,10 @@ from typing import Any
 import redis
 import yaml
 from croniter import croniter
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from routing.errors import ConfigError, JobConflictError, PermanentError
+from routing.errors import ConfigError, InputError, JobConflictError, PermanentError
+from routing.names import validate_job_id, validate_tenant
 from workers import keys
 from workers.jobstate import RedisJobTracker
 from workers.settings import Settings
@@ -82,6 +83,26 @@ class Schedule(BaseModel):
         if not croniter.is_valid(value):
             raise ValueError(f"not a cron expression: {value!r}")
         return value
+
+    @field_validator("tenant")
+    @classmethod
+    def _valid_tenant(cls, value: str | None) -> str | None:
+        try:
+            return None if value is None else validate_tenant(value)
+        except InputError as exc:  # pydantic reports ValueErrors; load_schedules wraps them
+            raise ValueError(str(exc)) from exc
+
+    @model_validator(mode="after")
+    def _safe_job_ids(self) -> Schedule:
+        """Every window's job id (``job_id_for``: same length for every window) is safe."""
+        try:
+            validate_job_id(job_id_for(self, datetime(2000, 1, 1, tzinfo=UTC)))
+        except InputError as exc:
+            raise ValueError(
+                f"name {self.name!r} gives unsafe job ids (a schedule name has at most 69 "
+                f"characters and no '..'): {exc}"
+            ) from exc
+        return self
 
     @field_validator("input", "output")
     @classmethod

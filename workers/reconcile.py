@@ -4,7 +4,10 @@ After Redis lost the job's state (restarted without persistence) or messages wer
 ``reconcile`` rebuilds the state from the job's own objects and re-enqueues only what is
 missing:
 
-1. The plan (``_job/plan.json``) lists every chunk. A job with ``_SUCCESS`` is done.
+1. The plan (``_job/plan.json``) lists every chunk. A job with ``_SUCCESS`` is done. A
+   job that failed for good (``_job/failed.json`` of this plan, or ``failed`` in Redis) is
+   never run again: reconcile reports it (and, if Redis lost it, restores its ``failed``
+   state and reason) and re-enqueues nothing. Resubmit it to run it again.
 2. No Redis state → the job is registered again (``running``).
 3. Per chunk: no ``_job/chunks/cNNNNNN.json`` → ingest never finished → ingest it again.
    Otherwise it lists the parts the chunk writes; each part present in ``results/`` is
@@ -25,6 +28,7 @@ from typing import Any, Protocol
 from routing.errors import InputError
 from routing.plan import ChunkRef, JobContext, JobPlan
 from workers import dedupe, layout, stages
+from workers.finalize import failure_of
 
 
 class Resubmit(Protocol):
@@ -35,8 +39,9 @@ class Resubmit(Protocol):
 @dataclass
 class Reconciled:
     job_id: str
-    state: str  # "succeeded" (nothing to do), "finalizing", "resumed"
+    state: str  # "succeeded" / "failed" (nothing to do), "finalizing", "resumed"
     registered: bool = False  # the Redis state was gone and was rebuilt
+    error: str | None = None  # why the job failed
     chunks_total: int = 0
     chunks_complete: int = 0
     reingested: list[int] = field(default_factory=list)  # whole chunks sent to ingest again
@@ -47,6 +52,7 @@ class Reconciled:
             "job_id": self.job_id,
             "state": self.state,
             "registered": self.registered,
+            "error": self.error,
             "chunks_total": self.chunks_total,
             "chunks_complete": self.chunks_complete,
             "reingested": self.reingested,
@@ -72,16 +78,18 @@ def reconcile(rt: stages.Runtime, job_root: str, sink: Resubmit) -> Reconciled:
     known = rt.tracker.status(ctx.job_id)
     # After a restart, a task that was in flight may have recorded its part on the empty
     # Redis: a job hash without ``total_chunks`` is lost state too.
-    if known is None or "total_chunks" not in known.meta:
-        rt.tracker.register(
-            ctx.job_id,
-            {
-                "total_chunks": ctx.total_chunks,
-                "rows_total": plan.rows_total,
-                "job_root": ctx.job_root,
-                "reconciled": 1,
-            },
-        )
+    lost = known is None or "total_chunks" not in known.meta
+    failure = failure_of(rt.storage, job_root)
+    if failure is not None or (known is not None and known.state == "failed"):
+        out.state = "failed"
+        out.error = failure["error"] if failure is not None else known.error  # type: ignore[union-attr]
+        if lost:  # Redis forgot the failure: status and the drop folder see it again
+            _register(rt, plan)
+            rt.tracker.fail(ctx.job_id, str(out.error))
+            out.registered = True
+        return out
+    if lost:
+        _register(rt, plan)
         out.registered = True
     present = set(rt.storage.list_files(layout.results_dir(job_root), ".parquet"))
     finalize_sent = False
@@ -122,10 +130,25 @@ def reconcile(rt: stages.Runtime, job_root: str, sink: Resubmit) -> Reconciled:
     return out
 
 
+def _register(rt: stages.Runtime, plan: JobPlan) -> None:
+    ctx = plan.context
+    meta = {
+        "total_chunks": ctx.total_chunks,
+        "rows_total": plan.rows_total,
+        "job_root": ctx.job_root,
+        "input_uri": plan.input_uri,
+        "created_at": plan.created_at,
+        "tenant": ctx.tenant or "",
+        "reconciled": 1,
+    }
+    rt.tracker.register(ctx.job_id, meta)
+
+
 def stalled_jobs(rt: stages.Runtime, roots: list[str], stall_s: float, now: float) -> list[str]:
     """Job folders to reconcile: jobs Redis knows as ``running`` that have not progressed for
     ``stall_s``, and — under each output root in ``roots`` — job folders without
-    ``_SUCCESS`` whose Redis state is gone (Redis lost it) or stalled."""
+    ``_SUCCESS`` whose Redis state is gone (Redis lost it) or stalled. A failed job is
+    never one of them."""
     found: dict[str, None] = {}
     for job_id in rt.tracker.list_jobs(limit=500):
         status = rt.tracker.status(job_id)
@@ -143,8 +166,11 @@ def stalled_jobs(rt: stages.Runtime, roots: list[str], stall_s: float, now: floa
             status = rt.tracker.status(job_id)
             lost = status is None or "total_chunks" not in status.meta
             idle = status is not None and now - float(status.meta.get("updated_at", now)) >= stall_s
-            if lost or (status is not None and status.state == "running" and idle):
-                found[job_root] = None
+            if not (lost or (status is not None and status.state == "running" and idle)):
+                continue
+            if lost and failure_of(rt.storage, job_root) is not None:
+                continue  # failed for good: nothing to resume (reconcile would say so)
+            found[job_root] = None
     return list(found)
 
 

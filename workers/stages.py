@@ -19,7 +19,7 @@ from typing import Any, Protocol
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from routing import results
+from routing import carried, results
 from routing.classify import Scorer
 from routing.cost import ZERO, call_cost
 from routing.errors import PolicyError
@@ -27,9 +27,10 @@ from routing.minimise import minimise
 from routing.plan import ChunkRef, JobContext
 from routing.policy import Policy, TierSpec, parse_policy
 from routing.router import ALLOWED, EST_INPUT_TOKENS, REJECTED_REASON, route_batch
+from routing.schema import CELL_ERROR, DEFAULT_TENANT
 from routing.tokens import count_tokens, truncate_tokens
 from routing.validate import check_schema, conform, row_rejections
-from workers import audit, dedupe, layout
+from workers import audit, dedupe, layout, prompt_ids
 from workers.calls import Caller, Guards, Kind, Row, Served
 from workers.classifier import job_scorer
 from workers.jobstate import JobTracker
@@ -37,7 +38,6 @@ from workers.settings import Settings
 from workers.storage import Storage
 
 REJECTED_PART = "rejected"
-DEFAULT_TENANT = "default"
 
 
 class Sink(Protocol):
@@ -103,15 +103,18 @@ def read_chunk(storage: Storage, chunk: ChunkRef) -> pa.Table:
     )
 
 
-def _with_tenant(table: pa.Table, job_tenant: str | None) -> pa.Table:
-    """Tenant = the job's (from how it was submitted), else the row's, else ``default``."""
-    n = table.num_rows
-    if job_tenant is not None:
-        column = pa.array([job_tenant] * n, pa.string())
-    elif "tenant" in table.column_names:
-        column = pc.fill_null(table.column("tenant"), DEFAULT_TENANT)
-    else:
-        column = pa.array([DEFAULT_TENANT] * n, pa.string())
+def job_tenant(ctx: JobContext) -> str:
+    """The job's tenant — from how it was submitted (``--tenant``, the drop folder, the
+    schedule), else ``default`` — and the only tenant of its rows: billing, rules, budget
+    scopes and the cache namespace. A row naming another is rejected (routing.validate)."""
+    return ctx.tenant or DEFAULT_TENANT
+
+
+def _with_tenant(table: pa.Table, tenant: str) -> pa.Table:
+    """Every row's ``tenant`` is the job's (the row's own cell was checked against it)."""
+    column = pa.array([tenant] * table.num_rows, pa.string())
+    if CELL_ERROR in table.column_names:  # read by row_rejections; not routed further
+        table = table.drop_columns([CELL_ERROR])
     if "tenant" in table.column_names:
         return table.set_column(table.column_names.index("tenant"), "tenant", column)
     return table.append_column("tenant", column)
@@ -125,10 +128,13 @@ def ingest(
     The parts the chunk will write are recorded in the tracker and in the object store
     (``_job/chunks/``) first. ``only`` (from ``reconcile``) limits the work to those parts:
     routing is deterministic, so the other parts, already written, are not redone."""
-    policy = rt.policy(ctx)
-    table = read_chunk(rt.storage, chunk)
-    reasons = row_rejections(table, policy.limits, ctx.tenant)
-    table = _with_tenant(table, ctx.tenant)
+    policy, tenant = rt.policy(ctx), job_tenant(ctx)
+    table = carried.apply(read_chunk(rt.storage, chunk), ctx.carried_columns)
+    reasons = row_rejections(table, policy.limits, tenant)
+    reasons, lost = prompt_ids.reject_repeats(
+        rt, ctx, chunk.chunk, table, reasons, replay=only is not None
+    )
+    table = _with_tenant(table, tenant)
     valid = pc.is_null(reasons)
     bad, bad_reasons = table.filter(pc.invert(valid)), reasons.filter(pc.invert(valid))
     routed = route_batch(table.filter(valid), policy, rt.scorer_for(ctx, policy))
@@ -141,7 +147,8 @@ def ingest(
     parts = tiers + ([REJECTED_PART] if rejected_rows else []) + dedupe.tracked(held)
     rt.tracker.expect(ctx.job_id, chunk.chunk, parts)
     if only is None:
-        manifest = json.dumps({"chunk": chunk.chunk, "parts": parts}).encode()
+        record = {"chunk": chunk.chunk, "parts": parts, prompt_ids.RECORD_FIELD: lost}
+        manifest = json.dumps(record).encode()
         rt.storage.write_bytes(layout.chunk_parts(ctx.job_root, chunk.chunk), manifest)
     for tier in tiers:
         if only is not None and tier not in only:
@@ -201,7 +208,12 @@ def dispatch(rt: Runtime, ctx: JobContext, batch: dict[str, Any], sink: Sink) ->
         return
     table = load_batch(rt.storage, batch)
     canonical = pc.is_null(table.column("dedupe_of")).to_pylist()
-    rows = [_row(r, tier) for r, first in zip(_rows(table), canonical, strict=True) if first]
+    chunk, tenant = batch["chunk"], job_tenant(ctx)
+    rows = [
+        _row(r, tier, chunk, tenant)
+        for r, first in zip(_rows(table), canonical, strict=True)
+        if first
+    ]
     served = Caller(policy, rt.settings, rt.guards(policy), ctx, tier).run(rows)
     values = _outcomes(table, canonical, served, policy, ctx)
     _publish(rt, ctx, batch["chunk"], tier.name, results.assemble(table, values), sink)
@@ -226,7 +238,7 @@ def drop_staging(rt: Runtime, ctx: JobContext, policy: Policy) -> None:
             rt.storage.delete(uri)
 
 
-_ROW_COLUMNS = ("prompt_id", "prompt", "system", "max_output_tokens", "tenant")
+_ROW_COLUMNS = ("prompt", "system", "max_output_tokens", "input_row")
 
 
 def _rows(table: pa.Table) -> list[dict[str, Any]]:
@@ -234,17 +246,17 @@ def _rows(table: pa.Table) -> list[dict[str, Any]]:
     return table.select(names).to_pylist()
 
 
-def _row(row: dict[str, Any], tier: TierSpec) -> Row:
+def _row(row: dict[str, Any], tier: TierSpec, chunk: int, tenant: str) -> Row:
     prompt, system = row["prompt"], row.get("system")
     tokens = row.get(EST_INPUT_TOKENS)
     if tier.truncate_input and tokens is not None and tokens > tier.max_input_tokens:
         prompt, system, tokens = _truncate(prompt, system, tier.max_input_tokens)
     return Row(
-        prompt_id=row["prompt_id"],
+        ref=f"c{chunk}/r{row['input_row']}",  # the job's own name for the row
         prompt=prompt,
         system=system,
         max_output_tokens=row.get("max_output_tokens"),
-        tenant=row.get("tenant") or "default",
+        tenant=tenant,
         input_tokens=int(tokens or 0),
         allowed=row.get(ALLOWED),
     )

@@ -1,12 +1,22 @@
 """Thin Celery tasks: decode the message, call the stage, route what it produces.
 
-Celery retries only infrastructure errors (object store, Redis); provider errors are
-handled inside dispatch by the retry policy and end up in the row's ``error``.
+Celery retries only infrastructure errors (object store, Redis, broker, time limits:
+``_INFRA``); provider errors are handled inside dispatch by the retry policy and end up in
+the row's ``error``. How a job task that fails for good ends (``_JobTask.on_failure``):
+
+- any other exception is deterministic — bad data found after planning, an input that no
+  longer matches its plan, a policy that no longer loads, a bug: retrying cannot help, so
+  the job fails at once, with the reason (``workers.finalize.fail_job``);
+- an infrastructure error that outlived its retries is a dead letter: reconcile (beat's
+  sweep) re-enqueues the work; the ``DEAD_LETTERS_BEFORE_FAILING``-th dead letter of the
+  same unit of work (task, chunk, tier) fails the job with the last error.
+
+A queued task of a job that has failed does nothing.
 """
 
 from __future__ import annotations
 
-import contextlib
+import logging
 import time
 from datetime import UTC, datetime
 from functools import cache
@@ -14,18 +24,33 @@ from typing import Any
 
 import redis
 from celery import Task, signals
+from celery.exceptions import SoftTimeLimitExceeded, TimeLimitExceeded
+from kombu.exceptions import OperationalError
 
 from routing.errors import StorageError
 from routing.plan import ChunkRef, JobContext
 from workers import logs, metrics, stages
 from workers.app import FINALIZE_QUEUE, INGEST_QUEUE, app, settings, tier_queue
+from workers.finalize import fail_job, failure_reason
 from workers.finalize import finalize as finalize_job
 from workers.jobstate import RedisJobTracker
 from workers.reconcile import reconcile as reconcile_job
 from workers.reconcile import stalled_jobs
+from workers.redact import redact_error
 from workers.storage import Storage
 
-_INFRA = (StorageError, redis.ConnectionError, redis.TimeoutError, OSError)
+log = logging.getLogger("batch_router.tasks")
+
+# Infrastructure: the object store, Redis, the broker, a time limit (none is set by default).
+_INFRA = (
+    StorageError,
+    redis.RedisError,
+    OperationalError,
+    OSError,
+    SoftTimeLimitExceeded,
+    TimeLimitExceeded,
+)
+DEAD_LETTERS_BEFORE_FAILING = 3  # per unit of work; each after max_retries Celery retries
 _RETRY = {
     "autoretry_for": _INFRA,
     "retry_backoff": True,
@@ -61,30 +86,54 @@ class CelerySink:
 
 
 class _JobTask(Task):  # type: ignore[misc]
-    """A task whose attempts are exhausted lands in the job's dead-letter list (``status``
-    shows it); the rows it would have written stay missing until ``reconcile``."""
+    """A job task that failed for good fails its job, or is a dead letter (module doc)."""
 
     def on_failure(self, exc, task_id, args, kwargs, einfo) -> None:  # type: ignore[no-untyped-def]
         ctx = args[0] if args and isinstance(args[0], dict) else {}
-        job_id = ctx.get("job_id")
-        if not job_id:
+        job_id, root = ctx.get("job_id"), ctx.get("job_root")
+        if not job_id or not root:
             return
         detail = args[1] if len(args) > 1 and isinstance(args[1], dict) else {}
+        failed_in = {"task": self.name, "chunk": detail.get("chunk"), "tier": detail.get("tier")}
+        try:
+            _end(job_id, root, failed_in, exc, task_id)
+        except Exception:  # the broker / Redis / store may be what failed
+            log.exception("could not record the failure of job %s (%s)", job_id, failed_in)
+
+
+def _end(
+    job_id: str, root: str, failed_in: dict[str, Any], exc: BaseException, task_id: str
+) -> None:
+    rt = runtime()
+    note = ""
+    if isinstance(exc, _INFRA):
         entry = {
-            "task": self.name,
+            **failed_in,
             "task_id": task_id,
-            "chunk": detail.get("chunk"),
-            "tier": detail.get("tier"),
-            "error": f"{type(exc).__name__}: {str(exc)[:500]}",
+            "error": redact_error(f"{type(exc).__name__}: {exc}", 500),
             "at": datetime.now(UTC).isoformat(timespec="seconds"),
         }
-        with contextlib.suppress(Exception):  # the broker/Redis may be what failed
-            runtime().tracker.dead_letter(job_id, entry)
+        count = rt.tracker.dead_letter(job_id, entry)
+        if count < DEAD_LETTERS_BEFORE_FAILING:
+            return  # reconcile re-enqueues it
+        note = f"dead-lettered {count} times; last"
+    reason = failure_reason(exc, failed_in, note)
+    if fail_job(rt, job_id, root, reason, failed_in):
+        log.error("job %s failed: %s", job_id, reason)
+
+
+def _failed(ctx: dict[str, Any]) -> bool:
+    """The job has failed: its tasks still queued do nothing."""
+    if runtime().tracker.state(ctx["job_id"]) != "failed":
+        return False
+    log.info("job %s has failed: task skipped", ctx["job_id"])
+    return True
 
 
 @app.task(name="ingest", base=_JobTask, **_RETRY)
 def ingest(ctx: dict[str, Any], chunk: dict[str, Any], only: list[str] | None = None) -> None:
-    stages.ingest(runtime(), JobContext(**ctx), ChunkRef(**chunk), CelerySink(), only)
+    if not _failed(ctx):
+        stages.ingest(runtime(), JobContext(**ctx), ChunkRef(**chunk), CelerySink(), only)
 
 
 def _describe(job_id: str, batch: dict[str, Any]) -> str:
@@ -103,15 +152,33 @@ def _dispatch_name(task: Task, args: Any, kwargs: Any, options: Any) -> str:
 
 @app.task(name="dispatch", base=_JobTask, shadow_name=_dispatch_name, **_RETRY)
 def dispatch(ctx: dict[str, Any], batch: dict[str, Any]) -> None:
-    stages.dispatch(runtime(), JobContext(**ctx), batch, CelerySink())
+    if not _failed(ctx):
+        stages.dispatch(runtime(), JobContext(**ctx), batch, CelerySink())
 
 
 @app.task(name="finalize", base=_JobTask, **_RETRY)
 def finalize(ctx: dict[str, Any]) -> None:
-    finalize_job(runtime(), JobContext(**ctx))
+    if not _failed(ctx):
+        finalize_job(runtime(), JobContext(**ctx))
 
 
-@app.task(name="reconcile", **_RETRY)
+class _ReconcileTask(Task):  # type: ignore[misc]
+    """Reconcile failing deterministically (the job's plan gone or unreadable) fails the job,
+    so that beat's sweep does not send it again every period."""
+
+    def on_failure(self, exc, task_id, args, kwargs, einfo) -> None:  # type: ignore[no-untyped-def]
+        root = str(args[0]).rstrip("/") if args else ""
+        if isinstance(exc, _INFRA) or "job_id=" not in root:
+            return
+        job_id = root.rsplit("job_id=", 1)[1]
+        failed_in = {"task": self.name}
+        try:
+            fail_job(runtime(), job_id, root, failure_reason(exc, failed_in), failed_in)
+        except Exception:
+            log.exception("could not record the failure of job %s (reconcile)", job_id)
+
+
+@app.task(name="reconcile", base=_ReconcileTask, **_RETRY)
 def reconcile(job_root: str) -> dict[str, Any]:
     """Re-enqueue what a job is missing (``batch-router reconcile``, or beat)."""
     return reconcile_job(runtime(), job_root, CelerySink()).to_dict()

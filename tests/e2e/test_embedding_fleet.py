@@ -13,8 +13,7 @@ from routing.embedding import MODEL
 from routing.learned.artifact import save_scorer
 from routing.learned.config import TrainConfig
 from routing.learned.training import fit_scorer
-from routing.policy import default_policy_text
-from tests import services
+from tests import policies, services
 from tests.embeddings import EASY, HARD, require_embeddings
 from workers.settings import S3Settings
 from workers.storage import Storage
@@ -38,12 +37,8 @@ def test_fleet_scores_with_an_embedding_router(
         tiers=[["w", "s"]],
     )
     save_scorer(model, tmp_path / "router.zip")
-    policy = tmp_path / "policy.yaml"
-    policy.write_text(
-        default_policy_text().replace(
-            "  kind: heuristic ", f"  kind: learned\n  path: {tmp_path / 'router.zip'}\n  #"
-        )
-    )
+    classifier = policies.learned_classifier(tmp_path / "router.zip")
+    policy = policies.write(tmp_path / "policy.yaml", classifier=classifier)
     rows = pl.DataFrame(
         {
             "prompt_id": [f"p{i}" for i in range(120)],

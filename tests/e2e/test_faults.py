@@ -14,7 +14,6 @@ import os
 import subprocess
 import sys
 import time
-import urllib.request
 from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
@@ -25,12 +24,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import redis
-import yaml
 
 from routing.cost import call_cost
-from routing.policy import Policy, default_policy_text, parse_policy
 from routing.tokens import count_tokens
-from tests import services
+from tests import policies, services
 from workers.ledger import RedisLedger
 from workers.settings import S3Settings
 from workers.storage import Storage
@@ -41,28 +38,6 @@ TIERS = ("fast", "balanced", "expert")
 
 
 # ---------------------------------------------------------------- helpers
-
-
-def sim_call(sim_url: str, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
-    base = sim_url.removesuffix("/v1")
-    data = None if body is None else json.dumps(body).encode()
-    req = urllib.request.Request(
-        base + path, data=data, method="GET" if body is None else "POST",
-        headers={"Content-Type": "application/json"},
-    )  # fmt: skip
-    with urllib.request.urlopen(req, timeout=10) as r:
-        return dict(json.load(r))
-
-
-def policy_file(tmp_path: Path, **changes: Any) -> tuple[Path, Policy]:
-    data = yaml.safe_load(default_policy_text())
-    for name, fields in changes.pop("tiers", {}).items():
-        next(t for t in data["tiers"] if t["name"] == name).update(fields)
-    data.update(changes)
-    text = yaml.safe_dump(data)
-    path = tmp_path / "policy.yaml"
-    path.write_text(text)
-    return path, parse_policy(text, str(path))
 
 
 ALL_EXPERT = {"fast": {"max_score": 0.00001}, "balanced": {"max_score": 0.00002}}
@@ -212,39 +187,34 @@ def fault_fleet(service_dir: Path, fault_env: dict[str, str]) -> Iterator[Fleet]
         fleet.stop()
 
 
-@pytest.fixture
-def sim(sim_url: str) -> Iterator[str]:
-    defaults = {
-        "error_rate": 0, "rate_limit_rate": 0, "hang_rate": 0, "latency_ms_mean": 0,
-        "latency_ms_jitter": 0, "retry_after_s": 1.0, "hang_s": 30.0, "fail_models": [], "seed": 3,
-    }  # fmt: skip
-    sim_call(sim_url, "/_sim/config", defaults)
-    sim_call(sim_url, "/_sim/reset", {})
-    yield sim_url
-    sim_call(sim_url, "/_sim/config", defaults)
+@pytest.fixture(scope="module")
+def sim_seed() -> int:
+    """The seed of ``sim_http`` (tests/conftest.py): the session's simulated-provider
+    process, reset to ``SimConfig(seed=3)`` and zeroed counters around each scenario."""
+    return 3
 
 
 # ---------------------------------------------------------------- (a) fault mix
 
 
 def test_a_provider_fault_mix(
-    tmp_path: Path, bucket: str, fault_env: dict[str, str], fault_fleet: Fleet, sim: str,
+    tmp_path: Path, bucket: str, fault_env: dict[str, str], fault_fleet: Fleet, sim_http: str,
     capsys: pytest.CaptureFixture[str],
 ) -> None:  # fmt: skip
     n = 5000
     upload(fault_env, bucket, prompts(n, "a"), tmp_path)
-    path, _ = policy_file(
+    path, _ = policies.policy_file(
         tmp_path,
         retry={"max_attempts": 6, "base_delay_s": 0.05, "max_delay_s": 1.0, "job_budget": 0.3},
         breaker={"failures": 10},
     )
-    sim_call(sim, "/_sim/config", {
+    services.sim_call(sim_http, "/_sim/config", {
         "error_rate": 0.10, "rate_limit_rate": 0.05, "retry_after_s": 0.2,
         "hang_rate": 0.02, "hang_s": 2.0,
     })  # fmt: skip
     proc = submit(fault_env, bucket, "faults-a", path)
     assert proc.returncode == 0, proc.stdout + proc.stderr + fault_fleet.logs()
-    stats = sim_call(sim, "/_sim/stats")
+    stats = services.sim_call(sim_http, "/_sim/stats")
     out = results(storage(fault_env), job_root(bucket, "faults-a"))
     ok = out.filter(pl.col("status") == "ok").height
     figures = {
@@ -267,25 +237,25 @@ def test_a_provider_fault_mix(
 
 
 def test_b_outage_breaker_opens_and_fallback_serves(
-    tmp_path: Path, bucket: str, fault_env: dict[str, str], fault_fleet: Fleet, sim: str,
+    tmp_path: Path, bucket: str, fault_env: dict[str, str], fault_fleet: Fleet, sim_http: str,
     capsys: pytest.CaptureFixture[str],
 ) -> None:  # fmt: skip
     n, failures, cooldown, concurrency = 600, 5, 1.0, 4
     upload(fault_env, bucket, prompts(n, "b"), tmp_path)
     tiers = {**ALL_EXPERT, "expert": {"fallback": ["balanced"], "concurrency": concurrency}}
-    path, pol = policy_file(
+    path, pol = policies.policy_file(
         tmp_path,
         tiers=tiers,
         retry={"max_attempts": 3, "base_delay_s": 0.01, "max_delay_s": 0.05},
         breaker={"failures": failures, "cooldown_s": cooldown, "half_open_probes": 1},
     )
     down = pol.tier("expert").primary.name
-    sim_call(sim, "/_sim/config", {"fail_models": [down]})
+    services.sim_call(sim_http, "/_sim/config", {"fail_models": [down]})
     started = time.monotonic()
     proc = submit(fault_env, bucket, "faults-b", path)
     elapsed = time.monotonic() - started
     assert proc.returncode == 0, proc.stdout + proc.stderr + fault_fleet.logs()
-    stats = sim_call(sim, "/_sim/stats")
+    stats = services.sim_call(sim_http, "/_sim/stats")
     out = results(storage(fault_env), job_root(bucket, "faults-b"))
     to_down = stats["requests_by_model"].get(down, 0)
     probes_bound = int(elapsed / cooldown) + 1
@@ -310,14 +280,14 @@ def test_b_outage_breaker_opens_and_fallback_serves(
 
 def test_c_sigkill_of_a_worker_mid_job(
     tmp_path: Path, bucket: str, fault_redis: tuple[str, services.Proc], fault_env: dict[str, str],
-    fault_fleet: Fleet, sim: str, capsys: pytest.CaptureFixture[str],
+    fault_fleet: Fleet, sim_http: str, capsys: pytest.CaptureFixture[str],
 ) -> None:  # fmt: skip
     n = 3000
     upload(fault_env, bucket, prompts(n, "c"), tmp_path)
-    path, _ = policy_file(
+    path, _ = policies.policy_file(
         tmp_path, tiers={**ALL_FAST, "fast": {"max_score": 0.99, "concurrency": 8}}
     )
-    sim_call(sim, "/_sim/config", {"latency_ms_mean": 40})
+    services.sim_call(sim_http, "/_sim/config", {"latency_ms_mean": 40})
     st, root = storage(fault_env), job_root(bucket, "faults-c")
     submit(fault_env, bucket, "faults-c", path, wait=False)
     deadline = time.monotonic() + 120
@@ -339,7 +309,7 @@ def test_c_sigkill_of_a_worker_mid_job(
         "duplicate_prompt_ids": out.height - out["prompt_id"].n_unique(),
         "rows_cost_usd": rows_cost,
         "ledger_settled_usd": settled,
-        "provider_calls": sim_call(sim, "/_sim/stats")["requests"],
+        "provider_calls": services.sim_call(sim_http, "/_sim/stats")["requests"],
     }
     report(capsys, "(c) SIGKILL of the fast worker mid-job", **figures)
     assert replacement.popen.poll() is None
@@ -352,21 +322,21 @@ def test_c_sigkill_of_a_worker_mid_job(
 
 
 def test_d_redis_restart_mid_job_then_reconcile(
-    tmp_path: Path, bucket: str, service_dir: Path, s3_endpoint: str, sim: str,
+    tmp_path: Path, bucket: str, service_dir: Path, s3_endpoint: str, sim_http: str,
     capsys: pytest.CaptureFixture[str],
 ) -> None:  # fmt: skip
     workdir = service_dir / "restart-redis"
     workdir.mkdir(exist_ok=True)
     url, redis_proc = services.start_redis(workdir)
     port = int(url.rsplit(":", 1)[1].split("/")[0])
-    env = make_env(url, s3_endpoint, sim)
+    env = make_env(url, s3_endpoint, sim_http)
     fleet = Fleet(workdir, env).start_default()
     procs = [redis_proc]
     try:
         n = 3000
         upload(env, bucket, prompts(n, "d"), tmp_path)
-        path, _ = policy_file(tmp_path)
-        sim_call(sim, "/_sim/config", {"latency_ms_mean": 40})
+        path, _ = policies.policy_file(tmp_path)
+        services.sim_call(sim_http, "/_sim/config", {"latency_ms_mean": 40})
         st, root = storage(env), job_root(bucket, "faults-d")
         submit(env, bucket, "faults-d", path, wait=False)
         deadline = time.monotonic() + 120
@@ -376,7 +346,7 @@ def test_d_redis_restart_mid_job_then_reconcile(
         redis_proc.kill()  # no persistence: the queue, the job state, the ledger are gone
         _, redis_proc = services.start_redis(workdir, port=port)
         procs.append(redis_proc)
-        time.sleep(3)  # the workers reconnect
+        fleet.ready()  # every worker answers a ping over the new Redis (bounded wait)
         parts_before = len(st.list_files(f"{root}/results", ".parquet"))
         rec = subprocess.run(
             [sys.executable, "-m", "producer", "reconcile", root, "--json"],
@@ -410,18 +380,19 @@ def test_d_redis_restart_mid_job_then_reconcile(
 
 def test_e_budget_race_never_overspends(
     tmp_path: Path, bucket: str, service_dir: Path, fault_redis: tuple[str, services.Proc],
-    fault_env: dict[str, str], fault_fleet: Fleet, sim: str, capsys: pytest.CaptureFixture[str],
+    fault_env: dict[str, str], fault_fleet: Fleet, sim_http: str,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:  # fmt: skip
     n, tenant = 1500, f"race-{int(time.time())}"
     table = prompts(n, "e")
     upload(fault_env, bucket, table, tmp_path)
     max_out = 64
-    _, base = policy_file(tmp_path)
+    _, base = policies.policy_file(tmp_path)
     model = base.tier("expert").primary
     tokens = count_tokens(table.column("prompt").to_pylist())
     estimate = sum((call_cost(model, int(t), max_out) for t in tokens), Decimal(0))
     cap = (estimate / 2).quantize(Decimal("0.000001"))
-    path, _ = policy_file(
+    path, _ = policies.policy_file(
         tmp_path,
         tiers={**ALL_EXPERT, "expert": {"max_output_tokens": max_out, "concurrency": 8}},
         budgets={"tenant_day": {tenant: {"usd": str(cap)}}, "on_exhausted": "downgrade"},
@@ -462,12 +433,12 @@ def test_e_budget_race_never_overspends(
 
 
 def test_f_cascade_escalates_low_confidence(
-    tmp_path: Path, bucket: str, fault_env: dict[str, str], fault_fleet: Fleet, sim: str,
+    tmp_path: Path, bucket: str, fault_env: dict[str, str], fault_fleet: Fleet, sim_http: str,
     capsys: pytest.CaptureFixture[str],
 ) -> None:  # fmt: skip
     n, threshold = 1000, 0.57
     upload(fault_env, bucket, prompts(n, "f"), tmp_path)
-    path, pol = policy_file(
+    path, pol = policies.policy_file(
         tmp_path,
         tiers={**ALL_FAST, "fast": {"max_score": 0.99, "cascade": {"min_confidence": threshold}}},
     )
@@ -482,7 +453,7 @@ def test_f_cascade_escalates_low_confidence(
         "rows_lost": n - out.height,
         "cascade_rows": started_fast.height,
         "escalated_pct": round(100 * escalated.height / max(started_fast.height, 1), 1),
-        "provider_calls": sim_call(sim, "/_sim/stats")["requests"],
+        "provider_calls": services.sim_call(sim_http, "/_sim/stats")["requests"],
     }
     report(capsys, f"(f) cascade fast → balanced below confidence {threshold}", **figures)
     assert out.height == n and (out["status"] == "ok").all()

@@ -14,7 +14,7 @@ import pytest
 
 from routing.audit.chain import PartId, build_chain
 from routing.plan import JobContext
-from tests.producer.conftest import CliRunner, SampleJob, assert_clean_error
+from tests.cli import CliRunner, SampleJob, assert_clean_error
 from workers import audit
 from workers.settings import S3Settings
 from workers.storage import Storage

@@ -15,11 +15,10 @@ from producer.evaluate_cmd import score_prompts
 from routing.classify import HeuristicScorer
 from routing.policy import load_policy
 from routing.route import assign_tiers
-from tests.producer.conftest import CliRunner, assert_clean_error
+from tests import data
+from tests.cli import CliRunner, assert_clean_error
 
-ARENA = (
-    Path(__file__).resolve().parents[3] / "shared" / "data" / "labels" / "arena_bench_v1.parquet"
-)
+ARENA = data.LABELS / "arena_bench_v1.parquet"
 ARENA_TIERS = (
     "--model",
     "fast=Mistral-7B-Instruct-v0.1",
@@ -124,8 +123,8 @@ def test_wrong_input_is_a_clean_error(tmp_path: Path, cli: CliRunner) -> None:
     )
 
 
-@pytest.mark.skipif(not ARENA.is_file(), reason=f"shared labels absent: {ARENA}")
 def test_arena_labels(tmp_path: Path, cli: CliRunner) -> None:
+    data.require(ARENA)
     proc = cli("calibrate", str(ARENA), *ARENA_TIERS, "--min-quality", "0.95", "--json")
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout)

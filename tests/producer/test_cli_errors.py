@@ -8,9 +8,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from routing.policy import default_policy_text
-from tests import services
-from tests.producer.conftest import CliRunner, assert_clean_error
+from tests import policies, services
+from tests.cli import CliRunner, assert_clean_error
 
 pytestmark = pytest.mark.e2e
 
@@ -79,9 +78,8 @@ def test_policy_that_is_not_yaml(cli: CliRunner, tmp_path: Path) -> None:
 
 
 def test_policy_with_non_increasing_thresholds(cli: CliRunner, tmp_path: Path) -> None:
-    text = default_policy_text()
-    assert "max_score: 0.60" in text
-    (tmp_path / "policy.yaml").write_text(text.replace("max_score: 0.60", "max_score: 0.20"))
+    assert policies.default_data()["tiers"][1]["max_score"] == 0.60  # balanced, after fast's 0.30
+    policies.write(tmp_path / "policy.yaml", tiers={"balanced": {"max_score": 0.20}})
     _good(tmp_path / "in.parquet")
     proc = cli("run", "in.parquet", "--output", "out", "--policy", "policy.yaml")
     assert_clean_error(proc, "policy.yaml", "max_score must strictly increase")

@@ -1,34 +1,77 @@
-"""Every command explains itself with ``--help``, including an example."""
+"""Every command explains itself with ``--help``, including an example. The commands are
+listed from the Typer app itself, so a new command is checked without editing this file."""
 
 from __future__ import annotations
 
 import shutil
 import subprocess
+from typing import Any
 
 import pytest
+import typer.main
 
-from tests.producer.conftest import CliRunner, clean_env
+from producer.cli import app
+from tests.cli import CliRunner, clean_env
 
 pytestmark = pytest.mark.e2e
 
-COMMANDS = ("run", "submit", "status", "report", "sim-provider")
+
+def _walk(command: Any, path: tuple[str, ...] = ()) -> list[tuple[tuple[str, ...], Any]]:
+    """``(path, command)`` of every command and sub-command under ``command``, depth first."""
+    found = []
+    for name, sub in sorted(getattr(command, "commands", {}).items()):
+        found.append(((*path, name), sub))
+        found.extend(_walk(sub, (*path, name)))
+    return found
+
+
+ROOT = typer.main.get_command(app)
+EVERY = _walk(ROOT)
+GROUPS = {" ".join(path): sorted(cmd.commands) for path, cmd in EVERY if hasattr(cmd, "commands")}
+COMMANDS = [" ".join(path) for path, cmd in EVERY if not hasattr(cmd, "commands")]
+TOP_LEVEL = sorted(getattr(ROOT, "commands", {}))
+
+
+def test_the_app_lists_the_commands_of_the_design() -> None:
+    """The listing walks the real app: the design's commands and the ``audit`` group's
+    ``verify`` are all in it (a broken walk would check nothing)."""
+    design = {"run", "submit", "status", "watch", "report", "eval", "train", "sim-provider"}
+    assert design <= set(TOP_LEVEL), TOP_LEVEL
+    assert "audit verify" in COMMANDS and GROUPS.get("audit") == ["verify"], (COMMANDS, GROUPS)
 
 
 def test_top_level_help_lists_every_command(cli: CliRunner) -> None:
     proc = cli("--help")
     assert proc.returncode == 0, proc.stderr
     assert "Route large LLM prompt batches" in proc.stdout
-    for command in COMMANDS:
+    for command in TOP_LEVEL:
         assert f" {command} " in proc.stdout, command
 
 
 @pytest.mark.parametrize("command", COMMANDS)
 def test_command_help_has_an_example(cli: CliRunner, command: str) -> None:
     # a broken environment must not stop a user from reading the help
-    proc = cli(command, "--help", BATCH_ROUTER_ROWS_PER_CHUNK="not-a-number")
+    proc = cli(*command.split(), "--help", BATCH_ROUTER_ROWS_PER_CHUNK="not-a-number")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "Example" in proc.stdout
     assert f"batch-router {command}" in proc.stdout
+    assert proc.stderr == ""
+
+
+@pytest.mark.parametrize("group", sorted(GROUPS))
+def test_group_help_has_an_example(cli: CliRunner, group: str) -> None:
+    proc = cli(*group.split(), "--help", BATCH_ROUTER_ROWS_PER_CHUNK="not-a-number")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.stderr == ""
+    assert "Example" in proc.stdout and f"batch-router {group}" in proc.stdout
+
+
+@pytest.mark.parametrize("group", sorted(GROUPS))
+def test_group_help_lists_its_commands(cli: CliRunner, group: str) -> None:
+    proc = cli(*group.split(), "--help", BATCH_ROUTER_ROWS_PER_CHUNK="not-a-number")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    for sub in GROUPS[group]:
+        assert f" {sub} " in proc.stdout, sub
     assert proc.stderr == ""
 
 

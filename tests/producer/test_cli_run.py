@@ -15,7 +15,7 @@ import pytest
 
 from routing.schema import RESULT_COLUMNS
 from tests import services
-from tests.producer.conftest import CliRunner, SampleJob
+from tests.cli import CliRunner, SampleJob
 from workers.settings import S3Settings
 from workers.storage import Storage
 

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import redis
 
-from tests.producer.conftest import CliRunner, assert_clean_error
+from tests.cli import CliRunner, assert_clean_error
 from workers import keys
 from workers.jobstate import RedisJobTracker
 

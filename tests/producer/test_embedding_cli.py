@@ -10,9 +10,10 @@ from pathlib import Path
 import polars as pl
 import pytest
 
+from tests import policies
+from tests.cli import CliRunner, assert_clean_error
 from tests.embeddings import require_embeddings
-from tests.producer.conftest import CliRunner, assert_clean_error
-from tests.producer.test_train_cli import WEAK, write_labels
+from tests.producer.labels import WEAK, write_labels
 
 require_embeddings()
 
@@ -41,11 +42,7 @@ def test_train_eval_and_run_with_embeddings(tmp_path: Path, cli: CliRunner) -> N
     assert ev.returncode == 0, ev.stdout + ev.stderr
     assert json.loads(ev.stdout)["apgr"] > 0.7  # on its training prompts: wiring, not skill
 
-    policy = Path(__file__).resolve().parents[2] / "routing" / "default_policy.yaml"
-    text = policy.read_text().replace(
-        "  kind: heuristic ", "  kind: learned\n  path: router.zip\n  #"
-    )
-    (tmp_path / "policy.yaml").write_text(text)
+    policies.write(tmp_path / "policy.yaml", classifier=policies.learned_classifier("router.zip"))
     run = cli("run", "--sample", "100", "--output", "out", "--policy", "policy.yaml", "--json")
     assert run.returncode == 0, run.stdout + run.stderr
     manifest = json.loads(run.stdout)

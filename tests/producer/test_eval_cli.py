@@ -14,18 +14,16 @@ from rich.console import Console
 
 from producer.evaluate_cmd import run_eval
 from routing.errors import ConfigError, InputError
+from tests import data
 
-LABELS = Path(__file__).resolve().parents[3] / "shared" / "data" / "labels"
+LABELS = data.LABELS
 WEAK, STRONG = "mixtral-8x7b-instruct-v0.1", "gpt-4-1106-preview"
 GSM8K_PROMPTS = 1_319
 
 
 @pytest.fixture(scope="module")
 def gsm8k() -> Path:
-    path = LABELS / "gsm8k.parquet"
-    if not path.is_file():
-        pytest.skip(f"shared labels not found at {LABELS} (../shared/data is absent)")
-    return path
+    return data.require(LABELS / "gsm8k.parquet")
 
 
 def run(labels: Path, *, as_json: bool = False, **kwargs: Any) -> tuple[dict[str, Any], str]:
@@ -83,9 +81,7 @@ def test_html_is_a_self_contained_svg_plot(gsm8k: Path, tmp_path: Path) -> None:
 
 
 def test_multi_model_file_adds_the_tier_table(tmp_path: Path) -> None:
-    arena = LABELS / "arena_bench_v1.parquet"
-    if not arena.is_file():
-        pytest.skip(f"shared labels not found at {LABELS}")
+    arena = data.require(LABELS / "arena_bench_v1.parquet")
     result, text = run(
         arena, weak="Mixtral-8x7B-Instruct-v0.1", strong="gpt-4-turbo", as_json=False
     )

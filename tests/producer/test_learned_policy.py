@@ -15,8 +15,9 @@ import pytest
 from routing.learned.artifact import save_scorer
 from routing.learned.config import TrainConfig
 from routing.learned.training import fit_scorer
-from routing.policy import default_policy_text, load_policy
-from tests.producer.conftest import CliRunner, assert_clean_error
+from routing.policy import load_policy
+from tests import policies
+from tests.cli import CliRunner, assert_clean_error
 
 pytestmark = pytest.mark.e2e
 
@@ -37,12 +38,9 @@ def _train(path: Path) -> str:
 
 
 def _policy(tmp_path: Path, model_path: str) -> Path:
-    text = default_policy_text().replace(
-        "  kind: heuristic ", f"  kind: learned\n  path: {model_path}\n  #"
+    return policies.write(
+        tmp_path / "policy.yaml", classifier=policies.learned_classifier(model_path)
     )
-    path = tmp_path / "policy.yaml"
-    path.write_text(text)
-    return path
 
 
 def test_policy_resolves_a_relative_model_path(tmp_path: Path) -> None:
@@ -90,9 +88,7 @@ def test_damaged_model_is_a_clean_error(tmp_path: Path, cli: CliRunner) -> None:
 
 
 def test_heuristic_takes_no_path(tmp_path: Path, cli: CliRunner) -> None:
-    text = default_policy_text().replace(
-        "  kind: heuristic ", "  kind: heuristic\n  path: x.zip\n  #"
-    )
-    (tmp_path / "policy.yaml").write_text(text)
+    heuristic = {**policies.default_data()["classifier"], "path": "x.zip"}  # kind: heuristic
+    policies.write(tmp_path / "policy.yaml", classifier=heuristic)
     proc = cli("run", "--sample", "50", "--output", "out", "--policy", "policy.yaml")
     assert_clean_error(proc, "classifier", "kind: learned")

@@ -11,7 +11,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from tests.producer.conftest import CliRunner, assert_clean_error
+from tests.cli import CliRunner, assert_clean_error
 
 pytestmark = [pytest.mark.e2e, pytest.mark.security]
 

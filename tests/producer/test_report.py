@@ -17,7 +17,7 @@ import pytest
 from rich.console import Console
 
 from producer.report import render
-from tests.producer.conftest import SampleJob, assert_clean_error, clean_env, run_cli
+from tests.cli import SampleJob, assert_clean_error, clean_env, run_cli
 
 pytestmark = pytest.mark.e2e
 

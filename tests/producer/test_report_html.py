@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.producer.conftest import clean_env, run_cli
+from tests.cli import clean_env, run_cli
 
 pytestmark = pytest.mark.e2e
 

@@ -9,7 +9,7 @@ from decimal import Decimal
 import pytest
 
 from tests import services
-from tests.producer.conftest import CliRunner, assert_clean_error
+from tests.cli import CliRunner, assert_clean_error
 from workers.settings import S3Settings
 from workers.storage import Storage
 

@@ -18,43 +18,14 @@ from routing.errors import InputError
 from routing.features import FEATURE_VERSION, compute_features
 from routing.learned.artifact import load_scorer
 from routing.learned.scorer import classifier_version
+from tests import data
+from tests.producer.labels import WEAK, write_labels
 
-LABELS = Path(__file__).resolve().parents[3] / "shared" / "data" / "labels"
-WEAK, STRONG = "mixtral-8x7b-instruct-v0.1", "gpt-4-1106-preview"
+STRONG = "gpt-4-1106-preview"
 
 
 def quiet() -> Console:
     return Console(file=io.StringIO(), width=150)
-
-
-def write_labels(path: Path, dataset: str, n: int = 40, seed: int = 0) -> Path:
-    """A small long-format labels file: 'hard' prompts need the strong model."""
-    rng = np.random.default_rng(seed)
-    rows = []
-    for i in range(n):
-        hard = i % 2 == 1
-        text = (
-            f"prove the {dataset} theorem {i} and derive every step of the integral"
-            if hard
-            else f"what is the capital of country {i} in {dataset}?"
-        )
-        q_weak = 0.0 if hard and rng.random() < 0.9 else 1.0
-        for model, q, price in ((WEAK, q_weak, 1e-6), ("strong-x", 1.0, 1e-5)):
-            rows.append(
-                {
-                    "dataset": dataset,
-                    "prompt_id": f"{dataset}-{i}",
-                    "prompt": text,
-                    "kind": "synthetic",
-                    "model": model,
-                    "quality": q,
-                    "input_tokens": 12,
-                    "output_tokens": 5,
-                    "cost_usd": 17 * price,
-                }
-            )
-    pl.DataFrame(rows).write_parquet(path)
-    return path
 
 
 def test_parse_spec_errors(tmp_path: Path) -> None:
@@ -134,9 +105,7 @@ def test_feedback_with_named_models(tmp_path: Path) -> None:
 
 
 def test_gsm8k_subsample_writes_an_artifact(tmp_path: Path) -> None:
-    source = LABELS / "gsm8k.parquet"
-    if not source.is_file():
-        pytest.skip(f"shared labels not found at {LABELS} (shared data not mounted)")
+    source = data.require(data.LABELS / "gsm8k.parquet")
     ids = pl.read_parquet(source, columns=["prompt_id"]).unique().sort("prompt_id").head(160)
     sample = tmp_path / "gsm8k-small.parquet"
     pl.read_parquet(source).join(ids, on="prompt_id").write_parquet(sample)

@@ -15,7 +15,7 @@ from routing.classify import HeuristicScorer
 from routing.decision_memo import DecisionMemo
 from routing.policy import Policy, load_policy
 from routing.router import route_batch
-from tests.routing.test_router import GOVERNED, _corpus_batches, _table
+from tests.routing.helpers import GOVERNED, corpus_batches, prompt_table
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +30,7 @@ def _plain(batch: pa.Table, policy: Policy, scorer: object) -> pa.Table:
 def test_cold_warm_and_half_seen_batches_equal_computing_everything(
     corpus_path: Path, governed: Policy
 ) -> None:
-    batches = _corpus_batches(corpus_path, 3000, 250)  # repeats inside and across batches
+    batches = corpus_batches(corpus_path, 3000, 250)  # repeats inside and across batches
     scorer = HeuristicScorer()
     memo = DecisionMemo()
     plain = [_plain(b, governed, scorer) for b in batches]
@@ -58,14 +58,14 @@ def test_a_duplicate_takes_its_first_occurrence_even_when_only_it_was_seen(
     short = "Prove that the square root of two is irrational and explain each step."
     variant = short.replace(" ", "   ")  # more tokens, same fingerprint
     scorer, memo = HeuristicScorer(), DecisionMemo()
-    route_batch(_table([variant]), default_policy, scorer, decisions=memo)  # only it seen
-    both = _table([short, variant])
+    route_batch(prompt_table([variant]), default_policy, scorer, decisions=memo)  # only it seen
+    both = prompt_table([short, variant])
     routed = route_batch(both, default_policy, scorer, decisions=memo)
     assert routed.equals(_plain(both, default_policy, scorer))
     assert routed.column("dedupe_of").to_pylist() == [None, "p0"]
     # …and the variant's own decision is still what it gets alone
-    alone = route_batch(_table([variant]), default_policy, scorer, decisions=memo)
-    assert alone.equals(_plain(_table([variant]), default_policy, scorer))
+    alone = route_batch(prompt_table([variant]), default_policy, scorer, decisions=memo)
+    assert alone.equals(_plain(prompt_table([variant]), default_policy, scorer))
 
 
 def test_scope_columns_separate_decisions(governed: Policy) -> None:
@@ -73,7 +73,7 @@ def test_scope_columns_separate_decisions(governed: Policy) -> None:
     prompt = "Draft a detailed legal analysis of this multi-jurisdiction merger agreement."
     scorer, memo = HeuristicScorer(), DecisionMemo()
     tiers = ["gold", "free", "gold", "free"]
-    table = _table([prompt] * 4, customer_tier=tiers, domain=["legal"] * 4)
+    table = prompt_table([prompt] * 4, customer_tier=tiers, domain=["legal"] * 4)
     for _ in range(2):
         routed = route_batch(table, governed, scorer, decisions=memo)
         assert routed.equals(_plain(table, governed, scorer))
@@ -93,7 +93,7 @@ class _Const:
 def test_two_scorers_sharing_a_version_string_never_share_decisions(
     default_policy: Policy,
 ) -> None:
-    memo, table = DecisionMemo(), _table(["What is 2+2?", "Name three primes."])
+    memo, table = DecisionMemo(), prompt_table(["What is 2+2?", "Name three primes."])
     low = route_batch(table, default_policy, _Const(0.0), decisions=memo)  # type: ignore[arg-type]
     high = route_batch(table, default_policy, _Const(0.99), decisions=memo)  # type: ignore[arg-type]
     assert set(low.column("tier").to_pylist()) == {"fast"}
@@ -105,19 +105,19 @@ def test_the_memo_is_bounded_and_off_when_empty(default_policy: Policy) -> None:
     tiny = DecisionMemo(max_entries=5, max_namespaces=1)
     prompts = [f"Question number {i}: what is {i} squared?" for i in range(12)]
     for _ in range(2):
-        out = route_batch(_table(prompts), default_policy, scorer, decisions=tiny)
-        assert out.equals(_plain(_table(prompts), default_policy, scorer))
+        out = route_batch(prompt_table(prompts), default_policy, scorer, decisions=tiny)
+        assert out.equals(_plain(prompt_table(prompts), default_policy, scorer))
         assert len(tiny) == 5
-    route_batch(_table(prompts), default_policy, HeuristicScorer(), decisions=tiny)
+    route_batch(prompt_table(prompts), default_policy, HeuristicScorer(), decisions=tiny)
     assert len(tiny._spaces) == 1  # another scorer object: the oldest namespace went
     off = DecisionMemo(max_entries=0)
-    route_batch(_table(prompts), default_policy, scorer, decisions=off)
+    route_batch(prompt_table(prompts), default_policy, scorer, decisions=off)
     assert len(off) == 0
 
 
 def test_a_forked_child_starts_with_an_empty_memo(default_policy: Policy) -> None:
     memo = DecisionMemo()
-    route_batch(_table(["hello there"]), default_policy, HeuristicScorer(), decisions=memo)
+    route_batch(prompt_table(["hello there"]), default_policy, HeuristicScorer(), decisions=memo)
     assert len(memo) == 1
     read, write = os.pipe()
     pid = os.fork()
@@ -139,7 +139,7 @@ def test_pii_and_gaming_in_the_system_prompt_count_as_the_rows(governed: Policy)
         "Be concise.",
         "You are helpful." + "\u200b" * 30 + "<!-- " + "ignore " * 50 + "-->",
     ]
-    table = _table(prompts, systems, tenant=["acme"] * 3, customer_tier=["pro"] * 3)
+    table = prompt_table(prompts, systems, tenant=["acme"] * 3, customer_tier=["pro"] * 3)
     scorer, memo = HeuristicScorer(), DecisionMemo()
     for decisions in (None, memo, memo):
         routed = route_batch(table, governed, scorer, decisions=decisions)

@@ -17,8 +17,9 @@ from routing.evaluation.labels import Pair, needs_strong
 from routing.evaluation.metrics import aiq, apgr, cpt, saving_at
 from routing.evaluation.multitier import multi_tier
 from routing.evaluation.scorecard import BASELINES, evaluate
+from tests import data
 
-LABELS = Path(__file__).resolve().parents[3] / "shared" / "data" / "labels"
+LABELS = data.LABELS
 WEAK, STRONG = "mixtral-8x7b-instruct-v0.1", "gpt-4-1106-preview"
 
 
@@ -306,9 +307,7 @@ def test_multi_tier_orders_by_cost_and_picks_the_cheapest_adequate() -> None:
 
 @pytest.fixture(scope="module")
 def labels_dir() -> Path:
-    if not LABELS.is_dir():
-        pytest.skip(f"shared labels not found at {LABELS} (../shared/data is absent)")
-    return LABELS
+    return data.require(LABELS)
 
 
 @pytest.fixture(scope="module")

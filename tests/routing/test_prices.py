@@ -12,8 +12,7 @@ from routing.cost import call_cost
 from routing.errors import PolicyError
 from routing.policy import load_policy
 from routing.prices import load_price_table
-
-SHARED = Path(__file__).resolve().parents[3] / "shared" / "data" / "prices" / "model_prices.json"
+from tests import data
 
 TABLE = {
     "sample_spec": {"input_cost_per_token": 0.0, "output_cost_per_token": 0.0},
@@ -92,9 +91,8 @@ def test_errors_name_the_problem(tmp_path: Path) -> None:
         load_policy(path)
 
 
-@pytest.mark.skipif(not SHARED.is_file(), reason=f"shared price table absent: {SHARED}")
 def test_the_shared_litellm_table() -> None:
-    table = load_price_table(SHARED)
+    table = load_price_table(data.require(data.PRICES))
     assert len(table) > 1000
     for name, (cost_in, cost_out) in {
         "gpt-4o-mini": ("0.15", "0.6"),

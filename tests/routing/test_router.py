@@ -29,7 +29,7 @@ from routing.router import (
 )
 from routing.tokens import count_tokens
 from routing.validate import check_schema, conform, row_rejections
-from tests.routing.helpers import FixedScorer, tiers_policy
+from tests.routing.helpers import GOVERNED, FixedScorer, corpus_batches, prompt_table, tiers_policy
 
 ADDED = [
     "complexity_score",
@@ -62,16 +62,6 @@ def _words(n: int) -> str:
     return "word " * n
 
 
-def _table(prompts: list[str], system: list[str | None] | None = None, **extra: list) -> pa.Table:
-    columns: dict[str, list] = {
-        "prompt_id": [f"p{i}" for i in range(len(prompts))],
-        "prompt": prompts,
-    }
-    if system is not None:
-        columns["system"] = system
-    return pa.table({**columns, **extra})
-
-
 def _route(table: pa.Table, policy: Policy, scores: list[float]) -> dict[str, list]:
     return route_batch(table, policy, FixedScorer(scores)).to_pydict()
 
@@ -81,7 +71,7 @@ def _route(table: pa.Table, policy: Policy, scores: list[float]) -> dict[str, li
 
 def test_adds_routing_columns_after_the_input_untouched(default_policy: Policy) -> None:
     nested = pa.array([{"k": 1}, {"k": 2}], pa.struct([("k", pa.int8())]))
-    table = _table(["What is 2+2?", "Name a colour."], custom=nested, weight=[0.5, None])
+    table = prompt_table(["What is 2+2?", "Name a colour."], custom=nested, weight=[0.5, None])
     out = route_batch(table, default_policy, FixedScorer([0.1, 0.7]))
     assert out.column_names == [*table.column_names, *ADDED]
     assert out.num_rows == table.num_rows
@@ -93,7 +83,7 @@ def test_adds_routing_columns_after_the_input_untouched(default_policy: Policy) 
 
 
 def test_scores_tiers_and_reasons(default_policy: Policy) -> None:
-    out = _route(_table(["a", "b", "c"]), default_policy, [0.05, 0.45, 0.95])
+    out = _route(prompt_table(["a", "b", "c"]), default_policy, [0.05, 0.45, 0.95])
     assert out["complexity_score"] == [0.05, 0.45, 0.95]
     assert out["tier"] == ["fast", "balanced", "expert"]
     assert out["route_reason"][1] == "score 0.450 < 0.60 → balanced"
@@ -110,7 +100,7 @@ def test_empty_batch(default_policy: Policy) -> None:
 def test_token_estimate_counts_prompt_and_system(default_policy: Policy) -> None:
     prompts = ["Summarise the text.", "Hi"]
     systems = ["You are terse.", None]
-    out = _route(_table(prompts, systems), default_policy, [0.1, 0.1])
+    out = _route(prompt_table(prompts, systems), default_policy, [0.1, 0.1])
     expected = count_tokens(prompts) + count_tokens(systems)
     assert out[EST_INPUT_TOKENS] == expected.tolist()
     assert out[EST_INPUT_TOKENS][1] == count_tokens(["Hi"])[0]
@@ -121,7 +111,7 @@ def test_token_estimate_counts_prompt_and_system(default_policy: Policy) -> None
 
 def test_prompt_over_its_tiers_input_limit_moves_up(limited: Policy) -> None:
     prompts = [_words(5), _words(20), _words(100), _words(21)]
-    out = _route(_table(prompts), limited, [0.1, 0.1, 0.1, 0.45])
+    out = _route(prompt_table(prompts), limited, [0.1, 0.1, 0.1, 0.45])
     assert out["tier"] == ["fast", "balanced", "expert", "balanced"]
     assert out["route_reason"][1].endswith(
         "21 input tokens > fast.max_input_tokens 10: fast → balanced"
@@ -135,23 +125,23 @@ def test_prompt_over_its_tiers_input_limit_moves_up(limited: Policy) -> None:
 def test_limit_is_inclusive(limited: Policy) -> None:
     exactly_ten = _words(9)
     assert count_tokens([exactly_ten])[0] == 10
-    out = _route(_table([exactly_ten, _words(10)]), limited, [0.0, 0.0])
+    out = _route(prompt_table([exactly_ten, _words(10)]), limited, [0.0, 0.0])
     assert out["tier"] == ["fast", "balanced"]
 
 
 def test_system_prompt_counts_against_the_limit(limited: Policy) -> None:
     prompt = _words(5)
-    out = _route(_table([prompt, prompt], [None, _words(8)]), limited, [0.0, 0.0])
+    out = _route(prompt_table([prompt, prompt], [None, _words(8)]), limited, [0.0, 0.0])
     assert out["tier"] == ["fast", "balanced"]
 
 
 def test_never_moves_down(limited: Policy) -> None:
-    out = _route(_table([_words(3)]), limited, [0.99])
+    out = _route(prompt_table([_words(3)]), limited, [0.99])
     assert out["tier"] == ["expert"]
 
 
 def test_too_long_for_every_tier_is_unroutable(limited: Policy) -> None:
-    out = _route(_table([_words(300), _words(3)]), limited, [0.1, 0.1])
+    out = _route(prompt_table([_words(300), _words(3)]), limited, [0.1, 0.1])
     assert out["tier"] == ["", "fast"]
     assert out[REJECTED_REASON][0].startswith("prompt fits no allowed tier's max_input_tokens")
     assert out["complexity_score"][0] == 0.1, "the score is still reported"
@@ -164,7 +154,7 @@ def test_skips_a_later_tier_with_a_smaller_limit() -> None:
         {"name": "wide", "max_input_tokens": 1000},
     )
     prompts = [_words(50), _words(15), _words(49) + "word?"]
-    out = _route(_table(prompts), policy, [0.1, 0.1, 0.6])
+    out = _route(prompt_table(prompts), policy, [0.1, 0.1, 0.6])
     assert out["tier"] == ["wide", "narrow", "wide"]
 
 
@@ -174,7 +164,7 @@ def test_skips_a_later_tier_with_a_smaller_limit() -> None:
 def test_later_duplicates_point_at_the_first(default_policy: Policy) -> None:
     prompts = ["Tell me a joke.", "Other", "  Tell me\ta  joke. ", "Tell me a joke."]
     # The scorer sees each distinct (system, prompt) once: three texts, three scores.
-    out = _route(_table(prompts), default_policy, [0.1, 0.1, 0.1])
+    out = _route(prompt_table(prompts), default_policy, [0.1, 0.1, 0.1])
     assert out["dedupe_of"] == [None, None, "p0", "p0"]
     assert out[FINGERPRINT][0] == out[FINGERPRINT][2] == out[FINGERPRINT][3] != out[FINGERPRINT][1]
 
@@ -183,7 +173,7 @@ def test_duplicates_follow_their_first_occurrences_tier(default_policy: Policy) 
     # Dispatch answers a duplicate from its first occurrence, which it only finds in its
     # own tier batch: a duplicate must never land in another tier than its original.
     prompts = ["Explain why it rains.", "Explain   why it rains.", "Explain why it rains. "]
-    out = _route(_table(prompts), default_policy, [0.1, 0.9, 0.45])
+    out = _route(prompt_table(prompts), default_policy, [0.1, 0.9, 0.45])
     assert out["dedupe_of"] == [None, "p0", "p0"]
     assert out["tier"] == ["fast", "fast", "fast"]
     assert out["complexity_score"] == [0.1, 0.1, 0.1]
@@ -195,21 +185,21 @@ def test_whitespace_variants_share_a_tier_with_the_real_scorer(default_policy: P
     # one request: both go where the first goes.
     prompt = "Explain why the sky is blue and compare it with sunsets. "
     spaced = prompt.replace(" ", "    ")
-    out = route_batch(_table([prompt, spaced]), default_policy, HeuristicScorer()).to_pydict()
+    out = route_batch(prompt_table([prompt, spaced]), default_policy, HeuristicScorer()).to_pydict()
     assert out["dedupe_of"] == [None, "p0"]
     assert out["tier"][0] == out["tier"][1]
 
 
 def test_duplicate_of_an_unroutable_prompt_is_unroutable(limited: Policy) -> None:
     long = _words(300)
-    out = _route(_table([long, long.strip()]), limited, [0.1, 0.1])
+    out = _route(prompt_table([long, long.strip()]), limited, [0.1, 0.1])
     assert out["tier"] == ["", ""]
     assert out["dedupe_of"] == [None, "p0"]
 
 
 def test_system_prompt_is_part_of_the_identity(default_policy: Policy) -> None:
     out = _route(
-        _table(["Translate: hola"] * 3, ["Answer in English.", "Answer in French.", None]),
+        prompt_table(["Translate: hola"] * 3, ["Answer in English.", "Answer in French.", None]),
         default_policy,
         [0.1, 0.1, 0.1],
     )
@@ -247,44 +237,16 @@ def test_real_corpus_is_spread_over_tiers_by_the_default_policy(
 
 # ---------------------------------------------------------------- the text memo
 
-GOVERNED = Path(__file__).resolve().parents[2] / "infra" / "policies" / "governed.yaml"
-PII_PROMPTS = [
-    "Email me at jane.doe@example.com about the invoice.",
-    "Card 4111 1111 1111 1111 was charged twice, why?",
-    "Ping 8.8.8.8 and 10.1.2.3 from EMP-123456's laptop.",
-]
-
 
 @pytest.fixture(scope="module")
 def governed() -> Policy:
     return load_policy(GOVERNED)
 
 
-def _corpus_batches(corpus_path: Path, rows: int, size: int) -> list[pa.Table]:
-    """Corpus prompts with repeats inside and across batches, systems, rule columns, PII."""
-    prompts = pq.read_table(corpus_path, columns=["prompt"]).column("prompt").to_pylist()
-    rng = np.random.default_rng(7)
-    picked = [prompts[i] for i in rng.integers(0, 400, rows)]  # many repeats
-    picked[::17] = [PII_PROMPTS[i % 3] for i in range(len(picked[::17]))]
-    systems = [None, "Be terse.", "Answer in French.", ""]
-    table = pa.table(
-        {
-            "prompt_id": [f"p{i}" for i in range(rows)],
-            "prompt": picked,
-            "system": [systems[i] for i in rng.integers(0, 4, rows)],
-            "tenant": [["acme", "globex", None][i] for i in rng.integers(0, 3, rows)],
-            "customer_tier": [["pro", "gold", "free"][i] for i in rng.integers(0, 3, rows)],
-            "domain": [["legal", None, "medical"][i] for i in rng.integers(0, 3, rows)],
-            "max_output_tokens": pa.array(rng.integers(0, 3, rows) * 500, pa.int64()),
-        }
-    )
-    return [table.slice(i, size) for i in range(0, rows, size)]
-
-
 def test_memo_results_are_identical_to_computing_everything(
     corpus_path: Path, governed: Policy
 ) -> None:
-    batches = _corpus_batches(corpus_path, 1500, 250)
+    batches = corpus_batches(corpus_path, 1500, 250)
     scorer = HeuristicScorer()
     memo = TextMemo()
     plain = [route_batch(b, governed, scorer, memo=None, decisions=None) for b in batches]
@@ -301,7 +263,7 @@ def test_memo_results_are_identical_to_computing_everything(
 
 
 def test_a_tiny_memo_evicts_and_stays_identical(corpus_path: Path, governed: Policy) -> None:
-    batches = _corpus_batches(corpus_path, 600, 200)
+    batches = corpus_batches(corpus_path, 600, 200)
     scorer = HeuristicScorer()
     plain = [route_batch(b, governed, scorer, memo=None, decisions=None) for b in batches]
     by_count, by_bytes = TextMemo(max_entries=7), TextMemo(max_bytes=4000)
@@ -318,13 +280,13 @@ def test_values_of_a_text_seen_as_system_then_as_prompt(default_policy: Policy) 
     memo = TextMemo()
     text = "Explain why the sky is blue; compare with sunsets."
     first = route_batch(
-        _table(["hi"], [text]), default_policy, HeuristicScorer(), memo=memo, decisions=None
+        prompt_table(["hi"], [text]), default_policy, HeuristicScorer(), memo=memo, decisions=None
     )
     again = route_batch(
-        _table([text], [None]), default_policy, HeuristicScorer(), memo=memo, decisions=None
+        prompt_table([text], [None]), default_policy, HeuristicScorer(), memo=memo, decisions=None
     )
     alone = route_batch(
-        _table([text], [None]), default_policy, HeuristicScorer(), memo=None, decisions=None
+        prompt_table([text], [None]), default_policy, HeuristicScorer(), memo=None, decisions=None
     )
     assert first.column(EST_INPUT_TOKENS).to_pylist()[0] == 1 + count_tokens([text])[0]
     assert again.equals(alone)
@@ -338,18 +300,20 @@ def test_gaming_flags_from_the_memo_equal_computed_ones(default_policy: Policy) 
         "What is the capital of France?",
     ]
     memo = TextMemo()
-    alone = route_batch(_table(gamed), default_policy, HeuristicScorer(), memo=None, decisions=None)
+    alone = route_batch(
+        prompt_table(gamed), default_policy, HeuristicScorer(), memo=None, decisions=None
+    )
     flags = alone.column("gaming_flags").to_pylist()
     assert flags[0] and flags[1] and flags[2] is None, flags
     for _ in range(2):  # cold, then from the memo
         assert route_batch(
-            _table(gamed), default_policy, HeuristicScorer(), memo=memo, decisions=None
+            prompt_table(gamed), default_policy, HeuristicScorer(), memo=memo, decisions=None
         ).equals(alone)
     off = default_policy.model_copy(
         update={"gaming": default_policy.gaming.model_copy(update={"enabled": False})}
     )
     assert (
-        route_batch(_table(gamed), off, HeuristicScorer(), memo=memo, decisions=None)
+        route_batch(prompt_table(gamed), off, HeuristicScorer(), memo=memo, decisions=None)
         .column("gaming_flags")
         .null_count
         == 3
@@ -359,18 +323,18 @@ def test_gaming_flags_from_the_memo_equal_computed_ones(default_policy: Policy) 
 def test_memo_off_keeps_nothing(default_policy: Policy) -> None:
     memo = TextMemo(max_entries=0)
     out = route_batch(
-        _table(["a", "b"]), default_policy, HeuristicScorer(), memo=memo, decisions=None
+        prompt_table(["a", "b"]), default_policy, HeuristicScorer(), memo=memo, decisions=None
     )
     assert len(memo) == 0
     assert out.equals(
         route_batch(
-            _table(["a", "b"]), default_policy, HeuristicScorer(), memo=None, decisions=None
+            prompt_table(["a", "b"]), default_policy, HeuristicScorer(), memo=None, decisions=None
         )
     )
 
 
 def test_memo_is_thread_safe(corpus_path: Path, governed: Policy) -> None:
-    batches = _corpus_batches(corpus_path, 1200, 100)
+    batches = corpus_batches(corpus_path, 1200, 100)
     scorer = HeuristicScorer()
     plain = [route_batch(b, governed, scorer, memo=None, decisions=None) for b in batches]
     memo = TextMemo(max_entries=150)  # small: threads evict each other's texts
@@ -436,7 +400,7 @@ def test_a_forked_child_starts_with_an_empty_memo_and_a_free_lock() -> None:
     ],
 )
 def test_scopes_are_the_rows_rule_values_joined(columns: dict) -> None:
-    table = _table(["a", "b", "c"], **columns)
+    table = prompt_table(["a", "b", "c"], **columns)
     names = ("tenant", "customer_tier", "domain", "metadata", "max_output_tokens")
     values = [table.column(c).to_pylist() if c in columns else [None] * 3 for c in names]
     expected = [
@@ -448,7 +412,7 @@ def test_scopes_are_the_rows_rule_values_joined(columns: dict) -> None:
 
 def test_no_two_different_rows_share_a_scope() -> None:
     """Separators inside values, null against empty: each part is length-prefixed."""
-    table = _table(
+    table = prompt_table(
         ["a"] * 4,
         customer_tier=["gold", "gold\x1ex", None, ""],
         domain=["x\x1ey", "y", "", None],
@@ -458,7 +422,7 @@ def test_no_two_different_rows_share_a_scope() -> None:
 
 def test_allowed_tiers_mask_per_row(limited: Policy) -> None:
     prompts = [_words(5), _words(20), _words(300), _words(5)]
-    out = _route(_table(prompts), limited, [0.1, 0.1, 0.1])  # the 4th repeats the 1st
+    out = _route(prompt_table(prompts), limited, [0.1, 0.1, 0.1])  # the 4th repeats the 1st
     assert out[ALLOWED] == [0b111, 0b110, 0, 0b111]  # fast ≤ 10, balanced ≤ 50, expert ≤ 200
 
 
@@ -467,6 +431,6 @@ def test_a_tier_that_truncates_its_input_takes_long_prompts() -> None:
         {"name": "fast", "max_score": 0.5, "max_input_tokens": 10, "truncate_input": True},
         {"name": "expert", "max_input_tokens": 200},
     )
-    out = _route(_table([_words(100), _words(300)]), policy, [0.1, 0.9])
+    out = _route(prompt_table([_words(100), _words(300)]), policy, [0.1, 0.9])
     assert out["tier"] == ["fast", "fast"], "301 tokens fit only the truncating tier"
     assert out[ALLOWED] == [0b11, 0b01]

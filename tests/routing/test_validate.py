@@ -298,7 +298,10 @@ def test_null_ids_are_reported_as_null_not_duplicate() -> None:
     assert _reasons(rows) == ["prompt_id is null", "prompt_id is null"]
 
 
-def test_tenant_mismatch_only_with_a_job_tenant() -> None:
+@pytest.mark.security
+def test_tenant_mismatch_with_the_job_tenant_or_the_default() -> None:
+    """The job's tenant is the only tenant: without one it is ``default``, and a row naming
+    another tenant is rejected either way (issue 13, finding 3)."""
     rows = [
         {"prompt_id": "a", "prompt": "x", "tenant": "acme"},
         {"prompt_id": "b", "prompt": "x", "tenant": "globex"},
@@ -306,9 +309,16 @@ def test_tenant_mismatch_only_with_a_job_tenant() -> None:
     ]
     reasons = _reasons(rows, job_tenant="acme")
     assert reasons[0] is None
-    assert reasons[1] is not None and "tenant" in reasons[1] and "'acme'" in reasons[1]
+    assert reasons[1] == (
+        "tenant column 'globex' differs from the job's tenant 'acme' (submit with --tenant globex)"
+    )
     assert reasons[2] is None, "a row without a tenant takes the job's"
-    assert _reasons(rows, job_tenant=None) == [None, None, None]
+    assert _reasons(rows, job_tenant=None) == [
+        "tenant column 'acme' differs from the job's tenant 'default' (submit with --tenant acme)",
+        "tenant column 'globex' differs from the job's tenant 'default' "
+        "(submit with --tenant globex)",
+        None,
+    ]
 
 
 def test_job_tenant_without_a_tenant_column_rejects_nothing() -> None:

@@ -1,11 +1,7 @@
-"""Fixtures of the security suite: the in-process simulated provider of the worker tests
-(``sim``, tests/workers/conftest.py) and the session's real services (tests/conftest.py)."""
+"""Fixtures of the security suite: the shared ``sim`` / ``sim_server`` of tests/conftest.py
+(the in-process simulated provider) and the session's real services, at this seed."""
 
 import pytest
-
-from tests.workers.conftest import sim, sim_server
-
-__all__ = ["sim", "sim_seed", "sim_server"]
 
 
 @pytest.fixture(scope="module")

@@ -15,18 +15,18 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-import yaml
 
 from routing.classify import HeuristicScorer, Scorer
 from routing.learned.artifact import load_scorer, save_scorer
 from routing.learned.config import TrainConfig
 from routing.learned.training import fit_scorer
-from routing.policy import Policy, default_policy_text, parse_policy
+from routing.policy import Policy, load_policy, parse_policy
 from routing.router import ALLOWED, route_batch
 from routing.rules import allowed_tiers
-from tests.producer.conftest import clean_env, run_cli
+from tests import data, policies
+from tests.cli import clean_env, run_cli
 from tests.security.gamed import adversarial_prompts
-from tests.workers.test_calls import BALANCED, EXPERT, FAST, policy, prompts, run
+from tests.workers.serving import BALANCED, EXPERT, FAST, policy, prompts, run
 from workers.simprovider import SimServer
 
 pytestmark = pytest.mark.security
@@ -41,7 +41,7 @@ CAP = {
     None: "fast",
     "unknown-tier": "fast",
 }
-LABELS = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "labels"
+LABELS = data.LABELS
 
 
 def adversarial_table(n: int = 1000) -> pa.Table:
@@ -57,18 +57,14 @@ def adversarial_table(n: int = 1000) -> pa.Table:
 
 
 def entitled_policy(**extra: Any) -> Policy:
-    data = yaml.safe_load(default_policy_text())
-    data["entitlements"] = ENTITLEMENTS
-    data.update(extra)
-    return parse_policy(yaml.safe_dump(data), "entitled.yaml")
+    return policies.build(source="entitled.yaml", **{"entitlements": ENTITLEMENTS, **extra})
 
 
 @pytest.fixture(scope="module")
 def learned(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A learned router trained on the shared GSM8K and MMLU labels (two models)."""
     files = [LABELS / "gsm8k.parquet", LABELS / "mmlu.parquet"]
-    if not all(f.is_file() for f in files):
-        pytest.skip(f"shared labels not found under {LABELS} (../shared/data is absent here)")
+    data.require(*files)
     frame = pl.concat(
         [pl.read_parquet(f).filter(pl.col("prompt_id").hash(7) % 8 == 0) for f in files]
     )
@@ -119,7 +115,7 @@ def test_adversarial_prompts_never_route_above_the_entitlement(
     assert len(out["tier"]) == 1000
     _assert_within_caps(out, pol)
     # the attacks do push scores up: without entitlements many would go to a dearer tier
-    free = route_batch(table, parse_policy(default_policy_text()), scorer).to_pydict()
+    free = route_batch(table, load_policy(), scorer).to_pydict()
     pushed = sum(t != "fast" for t in free["tier"])
     print(f"\n{scorer_kind}: {pushed}/1000 adversarial prompts scored above fast unentitled")
     if scorer_kind == "heuristic":
@@ -129,11 +125,11 @@ def test_adversarial_prompts_never_route_above_the_entitlement(
 def test_a_real_job_of_adversarial_prompts_stays_within_entitlements(
     tmp_path: Path, learned: Path
 ) -> None:
-    data = yaml.safe_load(default_policy_text())
-    data["entitlements"] = ENTITLEMENTS
-    data["classifier"] = {"kind": "learned", "path": str(learned)}
-    policy_path = tmp_path / "policy.yaml"
-    policy_path.write_text(yaml.safe_dump(data))
+    policy_path = policies.write(
+        tmp_path / "policy.yaml",
+        entitlements=ENTITLEMENTS,
+        classifier={"kind": "learned", "path": str(learned)},
+    )
     src = tmp_path / "adversarial.parquet"
     pq.write_table(adversarial_table(), src)
     proc = run_cli(

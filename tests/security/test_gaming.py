@@ -12,14 +12,14 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 import pytest
-import yaml
 
 from routing.classify import HeuristicScorer
 from routing.errors import PolicyError
 from routing.gaming import GAMING_KINDS, GamingSpec, detect_gaming
-from routing.policy import Policy, default_policy_text, parse_policy
+from routing.policy import Policy
 from routing.router import ALLOWED, route_batch
 from routing.rules import allowed_tiers
+from tests import policies
 from tests.security.gamed import QUESTIONS, gamed_prompts
 
 pytestmark = pytest.mark.security
@@ -28,9 +28,7 @@ PLAIN = "What is the capital of France?"
 
 
 def gaming_policy(**gaming: object) -> Policy:
-    data = yaml.safe_load(default_policy_text())
-    data["gaming"] = gaming
-    return parse_policy(yaml.safe_dump(data), "gaming-policy.yaml")
+    return policies.build(source="gaming-policy.yaml", gaming=gaming)
 
 
 @pytest.mark.parametrize(

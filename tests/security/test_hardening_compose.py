@@ -28,7 +28,7 @@ import redis
 import yaml
 
 from tests import services as svc
-from tests.test_compose import (
+from tests.compose import (
     COMPOSE,
     ENV_EXAMPLE,
     VARIABLE,

@@ -9,12 +9,12 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-import yaml
 
 from producer.plan import read_footers
 from routing.errors import InputError
-from routing.policy import LimitsSpec, default_policy_text
-from tests.producer.conftest import assert_clean_error, clean_env, run_cli
+from routing.policy import LimitsSpec
+from tests import policies
+from tests.cli import assert_clean_error, clean_env, run_cli
 from workers.settings import S3Settings
 from workers.storage import Storage
 
@@ -29,11 +29,8 @@ def write_prompts(path: Path, n: int, words: int = 5) -> Path:
 
 
 def limits_policy(tmp_path: Path, **limits: int) -> Path:
-    data = yaml.safe_load(default_policy_text())
-    data["limits"] = {**data.get("limits", {}), **limits}
-    path = tmp_path / "policy.yaml"
-    path.write_text(yaml.safe_dump(data))
-    return path
+    default = policies.default_data().get("limits", {})
+    return policies.write(tmp_path / "policy.yaml", limits={**default, **limits})
 
 
 def test_a_file_over_max_file_bytes_is_refused_whole(tmp_path: Path) -> None:

@@ -10,17 +10,16 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-import yaml
 
 from routing.errors import PolicyError
 from routing.minimise import MinimiseSpec, dropped, minimise
-from routing.policy import default_policy_text, parse_policy
-from tests.producer.conftest import clean_env, run_cli
+from tests import policies
+from tests.cli import clean_env, run_cli
 from tests.security.scan import hits, local_objects
-from tests.workers.test_stages import make_settings, plan_job, runtime, write_input
+from tests.workers.pipeline import make_settings, plan_job, runtime, write_input
 from workers import layout, stages
 from workers.finalize import finalize
-from workers.simprovider import SimConfig, SimServer
+from workers.simprovider import SimServer
 
 pytestmark = pytest.mark.security
 
@@ -56,11 +55,11 @@ def _job(
 ) -> Path:
     """Run the job through the CLI; ``system``: one system prompt for every row (else one
     per row)."""
-    data = yaml.safe_load(default_policy_text())
-    data["minimise"] = [{"tenants": ["acme"], "drop": ["prompt", "response", "system"]}]
-    data["dedupe"] = {"job_wide": True}
-    policy = tmp_path / "policy.yaml"
-    policy.write_text(yaml.safe_dump(data))
+    policy = policies.write(
+        tmp_path / "policy.yaml",
+        minimise=[{"tenants": ["acme"], "drop": ["prompt", "response", "system"]}],
+        dedupe={"job_wide": True},
+    )
     src = tmp_path / f"{name}.parquet"
     n = len(prompts)
     pq.write_table(
@@ -140,15 +139,11 @@ def test_other_tenants_keep_their_text(tmp_path: Path) -> None:
 
 
 def test_minimise_entries_are_validated() -> None:
-    data = yaml.safe_load(default_policy_text())
-    data["minimise"] = [{"tiers": ["gold"]}]
     with pytest.raises(PolicyError, match=r"minimise\.tiers: unknown tiers \['gold'\]"):
-        parse_policy(yaml.safe_dump(data))
-    data["minimise"] = [{"tenants": "acme", "drop": ["prompt", "metadata"]}]
+        policies.build(minimise=[{"tiers": ["gold"]}])
     with pytest.raises(PolicyError, match=r"minimise\.0\.drop"):
-        parse_policy(yaml.safe_dump(data))
-    data["minimise"] = [{"tenants": "acme"}]
-    spec = parse_policy(yaml.safe_dump(data)).minimise[0]
+        policies.build(minimise=[{"tenants": "acme", "drop": ["prompt", "metadata"]}])
+    spec = policies.build(minimise=[{"tenants": "acme"}]).minimise[0]
     assert spec.tenants == ("acme",) and spec.drop == ("prompt", "response", "system")
 
 
@@ -166,12 +161,10 @@ class _Collect:
         self.finalized += 1
 
 
-def test_staged_batches_redelivery_and_sweep_under_minimise(tmp_path: Path) -> None:
+def test_staged_batches_redelivery_and_sweep_under_minimise(tmp_path: Path, sim: SimServer) -> None:
     """A dispatch redelivered after its staged batch was deleted (killed before the ack)
     is already done, not dead-lettered; a staged copy left behind is swept at finalize."""
-    data = yaml.safe_load(default_policy_text())
-    data["minimise"] = [{"tenants": ["acme"]}]
-    policy = parse_policy(yaml.safe_dump(data), "minimise.yaml")
+    policy = policies.build(source="minimise.yaml", minimise=[{"tenants": ["acme"]}])
     n = 40
     table = pa.table(
         {
@@ -182,26 +175,25 @@ def test_staged_batches_redelivery_and_sweep_under_minimise(tmp_path: Path) -> N
             ],
         }
     )
-    with SimServer(SimConfig()) as sim:
-        rt = runtime(make_settings(sim, inline_batch_max_bytes=0))  # every batch staged
-        uri = write_input(tmp_path / "in.parquet", table)
-        plan = plan_job(rt, uri, tmp_path / "out", job_id="min-staged", tenant="acme",
-                        policy=policy)  # fmt: skip
-        ctx = plan.context
-        rt.tracker.register(ctx.job_id, {"total_chunks": ctx.total_chunks})
-        sink = _Collect()
-        for chunk in plan.chunks:
-            stages.ingest(rt, ctx, chunk, sink)
-        assert sink.batches and all(b.get("staged") for b in sink.batches)
-        left = rt.storage.read_bytes(sink.batches[0]["staged"])
-        for batch in sink.batches:
-            stages.dispatch(rt, ctx, batch, sink)
-        assert not any(rt.storage.exists(b["staged"]) for b in sink.batches)
-        part = Path(layout.result_part(ctx.job_root, 0, sink.batches[0]["tier"]))
-        before = part.stat().st_mtime_ns
-        stages.dispatch(rt, ctx, sink.batches[0], sink)  # redelivered: no error, not redone
-        assert part.stat().st_mtime_ns == before and sink.finalized == 1
-        rt.storage.write_bytes(sink.batches[0]["staged"], left)  # a copy left behind
-        finalize(rt, ctx)
-        assert rt.storage.list_files(str(Path(ctx.job_root) / "_staging")) == []
-        assert hits(local_objects(tmp_path / "out"), ["plus 2", "step by step"]) == {}
+    rt = runtime(make_settings(sim, inline_batch_max_bytes=0))  # every batch staged
+    uri = write_input(tmp_path / "in.parquet", table)
+    plan = plan_job(rt, uri, tmp_path / "out", job_id="min-staged", tenant="acme",
+                    policy=policy)  # fmt: skip
+    ctx = plan.context
+    rt.tracker.register(ctx.job_id, {"total_chunks": ctx.total_chunks})
+    sink = _Collect()
+    for chunk in plan.chunks:
+        stages.ingest(rt, ctx, chunk, sink)
+    assert sink.batches and all(b.get("staged") for b in sink.batches)
+    left = rt.storage.read_bytes(sink.batches[0]["staged"])
+    for batch in sink.batches:
+        stages.dispatch(rt, ctx, batch, sink)
+    assert not any(rt.storage.exists(b["staged"]) for b in sink.batches)
+    part = Path(layout.result_part(ctx.job_root, 0, sink.batches[0]["tier"]))
+    before = part.stat().st_mtime_ns
+    stages.dispatch(rt, ctx, sink.batches[0], sink)  # redelivered: no error, not redone
+    assert part.stat().st_mtime_ns == before and sink.finalized == 1
+    rt.storage.write_bytes(sink.batches[0]["staged"], left)  # a copy left behind
+    finalize(rt, ctx)
+    assert rt.storage.list_files(str(Path(ctx.job_root) / "_staging")) == []
+    assert hits(local_objects(tmp_path / "out"), ["plus 2", "step by step"]) == {}

@@ -9,7 +9,6 @@ import json
 import random
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import aiohttp
@@ -17,8 +16,9 @@ import polars as pl
 import pytest
 from aiohttp import web
 
-from routing.policy import RetrySpec, default_policy_text
-from tests.producer.conftest import clean_env
+from routing.policy import RetrySpec
+from tests import policies
+from tests.cli import clean_env
 from workers.provider import (
     ChatRequest,
     Completion,
@@ -26,15 +26,9 @@ from workers.provider import (
     call_with_retry,
     make_client,
 )
-from workers.simprovider import SimConfig, SimServer, count_tokens
+from workers.simprovider import SimServer, count_tokens
 
 FAST_RETRY = RetrySpec(max_attempts=3, base_delay_s=0.0, max_delay_s=1.0)
-
-
-@pytest.fixture
-def sim() -> Iterator[SimServer]:
-    with SimServer(SimConfig()) as server:
-        yield server
 
 
 def call(
@@ -145,17 +139,16 @@ def test_a_malformed_answer_is_a_permanent_failure() -> None:
 def test_a_job_whose_expert_tier_speaks_anthropic(tmp_path: Path) -> None:
     """``batch-router run`` with the expert tier on an ``anthropic`` provider (the built-in
     simulator answers both protocols): every row ok, the expert rows served through it."""
-    policy = default_policy_text().replace(
-        "tiers:",
-        "  claude:\n    kind: anthropic\n    base_url: simulated\n"
-        "    api_key_env: CLAUDE_KEY\ntiers:",
-        1,
+    default = policies.default_data()
+    claude = {"kind": "anthropic", "base_url": "simulated", "api_key_env": "CLAUDE_KEY"}
+    expert = next(t for t in default["tiers"] if t["name"] == "expert")
+    (gpt41,) = expert["models"]  # gpt-4.1 on sim, served by claude-sim instead
+    model = {**gpt41, "name": "claude-sim", "provider": "claude"}
+    policies.write(
+        tmp_path / "policy.yaml",
+        providers={**default["providers"], "claude": claude},
+        tiers={"expert": {"models": [model]}},
     )
-    policy = policy.replace(
-        "{name: gpt-4.1, provider: sim,", "{name: claude-sim, provider: claude,"
-    )
-    assert "provider: claude" in policy
-    (tmp_path / "policy.yaml").write_text(policy)
     args = ["run", "--sample", "300", "--output", "out", "--policy", "policy.yaml", "--json"]
     proc = subprocess.run(
         [sys.executable, "-m", "producer", *args],

@@ -6,82 +6,25 @@ from __future__ import annotations
 
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
 
-import numpy as np
 import polars as pl
 import pyarrow as pa
 import pytest
-import yaml
 
 from routing.cost import call_cost
-from routing.policy import Policy, default_policy_text, parse_policy
-from tests.workers.test_stages import make_settings, plan_job, results, write_input
+from routing.policy import Policy
+from tests.workers.pipeline import make_settings, plan_job, results, write_input
+from tests.workers.serving import BALANCED, EXPERT, ConstScorer, policy, prompts, run
 from workers import local, stages
 from workers.jobstate import MemoryJobTracker
 from workers.settings import S3Settings
 from workers.simprovider import SimServer
 from workers.storage import Storage
 
-FAST, BALANCED, EXPERT = "gpt-4o-mini", "gpt-4.1-mini", "gpt-4.1"
-
-
-class ConstScorer:
-    """Every prompt gets the same score (so every row starts on one tier)."""
-
-    version = "const"
-
-    def __init__(self, score: float) -> None:
-        self._score = score
-
-    def score(self, features: pl.DataFrame, input_tokens: np.ndarray) -> np.ndarray:
-        return np.full(features.height, self._score)
-
-
-def policy(**changes: Any) -> Policy:
-    """The default policy with fast retries, a quick breaker and ``changes`` merged in
-    (``tiers`` as {name: {field: value}})."""
-    data = yaml.safe_load(default_policy_text())
-    data["retry"] = {"max_attempts": 2, "base_delay_s": 0.001, "max_delay_s": 0.01}
-    data["breaker"] = {"failures": 3, "cooldown_s": 60, "min_calls": 1000}
-    for name, fields in changes.pop("tiers", {}).items():
-        tier = next(t for t in data["tiers"] if t["name"] == name)
-        tier.update(fields)
-    data.update(changes)
-    return parse_policy(yaml.safe_dump(data), "test-policy.yaml")
-
-
-def prompts(n: int, words: int = 12) -> pa.Table:
-    return pa.table(
-        {
-            "prompt_id": [f"p{i:03d}" for i in range(n)],
-            "prompt": [
-                f"Question {i}: " + " ".join(f"w{i}x{j}" for j in range(words)) for i in range(n)
-            ],
-        }
-    )
-
 
 @pytest.fixture(scope="module")
 def sim_seed() -> int:
-    return 11  # the simulated provider's seed (tests/workers/conftest.py)
-
-
-def run(
-    tmp_path: Path, sim: SimServer, pol: Policy, score: float, table: pa.Table
-) -> tuple[stages.Runtime, dict[str, Any], pl.DataFrame]:
-    rt = stages.Runtime(
-        settings=make_settings(sim),
-        storage=Storage(S3Settings()),
-        tracker=MemoryJobTracker(),
-        scorer=ConstScorer(score),
-    )
-    uri = write_input(tmp_path / "in" / "p.parquet", table)
-    plan = plan_job(rt, uri, tmp_path / "out", policy=pol)
-    manifest = local.run_job(rt, plan)
-    out = results(rt, plan)
-    assert out.height == table.num_rows == manifest["rows_out"]
-    return rt, manifest, out
+    return 11  # the simulated provider's seed (tests/conftest.py)
 
 
 def test_breaker_opens_and_the_next_model_of_the_tier_serves(

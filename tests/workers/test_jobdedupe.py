@@ -9,12 +9,18 @@ import polars as pl
 import pyarrow as pa
 import pytest
 import redis
-import yaml
 
-from routing.policy import Policy, default_policy_text, parse_policy
+from routing.policy import Policy
 from routing.router import FINGERPRINT
-from tests.workers.test_reconcile import LossySink
-from tests.workers.test_stages import make_settings, plan_job, results, runtime, write_input
+from tests import policies
+from tests.workers.pipeline import (
+    LossySink,
+    make_settings,
+    plan_job,
+    results,
+    runtime,
+    write_input,
+)
 from workers import audit, dedupe, layout, local, stages
 from workers.finalize import finalize
 from workers.jobstate import MemoryJobTracker
@@ -25,12 +31,13 @@ DISTINCT, COPIES = 60, 3  # 60 prompts, each 3 times, spread over 6 chunks of 30
 
 
 def _policy(job_wide: bool = True) -> Policy:
-    data = yaml.safe_load(default_policy_text())
-    data["dedupe"] = {"job_wide": job_wide}
-    data["retry"] = {"max_attempts": 2, "base_delay_s": 0.001, "max_delay_s": 0.01}
-    data["breaker"] = {"failures": 1000, "min_calls": 1000}
-    data["cache"] = {"enabled": False}
-    return parse_policy(yaml.safe_dump(data), "dedupe-test.yaml")
+    return policies.build(
+        source="dedupe-test.yaml",
+        dedupe={"job_wide": job_wide},
+        retry={"max_attempts": 2, "base_delay_s": 0.001, "max_delay_s": 0.01},
+        breaker={"failures": 1000, "min_calls": 1000},
+        cache={"enabled": False},
+    )
 
 
 def _table() -> pa.Table:
@@ -45,7 +52,7 @@ def _table() -> pa.Table:
 
 @pytest.fixture(scope="module")
 def sim_seed() -> int:
-    return 3  # the simulated provider's seed (tests/workers/conftest.py)
+    return 3  # the simulated provider's seed (tests/conftest.py)
 
 
 def _run(tmp_path: Path, sim: SimServer, policy: Policy, job_id: str) -> tuple:

@@ -3,7 +3,6 @@ policy (infra/policies/governed.yaml): the decision of every row is in its colum
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import polars as pl
@@ -16,7 +15,7 @@ from routing.policy import load_policy
 from workers import layout, local, stages
 from workers.jobstate import MemoryJobTracker
 from workers.settings import ProviderOverride, S3Settings, Settings
-from workers.simprovider import SimConfig, SimServer
+from workers.simprovider import SimServer
 from workers.storage import Storage
 
 pytestmark = pytest.mark.security
@@ -37,9 +36,8 @@ ROWS = [
 
 
 @pytest.fixture(scope="module")
-def sim() -> Iterator[SimServer]:
-    with SimServer(SimConfig(seed=3)) as server:
-        yield server
+def sim_seed() -> int:
+    return 3  # the seed of ``sim`` (tests/conftest.py)
 
 
 def test_rules_entitlements_and_pii_decide_each_row(tmp_path: Path, sim: SimServer) -> None:

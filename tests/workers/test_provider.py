@@ -74,7 +74,7 @@ def requests(n: int, max_tokens: int = 64) -> list[ChatRequest]:
 
 @pytest.fixture(scope="module")
 def sim_seed() -> int:
-    return 3  # the simulated provider's seed (tests/workers/conftest.py)
+    return 3  # the simulated provider's seed (tests/conftest.py)
 
 
 @pytest.fixture

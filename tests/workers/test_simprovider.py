@@ -29,16 +29,8 @@ MESSAGES = [
 
 
 @pytest.fixture(scope="module")
-def server() -> Iterator[SimServer]:
-    with SimServer(SimConfig(seed=7)) as sim:
-        yield sim
-
-
-@pytest.fixture
-def sim(server: SimServer) -> Iterator[SimServer]:
-    server.configure(**SimConfig(seed=7).as_dict())
-    server.reset()
-    yield server
+def sim_seed() -> int:
+    return 7  # the seed of ``sim`` (tests/conftest.py)
 
 
 @pytest.fixture

@@ -10,23 +10,28 @@ from typing import Any
 
 import polars as pl
 import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from producer.plan import build_plan
 from routing.cost import call_cost
 from routing.plan import JobContext, JobPlan
-from routing.policy import Policy, default_policy_text, parse_policy
+from routing.policy import default_policy_text, parse_policy
 from routing.schema import RESULT_COLUMNS
+from tests.workers.pipeline import (
+    MAX_CHARS,
+    POLICY,
+    make_policy,
+    make_settings,
+    plan_job,
+    results,
+    runtime,
+    write_input,
+)
 from workers import layout, local, stages
 from workers.finalize import finalize
-from workers.jobstate import MemoryJobTracker
-from workers.settings import ProviderOverride, S3Settings, Settings
+from workers.settings import Settings
 from workers.simprovider import SimServer
-from workers.storage import Storage
 
-MAX_CHARS, MAX_INPUT_TOKENS = 3000, 300
 EASY = "What is 7 plus 5?"
 MEDIUM = "Explain why the sky is blue and compare it with sunsets in at least three sentences."
 HARD = (
@@ -38,67 +43,15 @@ HARD = (
 TOKEN_HEAVY = " ".join(f"w{i}" for i in range(600))[:MAX_CHARS]
 
 
-def make_policy(max_attempts: int = 2) -> Policy:
-    data = yaml.safe_load(default_policy_text())
-    for tier in data["tiers"]:
-        tier["max_input_tokens"] = MAX_INPUT_TOKENS
-    data["limits"] = {"max_prompt_chars": MAX_CHARS}
-    data["retry"] = {
-        "max_attempts": max_attempts,
-        "base_delay_s": 0.001,
-        "max_delay_s": 0.01,
-        "job_budget": 1.0,  # every prompt may use all its attempts (tests/workers/test_calls.py
-    }  # covers the job's retry budget and the breakers, which stay out of the way here)
-    data["breaker"] = {"failures": 1000, "min_calls": 1000}
-    return parse_policy(yaml.safe_dump(data), "test-policy.yaml")
-
-
-POLICY = make_policy()
-
-
 @pytest.fixture(scope="module")
 def sim_seed() -> int:
-    return 5  # the simulated provider's seed (tests/workers/conftest.py)
+    return 5  # the simulated provider's seed (tests/conftest.py)
 
 
-def make_settings(sim: SimServer | None = None, **kwargs: Any) -> Settings:
-    providers = {"sim": ProviderOverride(base_url=sim.base_url)} if sim else {}
-    return Settings(_env_file=None, providers=providers, **kwargs)  # type: ignore[call-arg]
-
-
-def runtime(settings: Settings) -> stages.Runtime:
-    return stages.Runtime(
-        settings=settings, storage=Storage(S3Settings()), tracker=MemoryJobTracker()
-    )
-
-
-def write_input(path: Path, table: pa.Table, row_group_size: int | None = None) -> str:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    pq.write_table(table, path, row_group_size=row_group_size)
-    return str(path)
-
-
-def plan_job(
-    rt: stages.Runtime,
-    input_uri: str,
-    out: Path,
-    rows_per_chunk: int = 1000,
-    job_id: str = "job-1",
-    tenant: str | None = None,
-    policy: Policy = POLICY,
-) -> JobPlan:
-    return build_plan(rt.storage, policy, input_uri, str(out), rows_per_chunk, job_id, tenant)
-
-
-def results(rt: stages.Runtime, plan: JobPlan) -> pl.DataFrame:
-    df = pl.from_arrow(rt.storage.read_parquet(layout.results_dir(plan.context.job_root)))
-    assert isinstance(df, pl.DataFrame)
-    return df.sort("input_file", "input_row")
-
-
-def mixed_table() -> pa.Table:
+def mixed_table(other_tenant: str | None = None) -> pa.Table:
     """Good rows of every tier, exact duplicates, bad rows, optional and unknown columns
-    (``status`` is an output column name: it comes out as ``src_status``)."""
+    (``status`` is an output column name: it comes out as ``src_status``). The rows are
+    acme's (``tenant`` acme or null); ``other_tenant`` names another on the ``other`` row."""
     rows: list[tuple[Any, ...]] = [
         # prompt_id, prompt, system, max_output_tokens, tenant
         ("easy", EASY, None, None, "acme"),
@@ -113,7 +66,7 @@ def mixed_table() -> pa.Table:
         ("token-heavy", TOKEN_HEAVY, None, None, "acme"),
         (None, "What is 9 plus 1?", None, None, "acme"),
         ("zero-max", "Name a fruit.", None, 0, "acme"),
-        ("other", "Name a planet.", "Be brief.", 50, "globex"),
+        ("other", "Name a planet.", "Be brief.", 50, other_tenant),
     ]
     n = len(rows)
     return pa.table(
@@ -142,11 +95,12 @@ EXPECTED_REJECTIONS = {
 
 
 def run_mixed(
-    tmp_path: Path, settings: Settings, **plan_kwargs: Any
+    tmp_path: Path, settings: Settings, table: pa.Table | None = None, **plan_kwargs: Any
 ) -> tuple[stages.Runtime, JobPlan, dict[str, Any], pl.DataFrame]:
+    """The mixed table as acme's job (``--tenant acme``: its rows name acme or no tenant)."""
     rt = runtime(settings)
-    uri = write_input(tmp_path / "in" / "mixed.parquet", mixed_table())
-    plan = plan_job(rt, uri, tmp_path / "out", **plan_kwargs)
+    uri = write_input(tmp_path / "in" / "mixed.parquet", table or mixed_table())
+    plan = plan_job(rt, uri, tmp_path / "out", **{"tenant": "acme", **plan_kwargs})
     manifest = local.run_job(rt, plan)
     return rt, plan, manifest, results(rt, plan)
 
@@ -201,8 +155,8 @@ def test_output_columns_and_carried_through_values(tmp_path: Path, sim: SimServe
     assert out["batch_no"].to_list() == table.column("batch_no").to_pylist()
     assert out["prompt"].to_list() == table.column("prompt").to_pylist()
     assert out["system"].to_list() == table.column("system").to_pylist()
-    # optional columns: tenant from the row (null → default); max_output_tokens caps the answer
-    assert out["tenant"].to_list() == [t or "default" for t in table.column("tenant").to_pylist()]
+    # the job's tenant on every row (rows name it or none); max_output_tokens caps the answer
+    assert out["tenant"].to_list() == ["acme"] * table.num_rows
     hard = out.filter(pl.col("prompt_id") == "hard").row(0, named=True)
     assert (hard["finish_reason"], hard["output_tokens"]) == ("length", 5)
     other = out.filter(pl.col("prompt_id") == "other").row(0, named=True)
@@ -249,12 +203,28 @@ def test_exact_duplicates_reuse_the_canonical_answer_at_zero_cost(
 def test_job_tenant_overrides_rows_and_rejects_a_different_one(
     tmp_path: Path, sim: SimServer
 ) -> None:
-    _, _, manifest, out = run_mixed(tmp_path, make_settings(sim), tenant="acme")
+    _, _, manifest, out = run_mixed(tmp_path, make_settings(sim), mixed_table("globex"))
     assert out["tenant"].unique().to_list() == ["acme"]
     other = out.filter(pl.col("prompt_id") == "other").row(0, named=True)
     assert other["status"] == "rejected"
-    assert other["error"] == "tenant column differs from the job's tenant 'acme'"
+    assert other["error"] == (
+        "tenant column 'globex' differs from the job's tenant 'acme' (submit with --tenant globex)"
+    )
     assert manifest["tenant"] == "acme" and list(manifest["by_tenant"]) == ["acme"]
+
+
+@pytest.mark.security
+def test_without_a_job_tenant_rows_never_choose_theirs(tmp_path: Path, sim: SimServer) -> None:
+    """No --tenant: the job's tenant is ``default``; rows naming acme are rejected, not
+    billed to acme (issue 13, finding 3)."""
+    _, _, manifest, out = run_mixed(tmp_path, make_settings(sim), tenant=None)
+    assert out["tenant"].unique().to_list() == ["default"]
+    rejected = out.filter(pl.col("error").str.starts_with("tenant column 'acme' differs"))
+    # acme's rows without an earlier reason (prompt, limits); rows without a tenant run
+    assert sorted(rejected["prompt_id"]) == ["easy", "easy-dup", "medium", "medium", "token-heavy"]
+    ok = out.filter(pl.col("status") == "ok")
+    assert sorted(ok["prompt_id"]) == ["hard", "hard-dup", "other"]
+    assert list(manifest["by_tenant"]) == ["default"]
 
 
 # ---------------------------------------------------------------- manifest and cost summary
@@ -409,7 +379,8 @@ class RecordingSink:
 @pytest.mark.parametrize(("limit", "kind"), [(256_000, "inline"), (0, "staged")])
 def test_routed_batches_inline_or_staged(tmp_path: Path, limit: int, kind: str) -> None:
     rt = runtime(make_settings(inline_batch_max_bytes=limit))
-    plan = plan_job(rt, write_input(tmp_path / "in.parquet", mixed_table()), tmp_path / "out")
+    uri = write_input(tmp_path / "in.parquet", mixed_table())
+    plan = plan_job(rt, uri, tmp_path / "out", tenant="acme")
     rt.tracker.register(plan.context.job_id, {"total_chunks": plan.context.total_chunks})
     sink = RecordingSink()
     stages.ingest(rt, plan.context, plan.chunks[0], sink)

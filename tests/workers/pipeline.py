@@ -1,0 +1,100 @@
+"""Helpers of the tests that run the pipeline stages through the local executor: no broker,
+local files, a ``MemoryJobTracker`` and the simulated provider over real HTTP (in-thread,
+the ``sim`` fixture of tests/conftest.py)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from producer.plan import build_plan
+from routing.plan import ChunkRef, JobContext, JobPlan
+from routing.policy import Policy
+from tests import policies
+from workers import layout, stages
+from workers.finalize import finalize
+from workers.jobstate import MemoryJobTracker
+from workers.settings import ProviderOverride, S3Settings, Settings
+from workers.simprovider import SimServer
+from workers.storage import Storage
+
+MAX_CHARS, MAX_INPUT_TOKENS = 3000, 300
+
+
+def make_policy(max_attempts: int = 2) -> Policy:
+    """The default policy with small input limits, fast retries and breakers out of the
+    way (tests/workers/test_calls.py covers the job's retry budget and the breakers)."""
+    return policies.build(
+        tiers=policies.every_tier(max_input_tokens=MAX_INPUT_TOKENS),
+        limits={"max_prompt_chars": MAX_CHARS},
+        retry={
+            "max_attempts": max_attempts,
+            "base_delay_s": 0.001,
+            "max_delay_s": 0.01,
+            "job_budget": 1.0,  # every prompt may use all its attempts
+        },
+        breaker={"failures": 1000, "min_calls": 1000},
+    )
+
+
+POLICY = make_policy()
+
+
+def make_settings(sim: SimServer | None = None, **kwargs: Any) -> Settings:
+    providers = {"sim": ProviderOverride(base_url=sim.base_url)} if sim else {}
+    return Settings(_env_file=None, providers=providers, **kwargs)  # type: ignore[call-arg]
+
+
+def runtime(settings: Settings) -> stages.Runtime:
+    return stages.Runtime(
+        settings=settings, storage=Storage(S3Settings()), tracker=MemoryJobTracker()
+    )
+
+
+def write_input(path: Path, table: pa.Table, row_group_size: int | None = None) -> str:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(table, path, row_group_size=row_group_size)
+    return str(path)
+
+
+def plan_job(
+    rt: stages.Runtime,
+    input_uri: str,
+    out: Path,
+    rows_per_chunk: int = 1000,
+    job_id: str = "job-1",
+    tenant: str | None = None,
+    policy: Policy = POLICY,
+) -> JobPlan:
+    return build_plan(rt.storage, policy, input_uri, str(out), rows_per_chunk, job_id, tenant)
+
+
+def results(rt: stages.Runtime, plan: JobPlan) -> pl.DataFrame:
+    df = pl.from_arrow(rt.storage.read_parquet(layout.results_dir(plan.context.job_root)))
+    assert isinstance(df, pl.DataFrame)
+    return df.sort("input_file", "input_row")
+
+
+class LossySink:
+    """Dispatches inline, but drops the batches of ``lose`` tiers (lost messages)."""
+
+    def __init__(self, rt: stages.Runtime, lose: set[str]) -> None:
+        self.rt, self.lose = rt, lose
+        self.ingested: list[tuple[int, list[str] | None]] = []
+        self.finalized = 0
+
+    def dispatch(self, ctx: JobContext, batch: dict[str, Any]) -> None:
+        if batch["tier"] not in self.lose:
+            stages.dispatch(self.rt, ctx, batch, self)
+
+    def finalize(self, ctx: JobContext) -> None:
+        self.finalized += 1
+        finalize(self.rt, ctx)
+
+    def ingest(self, ctx: JobContext, chunk: ChunkRef, only: list[str] | None) -> None:
+        self.ingested.append((chunk.chunk, only))
+        stages.ingest(self.rt, ctx, chunk, self, only)
