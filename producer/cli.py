@@ -60,7 +60,7 @@ def run(
     """
     if (input_uri is None) == (sample is None):
         raise typer.BadParameter("give INPUT or --sample N (one of them)", param_hint="INPUT")
-    settings = _settings(ctx)  # before importing jobs: workers.app reads Settings on import
+    settings = _settings(ctx)
     from producer import jobs
 
     out = _output(settings, output)
@@ -96,8 +96,9 @@ def submit(
     if not settings.distributed:
         raise typer.BadParameter("submit needs BATCH_ROUTER_BROKER_URL (or use `run`)")
     from producer import jobs
+    from workers.jobs.submit import submit_job
 
-    plan = jobs.submit_job(
+    plan = submit_job(
         settings, _policy(settings, policy), input_uri, _output(settings, output), job_id, tenant
     )
     console.print(
@@ -311,7 +312,8 @@ def sim_provider(
 
     Example: `batch-router sim-provider --port 8000 --latency-ms 50 --rate-limit-rate 0.02`
     """
-    from workers.simprovider import SimConfig, serve
+    from workers.sim.config import SimConfig
+    from workers.sim.server import serve
 
     config = SimConfig(
         latency_ms_mean=latency_ms,

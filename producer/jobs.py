@@ -1,7 +1,9 @@
-"""Job entry points behind the CLI: run locally or distributed, submit, wait.
+"""Job entry points behind the CLI: run locally or distributed, wait with a progress bar,
+read the manifest. Planning and submission themselves live in ``workers.jobs`` (the drop
+folder and beat's nightly tick use them too).
 
-The execution stack (Celery, provider SDKs, tokenizer tables) takes seconds to import,
-so it is imported only once the job is planned: a rejected input fails fast.
+The execution stack (Celery tasks, provider SDKs, tokenizer tables) takes seconds to
+import, so it is imported only once the job is planned: a rejected input fails fast.
 """
 
 from __future__ import annotations
@@ -10,29 +12,13 @@ from typing import Any
 
 from rich.progress import Progress
 
-from producer.plan import build_plan
 from routing.errors import JobFailedError
-from routing.plan import JobPlan
 from routing.policy import Policy
+from workers.jobs.plan import build_plan
+from workers.jobs.submit import submit_job, wait
 from workers.jobstate import JobStatus, MemoryJobTracker
 from workers.settings import Settings
 from workers.storage import Storage
-
-
-def submit_job(
-    settings: Settings,
-    policy: Policy,
-    input_uri: str,
-    output: str,
-    job_id: str | None,
-    tenant: str | None,
-) -> JobPlan:
-    storage = Storage(settings.s3)
-    plan = build_plan(storage, policy, input_uri, output, settings.rows_per_chunk, job_id, tenant)
-    from producer.submit import submit
-
-    submit(settings, plan)
-    return plan
 
 
 def manifest_of(settings: Settings, job_root: str) -> dict[str, Any]:
@@ -42,8 +28,6 @@ def manifest_of(settings: Settings, job_root: str) -> dict[str, Any]:
 
 
 def wait_with_progress(settings: Settings, job_id: str, progress: Progress) -> JobStatus:
-    from producer.submit import wait
-
     with progress:
         task = progress.add_task(f"job {job_id}", total=None)
 
@@ -72,9 +56,10 @@ def run(
         return manifest_of(settings, plan.context.job_root)
     storage = Storage(settings.s3)
     plan = build_plan(storage, policy, input_uri, output, settings.rows_per_chunk, job_id, tenant)
-    from workers import local, stages
+    from workers import local
+    from workers.runtime import Runtime
 
     with local.simulated_providers(policy, settings) as effective, progress:
-        rt = stages.Runtime(settings=effective, storage=storage, tracker=MemoryJobTracker())
+        rt = Runtime(settings=effective, storage=storage, tracker=MemoryJobTracker())
         task = progress.add_task(f"job {plan.context.job_id}", total=plan.rows_total)
         return local.run_job(rt, plan, threads, lambda n: progress.advance(task, n))

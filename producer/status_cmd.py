@@ -24,7 +24,7 @@ def status(
     Example: `batch-router status 20261128T021500Z-3fa2c1d4`
     """
     settings = _settings(ctx)
-    from producer.submit import tracker
+    from workers.jobs.submit import tracker
 
     jobs = tracker(settings)
     ids = [job_id] if job_id else jobs.list_jobs()
@@ -108,7 +108,7 @@ def reconcile(
     settings = _settings(ctx)
     if not settings.distributed:
         raise ConfigError("reconcile needs the fleet: set BATCH_ROUTER_BROKER_URL=redis://…")
-    from producer.submit import reconcile as run_reconcile
+    from workers.jobs.submit import reconcile as run_reconcile
 
     result = run_reconcile(settings, path.rstrip("/"))
     if as_json:

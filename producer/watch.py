@@ -26,11 +26,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from producer.plan import build_plan, new_job_id
 from producer.watch_claims import Claims, DropFile
 from producer.watch_store import DropFolder, Inbox, ReplacedError, s3_client
 from routing.errors import InputError, JobConflictError
 from routing.policy import Policy
+from workers.jobs.plan import build_plan, new_job_id
 from workers.jobstate import JobStatus
 from workers.settings import Settings
 
@@ -62,16 +62,14 @@ class Watcher:
         output: str,
         say: Callable[[str], None] | None = None,
     ) -> None:
-        from producer.submit import tracker
+        from workers.jobs.submit import tracker
 
         self.settings = settings
         self.policy = policy
         self.output = output
         self.folder = DropFolder.parse(folder_uri)
         self.inbox = Inbox(s3_client(settings), self.folder, settings.s3.sse_args())
-        self.claims = Claims.from_url(
-            settings.state_redis(), settings.watch_lease_s, settings.job_ttl_s
-        )
+        self.claims = Claims.for_settings(settings)
         self.jobs = tracker(settings)
         self.stop = threading.Event()
         self.results: deque[Result] = deque(maxlen=10_000)  # the latest, for --once
@@ -199,7 +197,7 @@ class Watcher:
         """Plan and submit as ``batch-router submit`` does, the lease renewed meanwhile:
         "submitted", "adopted" (another watcher registered the job first), or None (the
         lease was lost while planning: the watcher holding it now submits)."""
-        from producer.submit import submit
+        from workers.jobs.submit import submit  # looked up per call (tests count calls)
         from workers.storage import Storage
 
         with self.claims.renewing(f) as lease:

@@ -24,7 +24,8 @@ from typing import Any
 
 import redis
 
-from workers import keys
+from workers import connections, keys
+from workers.settings import Settings
 
 # KEYS[1] lease key; ARGV[1] owner token, ARGV[2] lease ms. 1 if still ours (renewed).
 _RENEW = """
@@ -94,8 +95,11 @@ class Claims:
         self._release = client.register_script(_RELEASE)
 
     @classmethod
-    def from_url(cls, url: str, lease_s: int, ttl_s: int) -> Claims:
-        return cls(redis.Redis.from_url(url, decode_responses=True), lease_s, ttl_s)
+    def for_settings(cls, settings: Settings) -> Claims:
+        """On the job-state Redis of ``settings`` (workers.connections), with its lease and
+        record lifetimes."""
+        client = connections.state_client(settings)
+        return cls(client, settings.watch_lease_s, settings.job_ttl_s)
 
     def done(self, f: DropFile) -> dict[str, Any] | None:
         raw = self._r.get(done_key(f))

@@ -1,19 +1,24 @@
-"""Policy sections for resilience: budgets, circuit breakers, cascade (pure data).
+"""Policy sections for resilience: budgets, circuit breakers, cascade (pure data), and the
+budget scopes a call is charged to (:func:`budget_scopes`).
 
 They are part of :class:`routing.policy.Policy` (and of its content hash). The mechanisms
 that enforce them live in ``workers/``: the budget ledger (``workers/ledger.py``), breakers
 and global rate limits (``workers/breaker.py``, ``workers/ratelimit.py``), retries, fallback
-and cascade in the dispatch stage.
+and cascade in the serving engine (``workers/calls.py``, ``workers/attempts.py``).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 WILDCARD = "*"
+PERIOD_MARGIN_S = 86400  # a tenant period's counters outlive the period by a day
+JOB_SCOPE_TTL_S = 7 * 86400  # as Settings.job_ttl_s; refreshed on every write
 
 
 class _Frozen(BaseModel):
@@ -84,3 +89,63 @@ class CascadeSpec(_Frozen):
     ask the next tier too and keep its answer. Both calls are paid and attributed."""
 
     min_confidence: float = Field(ge=0, le=1)
+
+
+# ---------------------------------------------------------------- budget scopes
+
+
+@dataclass(frozen=True)
+class Scope:
+    """A counter a call is charged to, with its caps (``None`` = tracked, not capped)."""
+
+    id: str  # e.g. "tenant:acme:day:2026-11-28", "job:J1", "job:J1:tier:expert"
+    usd: Decimal | None
+    tokens: int | None  # cap on input + output tokens
+    ttl_s: int  # expiry of the scope's counters (period length + a margin)
+
+    def __post_init__(self) -> None:
+        if self.ttl_s <= 0 or (self.usd is not None and self.usd < 0):
+            raise ValueError(f"scope {self.id!r}: ttl_s must be > 0 and usd ≥ 0")
+        if self.tokens is not None and self.tokens < 0:
+            raise ValueError(f"scope {self.id!r}: tokens must be ≥ 0")
+
+
+def budget_scopes(
+    spec: BudgetSpec,
+    tenant: str,
+    job_id: str,
+    tier: str,
+    now: datetime,
+    *,
+    job_ttl_s: int = JOB_SCOPE_TTL_S,
+) -> list[Scope]:
+    """The four scopes a call is charged to, capped or not (uncapped ones still track
+    usage): tenant per UTC day, tenant per UTC month (tenant caps fall back to ``"*"``),
+    the job, the job and tier. ``now`` must be timezone-aware."""
+    if now.tzinfo is None:
+        raise ValueError("budget_scopes needs a timezone-aware `now` (e.g. datetime.now(UTC))")
+    now = now.astimezone(UTC)
+    day = datetime(now.year, now.month, now.day, tzinfo=UTC)
+    month = datetime(now.year, now.month, 1, tzinfo=UTC)
+    next_month = datetime(now.year + now.month // 12, now.month % 12 + 1, 1, tzinfo=UTC)
+
+    def until(end: datetime) -> int:
+        return int(-(-(end - now).total_seconds() // 1)) + PERIOD_MARGIN_S
+
+    def scope(scope_id: str, limit: BudgetLimit, ttl_s: int) -> Scope:
+        return Scope(scope_id, limit.usd, limit.tokens, ttl_s)
+
+    return [
+        scope(
+            f"tenant:{tenant}:day:{day:%Y-%m-%d}",
+            spec.for_tenant(spec.tenant_day, tenant),
+            until(day + timedelta(days=1)),
+        ),
+        scope(
+            f"tenant:{tenant}:month:{month:%Y-%m}",
+            spec.for_tenant(spec.tenant_month, tenant),
+            until(next_month),
+        ),
+        scope(f"job:{job_id}", spec.job, job_ttl_s),
+        scope(f"job:{job_id}:tier:{tier}", spec.tier.get(tier, BudgetLimit()), job_ttl_s),
+    ]

@@ -3,12 +3,13 @@
 Counts come from the Rust tokenizer's ``count`` (no token list is built or copied into
 Python): 1.2–1.4x the throughput of ``len(encoding.encode_ordinary(text))``, the same
 number for every text — the wrapper's text sanitising (lone surrogates become U+FFFD) and
-its limits (texts of 1,000,000+ characters, 200,000+ tokens) are applied here too.
+its limits (texts of 1,000,000+ characters, 200,000+ tokens) are applied here too;
+``count_long`` counts a text of any length in pieces cut at pre-token boundaries.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from functools import cache
 
 import bpe_openai
@@ -18,11 +19,17 @@ import numpy as np
 ENCODING = "o200k_base"
 # ``encode_ordinary`` raises past these; count_tokens lets it raise the same errors.
 _MAX_CHARS = 1_000_000
+_PIECE_CHARS = 50_000  # count_long's pieces: far below both limits
 
 
 @cache
 def _encoding() -> bpe_openai.Encoding:
     return bpe_openai.get_encoding(ENCODING)
+
+
+def encoding() -> bpe_openai.Encoding:
+    """The process's one o200k encoding (its tables load once), to encode and decode."""
+    return _encoding()
 
 
 @cache
@@ -48,6 +55,29 @@ def count_one(text: str | None) -> int:
     if n > _token_limit():
         return len(_encoding().encode_ordinary(text))  # raises as encode_ordinary does
     return int(n)
+
+
+def _pieces(text: str) -> Iterator[str]:
+    """``text`` in pieces of at most ``_PIECE_CHARS`` characters, each cut before a single
+    space between words (a pre-token boundary), or mid-word where the text has none."""
+    start = 0
+    while len(text) - start > _PIECE_CHARS:
+        end = start + _PIECE_CHARS
+        cut = text.rfind(" ", start + 1, end)
+        while cut > start + 1 and (text[cut - 1].isspace() or text[cut + 1 : cut + 2].isspace()):
+            cut = text.rfind(" ", start + 1, cut)
+        cut = cut if cut > start + 1 else end
+        yield text[start:cut]
+        start = cut
+    yield text[start:]
+
+
+def count_long(text: str | None) -> int:
+    """o200k token count of a text of any length (``count_one`` raises past 1,000,000
+    characters or 200,000 tokens): the sum over pieces cut at pre-token boundaries."""
+    if not text or len(text) <= _PIECE_CHARS:
+        return count_one(text)
+    return sum(count_one(piece) for piece in _pieces(text))
 
 
 def count_tokens(texts: Sequence[str | None]) -> np.ndarray:

@@ -23,7 +23,7 @@ from tests import data, services
 from tests.cli import CliRunner, clean_env, run_cli
 
 if TYPE_CHECKING:
-    from workers.simprovider import SimServer
+    from workers.sim.server import SimServer
 
 
 @pytest.fixture
@@ -82,7 +82,8 @@ def sim_seed() -> int:
 @pytest.fixture(scope="module")
 def sim_server(sim_seed: int) -> Iterator[SimServer]:
     """The simulated provider in-thread over real HTTP, one per test module."""
-    from workers.simprovider import SimConfig, SimServer
+    from workers.sim.config import SimConfig
+    from workers.sim.server import SimServer
 
     with SimServer(SimConfig(seed=sim_seed)) as server:
         yield server
@@ -92,7 +93,7 @@ def sim_server(sim_seed: int) -> Iterator[SimServer]:
 def sim(sim_server: SimServer, sim_seed: int) -> Iterator[SimServer]:
     """The module's in-thread simulated provider, reset to ``SimConfig(seed=sim_seed)``
     (config, random source and counters) before the test and its config after it."""
-    from workers.simprovider import SimConfig
+    from workers.sim.config import SimConfig
 
     sim_server.configure(**SimConfig(seed=sim_seed).as_dict())
     sim_server.reset()
@@ -112,7 +113,7 @@ def sim_url(service_dir: Path) -> Iterator[str]:
 def sim_http(sim_url: str, sim_seed: int) -> Iterator[str]:
     """``sim_url``'s process reset like ``sim``: ``SimConfig(seed=sim_seed)`` and zeroed
     counters before the test, that config again after it."""
-    from workers.simprovider import SimConfig
+    from workers.sim.config import SimConfig
 
     config = SimConfig(seed=sim_seed).as_dict()
     services.sim_call(sim_url, "/_sim/config", config)

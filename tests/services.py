@@ -279,7 +279,7 @@ def start_worker(
         "-m",
         "celery",
         "-A",
-        "workers.app",
+        "workers.worker",
         "worker",
         "-Q",
         ",".join(queues),
@@ -329,14 +329,14 @@ def _http_ok(url: str, timeout: float = 2.0) -> bool:
 
 
 def start_flower(workdir: Path, env: dict[str, str], user: str, password: str) -> tuple[str, Proc]:
-    """``celery -A workers.app flower`` with basic auth on 127.0.0.1; returns its URL."""
+    """``celery -A workers.worker flower`` with basic auth on 127.0.0.1; returns its URL."""
     port = free_port()
     cmd = [
         sys.executable,
         "-m",
         "celery",
         "-A",
-        "workers.app",
+        "workers.worker",
         "flower",
         "--address=127.0.0.1",
         f"--port={port}",
@@ -349,10 +349,10 @@ def start_flower(workdir: Path, env: dict[str, str], user: str, password: str) -
 
 
 def start_metrics_exporter(workdir: Path, env: dict[str, str]) -> tuple[str, Proc]:
-    """``python -m workers.metrics`` on 127.0.0.1 (reads ``PROMETHEUS_MULTIPROC_DIR`` from
+    """``python -m workers.exporter`` on 127.0.0.1 (reads ``PROMETHEUS_MULTIPROC_DIR`` from
     ``env``); returns the URL of its ``/metrics``."""
     port = free_port()
-    cmd = [sys.executable, "-m", "workers.metrics", "--port", str(port)]
+    cmd = [sys.executable, "-m", "workers.exporter", "--port", str(port)]
     proc = start(cmd, workdir / f"metrics-{port}.log", "metrics", env={**os.environ, **env})
     url = f"http://127.0.0.1:{port}/metrics"
     wait_until(lambda: _http_ok(url), 60, "metrics exporter", proc)

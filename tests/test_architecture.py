@@ -32,43 +32,17 @@ MAX_LINES = 400
 
 # Modules still over MAX_LINES, each with its line count (``wc -l``) when it was listed as a
 # ceiling: it may shrink, never grow. Delete an entry once its module is split.
-OVERSIZED: dict[str, int] = {
-    "workers/simprovider.py": 829,  # the simulator becomes a subpackage (issue 14 item 5)
-    "workers/ledger.py": 536,  # its Lua scripts move to .lua files (issue 14 item 5)
-    "workers/calls.py": 480,  # one serving engine (issue 14 item 3)
-    "workers/metrics.py": 413,  # queue names from one place (issue 14 item 5)
-}
+OVERSIZED: dict[str, int] = {}
 
 # Imports that break "producer → workers → routing", as (importer, imported) modules.
-LAYER_VIOLATIONS: dict[tuple[str, str], str] = {
-    ("workers.nightly", "producer.jobs"): (
-        "beat's nightly tick plans and submits a job with the producer's code; planning and "
-        "submission move where both layers may use them (issue 14 item 1)"
-    ),
-}
+LAYER_VIOLATIONS: dict[tuple[str, str], str] = {}
 
 # Imports that close an import cycle, as (importer, imported) modules: the graph without
 # them must be acyclic. Each names the cycle it closes today.
 CYCLE_EDGES: dict[tuple[str, str], str] = {
-    # The same import as in LAYER_VIOLATIONS (issue 14 item 1).
-    ("workers.nightly", "producer.jobs"): (
-        "producer.jobs → producer.submit → workers.app → workers.nightly → producer.jobs"
-    ),
-    # Stage helpers that take types (Runtime, Sink: under TYPE_CHECKING) and, for dedupe,
-    # read_chunk / part_counts (at call time) from the stages module that calls them
-    # (issue 14 item 2: one Runtime, handed down).
-    ("workers.dedupe", "workers.stages"): "workers.stages → workers.dedupe → workers.stages",
-    ("workers.prompt_ids", "workers.stages"): (
-        "workers.stages → workers.prompt_ids → workers.stages"
-    ),
     # Exact dedupe imports near-duplicate detection at call time; neardup takes the
     # fingerprint normalisation and DedupeSpec from dedupe.
     ("routing.dedupe", "routing.neardup"): "routing.neardup → routing.dedupe → routing.neardup",
-    # The simulator serves the Messages protocol from sim_messages, which reads the
-    # simulator's state (the simulator becomes a subpackage, issue 14 item 5).
-    ("workers.simprovider", "workers.sim_messages"): (
-        "workers.sim_messages → workers.simprovider → workers.sim_messages"
-    ),
 }
 
 Edge = tuple[str, str]

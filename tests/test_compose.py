@@ -197,7 +197,7 @@ def test_project_services_run_real_entry_points(resolved: dict[str, Any], projec
 def test_worker_queues_exist_and_every_queue_has_a_worker(
     worker_queues: dict[str, list[str]], policy: Any
 ) -> None:
-    from workers.app import FINALIZE_QUEUE, INGEST_QUEUE, tier_queue
+    from workers.queues import FINALIZE_QUEUE, INGEST_QUEUE, tier_queue
 
     tier_queues = {tier_queue(t) for t in policy.tier_names}
     known = {INGEST_QUEUE, FINALIZE_QUEUE} | tier_queues

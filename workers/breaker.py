@@ -30,7 +30,10 @@ The window is ``WINDOW_BUCKETS`` buckets of ``window_s / WINDOW_BUCKETS`` second
 it covers between 90 % and 100 % of ``window_s``; the count is exact within it.
 
 Two backends implement :class:`Breaker`: :class:`RedisBreaker` (atomic Lua, Redis ``TIME``
-as the clock so every worker agrees) and :class:`MemoryBreaker` (one process, tests).
+as the clock so every worker agrees) and :class:`MemoryBreaker` (one process, tests). The
+serving engine awaits ``acquire`` and ``record`` on this process's I/O loop
+(``redis.asyncio``); ``state`` is a synchronous read for operators (the metrics exporter,
+tests), made outside that loop.
 """
 
 from __future__ import annotations
@@ -47,6 +50,9 @@ from typing import Literal, Protocol
 import redis
 
 from routing.resilience import BreakerSpec
+from workers import connections
+from workers.aio import LoopRedis
+from workers.lua import Script
 
 CLOSED: Literal["closed"] = "closed"
 OPEN: Literal["open"] = "open"
@@ -62,20 +68,22 @@ IDLE_TTL_S = 3600.0
 
 
 class Breaker(Protocol):
-    def acquire(self, target: str) -> str | None:
+    async def acquire(self, target: str) -> str | None:
         """May a call to ``target`` (``"provider/model"``) go now? ``"closed"`` (a normal
         call), ``"probe"`` (half-open: this call is one of the allowed probes), or ``None``
         (open: do not call; use the fallback)."""
         ...
 
-    def record(self, target: str, ok: bool, probe: bool) -> None:
+    async def record(self, target: str, ok: bool, probe: bool) -> bool:
         """The outcome of a call acquired before. A probe's success closes the breaker; its
         failure re-opens it (new cool-down); either way its probe slot is released.
-        Non-probe outcomes update the consecutive-failure count and the window."""
+        Non-probe outcomes update the consecutive-failure count and the window. Returns
+        whether the breaker is closed afterwards."""
         ...
 
     def state(self, target: str) -> str:
-        """``"closed"``, ``"open"`` or ``"half_open"`` (for metrics and status)."""
+        """``"closed"``, ``"open"`` or ``"half_open"`` (for metrics and status; synchronous,
+        never on the I/O loop)."""
         ...
 
 
@@ -119,7 +127,7 @@ class MemoryBreaker:
         self._targets: dict[str, _Target] = defaultdict(_Target)
         self._tokens: dict[str, list[str]] = defaultdict(list)
 
-    def acquire(self, target: str) -> str | None:
+    async def acquire(self, target: str) -> str | None:
         with self._lock:
             now = self._clock()
             t = self._targets[target]
@@ -135,36 +143,40 @@ class MemoryBreaker:
             self._tokens[target].append(token)
             return PROBE
 
-    def record(self, target: str, ok: bool, probe: bool) -> None:
+    async def record(self, target: str, ok: bool, probe: bool) -> bool:
         with self._lock:
-            now = self._clock()
-            t = self._targets[target]
-            if probe and self._tokens[target]:
-                t.probes.pop(self._tokens[target].pop(0), None)
-            if t.open_until is not None:
-                if probe and now >= t.open_until:
-                    if ok:
-                        self._targets[target] = _Target(probes=t.probes)
-                    else:
-                        self._open(t, now)
-                return
-            t.consecutive = 0 if ok else t.consecutive + 1
-            epoch = math.floor(now / self._width)
-            index = epoch % WINDOW_BUCKETS
-            e, calls, fails = t.buckets.get(index, (epoch, 0, 0))
-            if e != epoch:
-                calls, fails = 0, 0
-            t.buckets[index] = (epoch, calls + 1, fails + (0 if ok else 1))
-            if ok:
-                return
-            if t.consecutive >= self._spec.failures:
-                self._open(t, now)
-                return
-            live = [(c, f) for e, c, f in t.buckets.values() if e > epoch - WINDOW_BUCKETS]
-            calls = sum(c for c, _ in live)
-            fails = sum(f for _, f in live)
-            if calls >= self._spec.min_calls and fails >= self._spec.failure_rate * calls:
-                self._open(t, now)
+            self._record(target, ok, probe)
+            return self._targets[target].open_until is None
+
+    def _record(self, target: str, ok: bool, probe: bool) -> None:
+        now = self._clock()
+        t = self._targets[target]
+        if probe and self._tokens[target]:
+            t.probes.pop(self._tokens[target].pop(0), None)
+        if t.open_until is not None:
+            if probe and now >= t.open_until:
+                if ok:
+                    self._targets[target] = _Target(probes=t.probes)
+                else:
+                    self._open(t, now)
+            return
+        t.consecutive = 0 if ok else t.consecutive + 1
+        epoch = math.floor(now / self._width)
+        index = epoch % WINDOW_BUCKETS
+        e, calls, fails = t.buckets.get(index, (epoch, 0, 0))
+        if e != epoch:
+            calls, fails = 0, 0
+        t.buckets[index] = (epoch, calls + 1, fails + (0 if ok else 1))
+        if ok:
+            return
+        if t.consecutive >= self._spec.failures:
+            self._open(t, now)
+            return
+        live = [(c, f) for e, c, f in t.buckets.values() if e > epoch - WINDOW_BUCKETS]
+        calls = sum(c for c, _ in live)
+        fails = sum(f for _, f in live)
+        if calls >= self._spec.min_calls and fails >= self._spec.failure_rate * calls:
+            self._open(t, now)
 
     def _open(self, t: _Target, now: float) -> None:
         t.open_until = now + self._spec.cooldown_s
@@ -283,28 +295,34 @@ _STATES = {0: CLOSED, 1: OPEN, 2: HALF_OPEN}
 class RedisBreaker:
     """Breakers in Redis, shared by every worker; each operation is one Lua call.
 
+    ``acquire`` / ``record`` run on ``aio`` (this process's ``redis.asyncio`` client of the
+    running loop); ``state`` on ``client`` (synchronous, for operators).
+
     Keys per target (one hash tag, so a Redis Cluster keeps them in one slot):
     ``{prefix}{target}`` (state hash) and ``{prefix}{target}:probes`` (probe leases).
     Probe lease tokens are remembered in this object, so a probe's ``record`` releases a
     lease this process took, never another worker's."""
 
+    _ACQUIRE = Script(_ACQUIRE_LUA)
+    _RECORD = Script(_RECORD_LUA)
+
     def __init__(
         self,
-        client: redis.Redis,
+        client: redis.Redis | None,
         spec: BreakerSpec,
         prefix: str = DEFAULT_PREFIX,
         probe_lease_s: float | None = None,
+        *,
+        aio: LoopRedis | None = None,
     ) -> None:
-        self._r = client
+        self._aio = aio
         self._spec = spec
         self._prefix = prefix
         lease = probe_lease_s if probe_lease_s is not None else default_probe_lease_s(spec)
         self._lease_ms = _ms(lease)
         self._width_ms = _ms(spec.window_s / WINDOW_BUCKETS)
         self._ttl_ms = _ms(max(spec.window_s, spec.cooldown_s + lease) + IDLE_TTL_S)
-        self._acquire = client.register_script(_ACQUIRE_LUA)
-        self._record = client.register_script(_RECORD_LUA)
-        self._state = client.register_script(_STATE_LUA)
+        self._state = client.register_script(_STATE_LUA) if client is not None else None
         self._lock = threading.Lock()
         self._tokens: dict[str, list[str]] = defaultdict(list)
 
@@ -316,28 +334,28 @@ class RedisBreaker:
         prefix: str = DEFAULT_PREFIX,
         probe_lease_s: float | None = None,
     ) -> RedisBreaker:
-        client = redis.Redis.from_url(url, decode_responses=True)
-        return cls(client, spec, prefix, probe_lease_s)
+        return cls(connections.client(url), spec, prefix, probe_lease_s, aio=LoopRedis(url))
 
     def _keys(self, target: str) -> list[str]:
         base = f"{self._prefix}{{{target}}}"
         return [base, f"{base}:probes"]
 
-    def acquire(self, target: str) -> str | None:
+    def _client(self) -> redis.asyncio.Redis:
+        if self._aio is None:
+            raise RuntimeError("this RedisBreaker was made without aio=: it can only read state")
+        return self._aio.client()
+
+    async def acquire(self, target: str) -> str | None:
         token = uuid.uuid4().hex
-        code = int(
-            self._acquire(
-                keys=self._keys(target),
-                args=[token, self._spec.half_open_probes, self._lease_ms],
-            )
-        )
+        args = [token, self._spec.half_open_probes, self._lease_ms]
+        code = int(await self._ACQUIRE.run(self._client(), self._keys(target), args))
         if code == 2:
             with self._lock:
                 self._tokens[target].append(token)
             return PROBE
         return CLOSED if code == 1 else None
 
-    def record(self, target: str, ok: bool, probe: bool) -> None:
+    async def record(self, target: str, ok: bool, probe: bool) -> bool:
         token = ""
         if probe:
             with self._lock:
@@ -345,21 +363,21 @@ class RedisBreaker:
                 if tokens:
                     token = tokens.pop(0)
         spec = self._spec
-        self._record(
-            keys=self._keys(target),
-            args=[
-                int(ok),
-                int(probe),
-                token,
-                spec.failures,
-                repr(spec.failure_rate),
-                spec.min_calls,
-                self._width_ms,
-                WINDOW_BUCKETS,
-                _ms(spec.cooldown_s),
-                self._ttl_ms,
-            ],
-        )
+        args = [
+            int(ok),
+            int(probe),
+            token,
+            spec.failures,
+            repr(spec.failure_rate),
+            spec.min_calls,
+            self._width_ms,
+            WINDOW_BUCKETS,
+            _ms(spec.cooldown_s),
+            self._ttl_ms,
+        ]
+        return int(await self._RECORD.run(self._client(), self._keys(target), args)) == 1
 
     def state(self, target: str) -> str:
+        if self._state is None:
+            raise RuntimeError("this RedisBreaker was made without a synchronous client")
         return _STATES[int(self._state(keys=self._keys(target)[:1]))]

@@ -8,6 +8,9 @@ the tenant's namespace (percent-encoded, so no tenant name spells the shared nam
 across tenants. Value: the answer
 (text, finish reason, token usage, logprobs) as JSON, with the policy's TTL. A hit is served
 with ``cache_hit = true`` and costs nothing; the report counts what it saved.
+
+The serving engine reads a whole tier batch's keys at once (:meth:`ResponseCache.get_many`:
+one ``MGET``) before its calls, and awaits both operations on its I/O loop.
 """
 
 from __future__ import annotations
@@ -19,12 +22,12 @@ import threading
 import time
 import unicodedata
 from collections import OrderedDict
+from collections.abc import Sequence
 from typing import Any, Protocol
-
-import redis
 
 from routing.names import SHARED_CACHE, encoded
 from routing.policy import CacheSpec, ModelSpec
+from workers.aio import LoopRedis
 
 _SPACE = re.compile(r"\s+")
 PREFIX = "br:cache:"
@@ -57,8 +60,11 @@ def cache_key(
 
 
 class ResponseCache(Protocol):
-    def get(self, key: str) -> dict[str, Any] | None: ...
-    def put(self, key: str, value: dict[str, Any], ttl_s: int) -> None: ...
+    async def get_many(self, keys: Sequence[str]) -> list[dict[str, Any] | None]:
+        """The cached value of each key (``None``: none, or expired), in order."""
+        ...
+
+    async def put(self, key: str, value: dict[str, Any], ttl_s: int) -> None: ...
 
 
 class MemoryCache:
@@ -69,18 +75,21 @@ class MemoryCache:
         self._max = max_entries
         self._lock = threading.Lock()
 
-    def get(self, key: str) -> dict[str, Any] | None:
+    async def get_many(self, keys: Sequence[str]) -> list[dict[str, Any] | None]:
         with self._lock:
-            item = self._data.get(key)
-            if item is None:
-                return None
-            if item[0] < time.monotonic():
-                del self._data[key]
-                return None
-            self._data.move_to_end(key)
-            return item[1]
+            return [self._get(key) for key in keys]
 
-    def put(self, key: str, value: dict[str, Any], ttl_s: int) -> None:
+    def _get(self, key: str) -> dict[str, Any] | None:
+        item = self._data.get(key)
+        if item is None:
+            return None
+        if item[0] < time.monotonic():
+            del self._data[key]
+            return None
+        self._data.move_to_end(key)
+        return item[1]
+
+    async def put(self, key: str, value: dict[str, Any], ttl_s: int) -> None:
         with self._lock:
             self._data[key] = (time.monotonic() + ttl_s, value)
             self._data.move_to_end(key)
@@ -89,14 +98,17 @@ class MemoryCache:
 
 
 class RedisCache:
-    """``SET key json EX ttl`` / ``GET key``, shared by every worker and every job."""
+    """``SET key json EX ttl`` / ``MGET keys``, shared by every worker and every job."""
 
-    def __init__(self, client: redis.Redis) -> None:
-        self._redis = client
+    def __init__(self, aio: LoopRedis) -> None:
+        self._aio = aio
 
-    def get(self, key: str) -> dict[str, Any] | None:
-        raw = self._redis.get(key)
-        return None if raw is None else dict(json.loads(raw))
+    async def get_many(self, keys: Sequence[str]) -> list[dict[str, Any] | None]:
+        if not keys:
+            return []
+        raw = await self._aio.client().mget(list(keys))
+        return [None if value is None else dict(json.loads(value)) for value in raw]
 
-    def put(self, key: str, value: dict[str, Any], ttl_s: int) -> None:
-        self._redis.set(key, json.dumps(value, separators=(",", ":")), ex=ttl_s)
+    async def put(self, key: str, value: dict[str, Any], ttl_s: int) -> None:
+        text = json.dumps(value, separators=(",", ":"))
+        await self._aio.client().set(key, text, ex=ttl_s)

@@ -1,23 +1,35 @@
-"""Serving a tier batch's prompts: budgets, breakers, rate limits, retries, fallback, cascade.
+"""The serving engine: one round of one tier batch — budgets, breakers, rate limits,
+retries, fallback, cascade — and the seam where provider batch mode plugs in.
 
-Per distinct prompt of a routed batch (``Caller.run``), on this process's I/O loop, at most
-the tier's ``concurrency`` at a time:
+**The seam.** A routed tier batch is executed by a :class:`TierEngine`: rows in, one
+:class:`Served` out per row, in order. ``dispatch`` (workers/stages.py) runs one per tier
+batch. :class:`Caller` is the realtime engine and today the only one. A provider-batch
+engine (issue 15: a tier with ``mode: batch`` executes its round as provider batches)
+implements the same Protocol; it shares the engine's accounting (``workers/accounting.py``:
+the request a row makes, the cache, the ledger key and estimate, settling at the reported
+usage) and replaces only the attempt loop (``workers/attempts.py``), which is realtime's
+alone.
 
-1. **Budget** — reserve the estimate (input tokens × input price + max output tokens ×
+**The realtime engine.** Per distinct prompt (``Caller.run``), on this process's I/O loop,
+at most the tier's ``concurrency`` at a time — every guard awaited there, none blocking it
+(``workers/guards.py``):
+
+1. **Cache** — an answer cached for the same model, parameters and normalised text
+   (``workers/cache.py``) is served at no cost; the whole batch's first look-ups are one
+   round trip, before any call.
+2. **Budget** — reserve the estimate (input tokens × input price + max output tokens ×
    output price) on every scope of ``policy.budgets`` (tenant/day, tenant/month, job,
    job+tier). When it does not fit: ``downgrade`` tries the cheaper tiers the prompt is
    allowed (nearest first), else the row is ``over_budget`` — never sent, resubmittable.
-2. **Breaker** — a model whose breaker is open is skipped; the next model of the tier is
+3. **Breaker** — a model whose breaker is open is skipped; the next model of the tier is
    tried, then the tier's ``fallback`` tiers the prompt is allowed; ``fallback_from`` names
    the first model that could not serve. A half-open breaker lets a few probe calls through.
-3. **Rate limit** — wait for the model's global rpm/tpm buckets (shared by all workers).
-4. **Call** with retries: retryable errors (429, 5xx, timeouts, connection) are retried
-   with full-jitter backoff honouring ``Retry-After``, up to ``retry.max_attempts`` and
-   within the job's retry budget (``retry.job_budget`` × the job's prompts); permanent ones
-   (400, 401/403, 404, content filter) are not. Each attempt passes the breaker and is
-   recorded by it (5xx, timeouts and connection errors count as failures; 429 does not — it
-   is throttling, which the rate limiter handles).
-5. **Settle** the reservation with the reported usage, or release it on failure.
+4. **Attempts** (``workers/attempts.py``): the model's global rate limit, the breaker, the
+   call, retries with full-jitter backoff honouring ``Retry-After`` up to
+   ``retry.max_attempts`` and within the job's retry budget (``retry.job_budget`` × the
+   job's prompts); permanent errors (400, 401/403, 404, content filter) are not retried.
+5. **Settle** the reservation with the reported usage (and cache the answer, at the same
+   time), or release it on failure.
 6. **Cascade** — on a tier with ``cascade``, an answer whose confidence
    (:func:`routing.confidence.confidence`) is below ``min_confidence`` is asked again of the
    nearest dearer tier the prompt is allowed; the row keeps the better tier's answer,
@@ -28,115 +40,23 @@ from __future__ import annotations
 
 import asyncio
 import math
-import random
-import threading
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
+from dataclasses import dataclass, field
 from decimal import Decimal
 from enum import Enum
-from typing import Any, Protocol
-
-import redis
+from typing import Protocol
 
 from routing.confidence import confidence
-from routing.cost import ZERO, call_cost
+from routing.cost import ZERO
 from routing.plan import JobContext
 from routing.policy import ModelSpec, Policy, TierSpec
-from routing.retry import backoff_delay, should_retry
 from routing.rules import allowed_tiers
-from workers import metrics
+from workers.accounting import Accounting
 from workers.aio import io_loop
-from workers.breaker import Breaker, MemoryBreaker, RedisBreaker
-from workers.cache import MemoryCache, RedisCache, ResponseCache, cache_key
-from workers.ledger import Ledger, MemoryLedger, RedisLedger, budget_scopes
-from workers.provider import ChatRequest, Client, Completion, call_once, client_for
-from workers.ratelimit import (
-    MemoryRateLimiter,
-    RateLimiter,
-    RateLimitTimeout,
-    RedisRateLimiter,
-    wait_for,
-)
+from workers.attempts import Attempts, no_call
+from workers.guards import Guards
+from workers.provider import Client, Completion, client_for
 from workers.settings import Settings
-
-RATE_LIMIT_MAX_WAIT_S = 120.0
-
-
-# ---------------------------------------------------------------- retry budget
-
-
-class RetryBudget(Protocol):
-    def take(self, job_id: str, limit: int) -> bool:
-        """One more retry for the job, if fewer than ``limit`` were taken."""
-        ...
-
-
-class MemoryRetryBudget:
-    def __init__(self) -> None:
-        self._taken: dict[str, int] = {}
-        self._lock = threading.Lock()
-
-    def take(self, job_id: str, limit: int) -> bool:
-        with self._lock:
-            used = self._taken.get(job_id, 0)
-            if used >= limit:
-                return False
-            self._taken[job_id] = used + 1
-            return True
-
-
-class RedisRetryBudget:
-    """``INCR br:retries:<job>``; over the limit the increment is undone and refused."""
-
-    def __init__(self, client: redis.Redis, ttl_s: int = 7 * 86400) -> None:
-        self._redis = client
-        self._ttl = ttl_s
-
-    def take(self, job_id: str, limit: int) -> bool:
-        key = f"br:retries:{job_id}"
-        pipe = self._redis.pipeline()
-        pipe.incr(key)
-        pipe.expire(key, self._ttl)
-        used = int(pipe.execute()[0])
-        if used > limit:
-            self._redis.decr(key)
-            return False
-        return True
-
-
-# ---------------------------------------------------------------- guards
-
-
-@dataclass
-class Guards:
-    """The shared mechanisms: in Redis for a fleet, in memory for the local executor."""
-
-    ledger: Ledger
-    breaker: Breaker
-    limiter: RateLimiter
-    retries: RetryBudget
-    cache: ResponseCache
-
-    @classmethod
-    def for_policy(cls, settings: Settings, policy: Policy) -> Guards:
-        if not settings.distributed:
-            return cls(
-                MemoryLedger(),
-                MemoryBreaker(policy.breaker),
-                MemoryRateLimiter(),
-                MemoryRetryBudget(),
-                MemoryCache(),
-            )
-        client = redis.Redis.from_url(settings.state_redis())
-        return cls(
-            RedisLedger(client, reservation_ttl_s=policy.budgets.reservation_ttl_s),
-            RedisBreaker(client, policy.breaker),
-            RedisRateLimiter(client),
-            RedisRetryBudget(client, settings.job_ttl_s),
-            RedisCache(client),
-        )
-
 
 # ---------------------------------------------------------------- rows in, rows out
 
@@ -182,15 +102,20 @@ class Served:
         return {Kind.OK: "ok", Kind.BUDGET: "over_budget"}.get(self.kind, "failed")
 
 
-def _no_call(error: str) -> Completion:
-    return Completion(False, None, None, 0, 0, 0.0, 0, error=error)
+class TierEngine(Protocol):
+    """Executes one round of one tier batch (the seam: see the module doc)."""
+
+    def run(self, rows: Sequence[Row]) -> list[Served]:
+        """One outcome per row, in the rows' order."""
+        ...
 
 
-# ---------------------------------------------------------------- the caller
+# ---------------------------------------------------------------- the realtime engine
 
 
 class Caller:
-    """Serves the distinct prompts of one routed batch (see the module doc)."""
+    """The realtime :class:`TierEngine`: serves the distinct prompts of one routed batch
+    with provider calls made now (see the module doc)."""
 
     def __init__(
         self, policy: Policy, settings: Settings, guards: Guards, ctx: JobContext, tier: TierSpec
@@ -202,8 +127,11 @@ class Caller:
             ctx,
             tier,
         )
-        self._rng = random.Random()
-        self._retry_limit = max(1, math.ceil(policy.retry.job_budget * max(ctx.rows_total, 1)))
+        self.accounts = Accounting(policy, guards, ctx)
+        retry_limit = max(1, math.ceil(policy.retry.job_budget * max(ctx.rows_total, 1)))
+        self._attempts = Attempts(
+            guards.limiter, guards.breaker, guards.retries, policy.retry, ctx.job_id, retry_limit
+        )
         self._clients: dict[tuple[str, str], Client | Exception] = {}
         for t in self._reachable(tier):  # resolved here: the I/O loop cannot build clients
             for model in t.models:
@@ -227,6 +155,7 @@ class Caller:
         return io_loop().run(self._run(rows))
 
     async def _run(self, rows: Sequence[Row]) -> list[Served]:
+        await self.accounts.prefetch(rows, self.tier)
         gate = asyncio.Semaphore(self.tier.concurrency)
 
         async def one(row: Row) -> Served:
@@ -302,18 +231,9 @@ class Caller:
         ]
         return better
 
-    def _request(self, row: Row, tier: TierSpec) -> ChatRequest:
-        wanted = row.max_output_tokens or tier.max_output_tokens
-        return ChatRequest(
-            row.prompt,
-            row.system,
-            min(wanted, tier.max_output_tokens),
-            logprobs=tier.cascade is not None,
-        )
-
     async def _on_tier(self, row: Row, tier: TierSpec) -> Served:
         """Try the tier's models in order (the first is primary)."""
-        request = self._request(row, tier)
+        request = self.accounts.request(row, tier)
         skipped: str | None = None
         last: Served | None = None
         calls = 0
@@ -322,43 +242,21 @@ class Caller:
             client = self._clients.get((model.provider, model.name))
             if client is None or isinstance(client, Exception):
                 skipped = skipped or target
-                last = Served(Kind.UNAVAILABLE, _no_call(f"{target}: {client}"), tier, model)
+                last = Served(Kind.UNAVAILABLE, no_call(f"{target}: {client}"), tier, model)
                 continue
-            hit = self._cached(row, model, request)
+            hit = await self.accounts.cached(row, model, request)
             if hit is not None:
-                cached, own_cost = hit
-                if own_cost is not None:  # this row's own answer: a redelivered task
-                    served = Served(Kind.OK, cached, tier, model, cost=own_cost)
-                    served.calls = calls + cached.attempts
-                else:
-                    served = Served(Kind.OK, cached, tier, model, calls=calls, cache_hit=True)
-                served.fallback_from = skipped
-                return served
-            key = f"{self.ctx.job_id}/{row.ref}/{tier.name}/{model.name}"  # never the id
-            tokens = row.input_tokens + request.max_tokens
-            estimate = call_cost(model, row.input_tokens, request.max_tokens)
-            scopes = budget_scopes(
-                self.policy.budgets, row.tenant, self.ctx.job_id, tier.name, datetime.now(UTC)
-            )
-            if not self.guards.ledger.reserve(key, scopes, estimate, tokens):
-                error = f"over budget: ${estimate} for {tier.name} does not fit a budget cap"
-                return Served(Kind.BUDGET, _no_call(error), tier, model, calls=calls)
-            done = await self._call(client, model, target, request, row, tier.name)
+                return _from_cache(hit, tier, model, calls, skipped)
+            held, fits = await self.accounts.reserve(row, tier, model, request)
+            if not fits:
+                error = f"over budget: ${held.estimate} for {tier.name} does not fit a budget cap"
+                return Served(Kind.BUDGET, no_call(error), tier, model, calls=calls)
+            done = await self._attempts.call(client, model, request, held.tokens, tier.name)
             calls += done.attempts
             if done.ok:
-                cost = call_cost(model, done.input_tokens, done.output_tokens)
-                self.guards.ledger.settle(
-                    key, cost, done.input_tokens + done.output_tokens, scopes=scopes
-                )
-                metrics.observe_cost(
-                    tier.name, row.tenant, cost, done.input_tokens, done.output_tokens
-                )
-                metrics.observe_budgets(self.guards.ledger, scopes)
-                self._remember(row, model, request, done, cost)
-                served = Served(Kind.OK, done, tier, model, cost=cost, calls=calls)
-                served.fallback_from = skipped
-                return served
-            self.guards.ledger.release(key)
+                cost = await self.accounts.settle(held, row, tier, model, request, done)
+                return Served(Kind.OK, done, tier, model, cost, calls, fallback_from=skipped)
+            await self.accounts.release(held)
             if not done.retryable:
                 return Served(Kind.FAILED, done, tier, model, calls=calls, fallback_from=skipped)
             skipped = skipped or target
@@ -368,113 +266,20 @@ class Caller:
         last.calls = calls
         return last
 
-    def _cache_key(self, row: Row, model: ModelSpec, request: ChatRequest) -> str:
-        return cache_key(
-            self.policy.cache,
-            row.tenant,
-            model,
-            request.max_tokens,
-            request.logprobs,
-            request.system,
-            request.prompt,
-        )
 
-    def _cached(
-        self, row: Row, model: ModelSpec, request: ChatRequest
-    ) -> tuple[Completion, Decimal | None] | None:
-        """A cached answer for this request, and — when it is this very row's answer from
-        an earlier delivery of the same job (a redelivered task) — the cost it was paid and
-        settled at, so the row keeps it (the ledger holds that settlement) instead of
-        counting as a free cache hit."""
-        if not self.policy.cache.enabled:
-            return None
-        hit = self.guards.cache.get(self._cache_key(row, model, request))
-        if hit is None:
-            return None
-        own = hit.get("job_id") == self.ctx.job_id and hit.get("row") == row.ref
-        logprobs = hit.get("logprobs")
-        done = Completion(
-            ok=True,
-            text=hit["text"],
-            finish_reason=hit["finish_reason"],
-            input_tokens=int(hit["input_tokens"]),
-            output_tokens=int(hit["output_tokens"]),
-            latency_ms=0.0,
-            attempts=int(hit.get("attempts", 1)) if own else 0,
-            logprobs=tuple(logprobs) if logprobs is not None else None,
-        )
-        return done, (Decimal(hit["cost_usd"]) if own and "cost_usd" in hit else None)
-
-    def _remember(
-        self, row: Row, model: ModelSpec, request: ChatRequest, done: Completion, cost: Decimal
-    ) -> None:
-        if not self.policy.cache.enabled or done.finish_reason == "length":
-            return  # a truncated answer is not worth reusing
-        value = {
-            "text": done.text,
-            "finish_reason": done.finish_reason,
-            "input_tokens": done.input_tokens,
-            "output_tokens": done.output_tokens,
-            "logprobs": list(done.logprobs) if done.logprobs is not None else None,
-            "job_id": self.ctx.job_id,
-            "row": row.ref,
-            "cost_usd": str(cost),
-            "attempts": done.attempts,
-        }
-        self.guards.cache.put(self._cache_key(row, model, request), value, self.policy.cache.ttl_s)
-
-    async def _call(
-        self,
-        client: Any,
-        model: ModelSpec,
-        target: str,
-        request: ChatRequest,
-        row: Row,
-        tier: str,
-    ) -> Completion:
-        """Attempts through the breaker and the rate limiter, with retries."""
-        attempt = 0
-        started = asyncio.get_running_loop().time()
-        while True:
-            tokens = row.input_tokens + request.max_tokens
-            try:  # before the breaker: a probe must not hold its slot while waiting here
-                await wait_for(
-                    self.guards.limiter,
-                    target,
-                    model.rpm,
-                    model.tpm,
-                    tokens,
-                    max_wait_s=RATE_LIMIT_MAX_WAIT_S,
-                )
-            except RateLimitTimeout as exc:
-                metrics.observe_skipped(target, tier, "rate_limit")
-                done = replace(_no_call(f"{target}: {exc}"), retryable=True, attempts=attempt)
-                break
-            permit = self.guards.breaker.acquire(target)
-            if permit is None:
-                metrics.observe_skipped(target, tier, "breaker_open")
-                done = _no_call(f"{target}: circuit breaker open")
-                done = replace(done, retryable=True, attempts=attempt)
-                break
-            attempt += 1
-            done = await call_once(client, model.name, request, attempt)
-            outcome = "ok" if done.ok else "retryable" if done.retryable else "permanent"
-            metrics.observe_call(
-                target,
-                tier,
-                done.latency_ms / 1000,
-                outcome,
-                None if done.ok else metrics.error_class(done.status, done.retryable, done.error),
-            )
-            outage = not done.ok and done.retryable and done.status != 429
-            self.guards.breaker.record(target, not outage, permit == "probe")
-            if done.ok or not done.retryable or not should_retry(attempt, self.policy.retry):
-                break
-            if not self.guards.retries.take(self.ctx.job_id, self._retry_limit):
-                done = replace(done, error=f"{done.error} (job retry budget exhausted)")
-                break
-            await asyncio.sleep(
-                backoff_delay(attempt, self.policy.retry, done.retry_after, self._rng)
-            )
-        elapsed = (asyncio.get_running_loop().time() - started) * 1000
-        return replace(done, latency_ms=elapsed)
+def _from_cache(
+    hit: tuple[Completion, Decimal | None],
+    tier: TierSpec,
+    model: ModelSpec,
+    calls: int,
+    skipped: str | None,
+) -> Served:
+    """A cached answer served; this row's own answer from an earlier delivery of the job (a
+    redelivered task) keeps the cost and attempts it was paid and settled at."""
+    cached, own_cost = hit
+    if own_cost is not None:
+        served = Served(Kind.OK, cached, tier, model, cost=own_cost, calls=calls + cached.attempts)
+    else:
+        served = Served(Kind.OK, cached, tier, model, calls=calls, cache_hit=True)
+    served.fallback_from = skipped
+    return served

@@ -43,11 +43,12 @@ from routing.minimise import minimise
 from routing.plan import JobContext, JobPlan
 from routing.policy import Policy
 from routing.router import FINGERPRINT
-from workers import audit, keys, layout
+from workers import audit, connections, keys, layout
+from workers.chunks import part_counts, read_chunk
 from workers.storage import join
 
 if TYPE_CHECKING:
-    from workers.stages import Runtime, Sink
+    from workers.runtime import Runtime, Sink
 
 PART = "dedupe"  # the held rows' result part, and their tracker part at ingest
 # What a decision record keeps of a held row (besides HOLDER): keys and the row's own
@@ -140,7 +141,7 @@ def claims_for(rt: Runtime) -> ClaimStore:
             return _MEMORY.setdefault(rt.tracker, MemoryClaims())
     url = rt.settings.state_redis()
     if url not in _REDIS:
-        _REDIS[url] = RedisClaims(redis.Redis.from_url(url))
+        _REDIS[url] = RedisClaims(connections.state_client(rt.settings, decode_responses=False))
     return _REDIS[url]
 
 
@@ -341,8 +342,6 @@ def _with_input(rt: Runtime, plan: JobPlan, chunk: int, held: pa.Table) -> pa.Ta
     read again from the input chunk, by ``input_row``; the record's columns win."""
     if "input_row" not in held.column_names:  # a record written before it kept no text
         return held
-    from workers.stages import read_chunk  # stages imports this module
-
     ref = next(c for c in plan.chunks if c.chunk == chunk)
     source = carried.apply(read_chunk(rt.storage, ref), plan.context.carried_columns)
     index = {row: i for i, row in enumerate(source.column("input_row").to_pylist())}
@@ -373,8 +372,6 @@ def fill_duplicates(rt: Runtime, ctx: JobContext, policy: Policy) -> int:
     ]
     if not todo:
         return 0
-    from workers.stages import part_counts  # stages imports this module
-
     plan = JobPlan.model_validate(json.loads(rt.storage.read_bytes(layout.plan(root))))
     who = _Holders(tables, chunks)
     wanted = {

@@ -29,7 +29,8 @@ from routing.policy import Policy
 from routing.schema import COST_SUMMARY_SCHEMA, Status
 from workers import audit, dedupe, layout, rollup
 from workers.redact import redact_error
-from workers.stages import Runtime, drop_staging
+from workers.runtime import Runtime
+from workers.stages import drop_staging
 from workers.storage import Storage, join
 
 _COLUMNS = [*rollup.INPUTS, rollup.ATTEMPTS]  # what the rollup, summary and savings read

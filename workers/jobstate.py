@@ -20,12 +20,13 @@ import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import redis
 
 from routing.errors import JobConflictError
-from workers import keys
+from workers import connections, keys
+from workers.settings import Settings
 
 
 @dataclass
@@ -256,7 +257,12 @@ class RedisJobTracker:
 
     @classmethod
     def from_url(cls, url: str, ttl_s: int) -> RedisJobTracker:
-        return cls(redis.Redis.from_url(url, decode_responses=True), ttl_s)
+        return cls(connections.client(url), ttl_s)
+
+    @classmethod
+    def for_settings(cls, settings: Settings) -> RedisJobTracker:
+        """On the job-state Redis of ``settings`` (TLS options included)."""
+        return cls(connections.state_client(settings), settings.job_ttl_s)
 
     def register(self, job_id: str, meta: dict[str, Any]) -> None:
         """Start a job's state afresh; a finished job's id may be reused, a running one not
@@ -307,7 +313,7 @@ class RedisJobTracker:
         return bool(result == 1)
 
     def set_state(self, job_id: str, state: str, **fields: Any) -> None:
-        mapping = {k: str(v) for k, v in fields.items()} | {"state": state}
+        mapping: dict[Any, Any] = {k: str(v) for k, v in fields.items()} | {"state": state}
         self._r.hset(keys.job(job_id), mapping=mapping)
 
     def fail(self, job_id: str, error: str, **fields: Any) -> bool:
@@ -332,10 +338,10 @@ class RedisJobTracker:
             return None
         parts = [json.loads(v) for v in self._r.hvals(keys.job_parts(job_id))]
         done = self._r.scard(keys.job_chunks_done(job_id))
-        return _summarise(job_id, meta, parts, int(done))
+        return _summarise(job_id, cast(dict[str, str], meta), parts, int(done))
 
     def list_jobs(self, limit: int = 20) -> list[str]:
-        return list(self._r.zrevrange(keys.jobs_index(), 0, limit - 1))
+        return [str(j) for j in self._r.zrevrange(keys.jobs_index(), 0, limit - 1)]
 
     def dead_letter(self, job_id: str, entry: dict[str, Any]) -> int:
         """Append ``entry``; return how many dead letters its unit of work (task, chunk,

@@ -1,7 +1,7 @@
 """The Redis keys of job state, job-wide dedupe, the drop folder and nightly schedules,
 built here and nowhere else. (The budget ledger, breakers, rate limits, retry budget and
 response cache keep their own ``br:<mechanism>:`` prefixes, configurable per instance:
-workers/ledger.py, breaker.py, ratelimit.py, calls.py, cache.py.)
+workers/ledger.py, breaker.py, ratelimit.py, retry_budget.py, cache.py.)
 
 All keys of a job share the ``{job_id}`` hash tag so a Redis Cluster keeps them in one
 slot (Lua scripts touch several at once).

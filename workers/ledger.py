@@ -1,8 +1,8 @@
 """The budget ledger: reserve an estimate before a provider call, settle the actual usage
 after it, release the reservation when the call fails.
 
-Every call is charged to a few :class:`Scope` s (tenant per UTC day and month, job, job and
-tier; see :func:`budget_scopes`). A scope counts USD and tokens, settled and reserved; a
+Every call is charged to a few scopes (tenant per UTC day and month, job, job and tier:
+:func:`routing.resilience.budget_scopes`). A scope counts USD and tokens, settled and reserved; a
 capped scope refuses a reservation that would take settled + reserved past its cap.
 Settling may go past a cap (the provider has already charged) and is always recorded.
 
@@ -19,7 +19,10 @@ by expiry; every script that reads or checks a scope first drops the expired one
 their amounts off the scope's reserved totals (lazy, exact, no sweeper process).
 
 Two backends implement :class:`Ledger`: :class:`RedisLedger` (atomic Lua, shared by every
-worker) and :class:`MemoryLedger` (the local executor, tests).
+worker) and :class:`MemoryLedger` (the local executor, tests). The serving engine awaits
+``reserve``, ``settle`` and ``release`` on this process's I/O loop (``redis.asyncio``, never
+a blocking call there); ``usage`` is a synchronous read for operators — metrics, status,
+tests — made outside that loop.
 """
 
 from __future__ import annotations
@@ -29,34 +32,18 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
 from decimal import ROUND_CEILING, ROUND_FLOOR, ROUND_HALF_EVEN, Decimal
 from typing import Any, Protocol
 
 import redis
 
-from routing.resilience import BudgetLimit, BudgetSpec
+from routing.resilience import Scope
+from workers import connections, ledger_lua
+from workers.aio import LoopRedis
+from workers.lua import Script
 
 PICO = 12  # amounts are integers in units of 10**-PICO USD
-PERIOD_MARGIN_S = 86400  # a tenant period's counters outlive the period by a day
-JOB_SCOPE_TTL_S = 7 * 86400  # as Settings.job_ttl_s; refreshed on every write
 RECORD_TTL_S = 7 * 86400  # how long a settled/released key is remembered (idempotency)
-
-
-@dataclass(frozen=True)
-class Scope:
-    """A counter a call is charged to, with its caps (``None`` = tracked, not capped)."""
-
-    id: str  # e.g. "tenant:acme:day:2026-11-28", "job:J1", "job:J1:tier:expert"
-    usd: Decimal | None
-    tokens: int | None  # cap on input + output tokens
-    ttl_s: int  # expiry of the scope's counters (period length + a margin)
-
-    def __post_init__(self) -> None:
-        if self.ttl_s <= 0 or (self.usd is not None and self.usd < 0):
-            raise ValueError(f"scope {self.id!r}: ttl_s must be > 0 and usd ≥ 0")
-        if self.tokens is not None and self.tokens < 0:
-            raise ValueError(f"scope {self.id!r}: tokens must be ≥ 0")
 
 
 @dataclass(frozen=True)
@@ -68,13 +55,13 @@ class Usage:
 
 
 class Ledger(Protocol):
-    def reserve(self, key: str, scopes: Sequence[Scope], usd: Decimal, tokens: int) -> bool:
+    async def reserve(self, key: str, scopes: Sequence[Scope], usd: Decimal, tokens: int) -> bool:
         """Reserve on every scope or none; False when a capped scope's settled + reserved +
         this amount would exceed its cap (USD or tokens). Idempotent per key: a key with a
         live reservation or a settlement returns True and adds nothing."""
         ...
 
-    def settle(
+    async def settle(
         self, key: str, usd: Decimal, tokens: int, scopes: Sequence[Scope] | None = None
     ) -> None:
         """Replace the key's reservation, or its previous settlement (the last wins), by
@@ -82,55 +69,17 @@ class Ledger(Protocol):
         exceed a cap. KeyError only when the key is unknown and ``scopes`` is None."""
         ...
 
-    def release(self, key: str) -> None:
-        """Drop an unsettled reservation (no-op when settled, released or unknown)."""
+    async def release(self, key: str, scopes: Sequence[Scope] | None = None) -> None:
+        """Drop an unsettled reservation (no-op when settled, released or unknown);
+        ``scopes``, the ones it was reserved on, save a read."""
         ...
 
-    def usage(self, scope_id: str) -> Usage: ...
+    def usage(self, scope_id: str) -> Usage:
+        """A scope's totals now (synchronous: for operators, never on the I/O loop)."""
+        ...
 
 
-# ---------------------------------------------------------------- scopes and units
-
-
-def budget_scopes(
-    spec: BudgetSpec,
-    tenant: str,
-    job_id: str,
-    tier: str,
-    now: datetime,
-    *,
-    job_ttl_s: int = JOB_SCOPE_TTL_S,
-) -> list[Scope]:
-    """The four scopes a call is charged to, capped or not (uncapped ones still track
-    usage): tenant per UTC day, tenant per UTC month (tenant caps fall back to ``"*"``),
-    the job, the job and tier. ``now`` must be timezone-aware."""
-    if now.tzinfo is None:
-        raise ValueError("budget_scopes needs a timezone-aware `now` (e.g. datetime.now(UTC))")
-    now = now.astimezone(UTC)
-    day = datetime(now.year, now.month, now.day, tzinfo=UTC)
-    month = datetime(now.year, now.month, 1, tzinfo=UTC)
-    next_month = datetime(now.year + now.month // 12, now.month % 12 + 1, 1, tzinfo=UTC)
-
-    def until(end: datetime) -> int:
-        return int(-(-(end - now).total_seconds() // 1)) + PERIOD_MARGIN_S
-
-    def scope(scope_id: str, limit: BudgetLimit, ttl_s: int) -> Scope:
-        return Scope(scope_id, limit.usd, limit.tokens, ttl_s)
-
-    return [
-        scope(
-            f"tenant:{tenant}:day:{day:%Y-%m-%d}",
-            spec.for_tenant(spec.tenant_day, tenant),
-            until(day + timedelta(days=1)),
-        ),
-        scope(
-            f"tenant:{tenant}:month:{month:%Y-%m}",
-            spec.for_tenant(spec.tenant_month, tenant),
-            until(next_month),
-        ),
-        scope(f"job:{job_id}", spec.job, job_ttl_s),
-        scope(f"job:{job_id}:tier:{tier}", spec.tier.get(tier, BudgetLimit()), job_ttl_s),
-    ]
+# ---------------------------------------------------------------- units
 
 
 def to_pico(usd: Decimal, rounding: str = ROUND_HALF_EVEN) -> int:
@@ -206,7 +155,7 @@ class MemoryLedger:
         counters.purge(now)
         return counters
 
-    def reserve(self, key: str, scopes: Sequence[Scope], usd: Decimal, tokens: int) -> bool:
+    async def reserve(self, key: str, scopes: Sequence[Scope], usd: Decimal, tokens: int) -> bool:
         _check(scopes, tokens)
         amount = to_pico(usd, ROUND_CEILING)
         with self._lock:
@@ -230,7 +179,7 @@ class MemoryLedger:
             self._records[key] = _Record("reserved", amount, tokens, ids, expires)
             return True
 
-    def settle(
+    async def settle(
         self, key: str, usd: Decimal, tokens: int, scopes: Sequence[Scope] | None = None
     ) -> None:
         _check(scopes or (), tokens)
@@ -251,7 +200,7 @@ class MemoryLedger:
                 c.add("settled", amount, tokens)
             self._records[key] = _Record("settled", amount, tokens, rec.scopes)
 
-    def release(self, key: str) -> None:
+    async def release(self, key: str, scopes: Sequence[Scope] | None = None) -> None:
         with self._lock:
             rec = self._records.get(key)
             if rec is None or rec.state != "reserved":
@@ -274,155 +223,6 @@ class MemoryLedger:
 
 # ---------------------------------------------------------------- Redis
 
-# Shared helpers, prepended to every script. A scope hash holds settled_usd, reserved_usd,
-# settled_tokens, reserved_tokens and total_usd / total_tokens (= settled + reserved), all
-# integer strings. A pending member is "<usd pico>|<tokens>|<key>", scored by expiry (ms).
-_HELPERS = """
-local function neg(s) if s == '0' then return '0' end return '-' .. s end
-local function exceeds(total, cap)
-  if string.byte(total, 1) == 45 then return false end
-  if #total ~= #cap then return #total > #cap end
-  for i = 1, #total do
-    local a, b = string.byte(total, i), string.byte(cap, i)
-    if a ~= b then return a > b end
-  end
-  return false
-end
-local function add(h, kind, usd, tokens)
-  redis.call('HINCRBY', h, kind .. '_usd', usd)
-  redis.call('HINCRBY', h, kind .. '_tokens', tokens)
-  redis.call('HINCRBY', h, 'total_usd', usd)
-  redis.call('HINCRBY', h, 'total_tokens', tokens)
-end
-local function now_ms()
-  local t = redis.call('TIME')
-  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-end
-local function purge(h, z, now)
-  local cutoff = string.format('%d', now)
-  local expired = redis.call('ZRANGEBYSCORE', z, '-inf', cutoff)
-  for _, m in ipairs(expired) do
-    local usd, tokens = string.match(m, '^(%d+)|(%d+)|')
-    add(h, 'reserved', neg(usd), neg(tokens))
-  end
-  if #expired > 0 then redis.call('ZREMRANGEBYSCORE', z, '-inf', cutoff) end
-end
-local function unpend(h, z, member, usd, tokens)
-  if member and redis.call('ZREM', z, member) == 1 then
-    add(h, 'reserved', neg(usd), neg(tokens))
-  end
-end
-local function touch(h, z, ttl)
-  redis.call('EXPIRE', h, ttl)
-  redis.call('EXPIRE', z, ttl)
-end
-"""
-
-# KEYS[1] reservation record hash; KEYS[1+i] scope i hash, KEYS[1+n+i] scope i pending zset
-# ARGV[1] n scopes, ARGV[2] usd (pico, ceil), ARGV[3] tokens, ARGV[4] reservation TTL ms,
-# ARGV[5] record TTL s, ARGV[6] scope ids JSON, ARGV[7] scope TTLs JSON, ARGV[8] pending
-# member, then per scope i: ARGV[6+3i] USD cap (pico, '' = none), ARGV[7+3i] token cap
-# ('' = none), ARGV[8+3i] TTL s
-# Returns 1 when reserved now or already (a live reservation, or settled), 0 when over a cap.
-# Each total is raised, compared as a decimal string with the cap, then put back; on
-# success add() raises it for good.
-_RESERVE_LUA = (
-    _HELPERS
-    + """
-local now = now_ms()
-local rec = redis.call('HMGET', KEYS[1], 'state', 'exp')
-if rec[1] == 'settled' or (rec[1] == 'reserved' and tonumber(rec[2]) > now) then return 1 end
-local n = tonumber(ARGV[1])
-for i = 1, n do purge(KEYS[1 + i], KEYS[1 + n + i], now) end
-local over, done = false, 0
-for i = 1, n do
-  local h, usd_cap, tok_cap = KEYS[1 + i], ARGV[6 + 3 * i], ARGV[7 + 3 * i]
-  redis.call('HINCRBY', h, 'total_usd', ARGV[2])
-  redis.call('HINCRBY', h, 'total_tokens', ARGV[3])
-  done = i
-  if (usd_cap ~= '' and exceeds(redis.call('HGET', h, 'total_usd'), usd_cap))
-    or (tok_cap ~= '' and exceeds(redis.call('HGET', h, 'total_tokens'), tok_cap)) then
-    over = true
-    break
-  end
-end
-for i = 1, done do
-  redis.call('HINCRBY', KEYS[1 + i], 'total_usd', neg(ARGV[2]))
-  redis.call('HINCRBY', KEYS[1 + i], 'total_tokens', neg(ARGV[3]))
-  redis.call('EXPIRE', KEYS[1 + i], ARGV[8 + 3 * i])
-end
-if over then return 0 end
-local exp = string.format('%d', now + tonumber(ARGV[4]))
-for i = 1, n do
-  add(KEYS[1 + i], 'reserved', ARGV[2], ARGV[3])
-  redis.call('ZADD', KEYS[1 + n + i], exp, ARGV[8])
-  touch(KEYS[1 + i], KEYS[1 + n + i], ARGV[8 + 3 * i])
-end
-redis.call('DEL', KEYS[1])
-redis.call('HSET', KEYS[1], 'state', 'reserved', 'usd', ARGV[2], 'tokens', ARGV[3],
-  'exp', exp, 'member', ARGV[8], 'scopes', ARGV[6], 'ttls', ARGV[7])
-redis.call('EXPIRE', KEYS[1], ARGV[5])
-return 1
-"""
-)
-
-# KEYS as for reserve, built from the scope ids of ARGV[2]
-# ARGV[1] n scopes, ARGV[2] scope ids JSON, ARGV[3] scope TTLs JSON, ARGV[4] usd (pico),
-# ARGV[5] tokens, ARGV[6] record TTL s, ARGV[6+i] scope i TTL s
-# Returns 1 when settled (on the record's scopes, or on ARGV[2] when there is no record),
-# -1 when the record's scopes are not ARGV[2] (the caller reads them and retries).
-_SETTLE_LUA = (
-    _HELPERS
-    + """
-local rec = redis.call('HMGET', KEYS[1], 'scopes', 'state', 'usd', 'tokens', 'member')
-if rec[1] and rec[1] ~= ARGV[2] then return -1 end
-local n = tonumber(ARGV[1])
-for i = 1, n do
-  local h, z = KEYS[1 + i], KEYS[1 + n + i]
-  if rec[2] == 'reserved' then unpend(h, z, rec[5], rec[3], rec[4])
-  elseif rec[2] == 'settled' then add(h, 'settled', neg(rec[3]), neg(rec[4])) end
-  add(h, 'settled', ARGV[4], ARGV[5])
-  touch(h, z, ARGV[6 + i])
-end
-redis.call('DEL', KEYS[1])
-redis.call('HSET', KEYS[1], 'state', 'settled', 'usd', ARGV[4], 'tokens', ARGV[5],
-  'scopes', ARGV[2], 'ttls', ARGV[3])
-redis.call('EXPIRE', KEYS[1], ARGV[6])
-return 1
-"""
-)
-
-# KEYS as for reserve, built from the scope ids of ARGV[2]
-# ARGV[1] n scopes, ARGV[2] the record's scope ids JSON as read by the caller
-# Returns 1 when released, 0 when there was nothing to release (no record, settled,
-# released), -1 when the record's scopes are not ARGV[2] (the caller retries).
-_RELEASE_LUA = (
-    _HELPERS
-    + """
-local rec = redis.call('HMGET', KEYS[1], 'scopes', 'state', 'usd', 'tokens', 'member')
-if not rec[1] then return 0 end
-if rec[1] ~= ARGV[2] then return -1 end
-if rec[2] ~= 'reserved' then return 0 end
-local n = tonumber(ARGV[1])
-for i = 1, n do unpend(KEYS[1 + i], KEYS[1 + n + i], rec[5], rec[3], rec[4]) end
-redis.call('HSET', KEYS[1], 'state', 'released')
-redis.call('HDEL', KEYS[1], 'member', 'exp')
-return 1
-"""
-)
-
-# KEYS[1] scope hash, KEYS[2] scope pending zset
-# Returns {settled_usd, reserved_usd, settled_tokens, reserved_tokens} after dropping
-# expired reservations (integer strings, or false for 0).
-_USAGE_LUA = (
-    _HELPERS
-    + """
-purge(KEYS[1], KEYS[2], now_ms())
-return redis.call('HMGET', KEYS[1], 'settled_usd', 'reserved_usd', 'settled_tokens',
-  'reserved_tokens')
-"""
-)
-
 _Placement = tuple[list[str], list[int]]  # scope ids, their TTLs
 
 
@@ -437,33 +237,39 @@ def _json(value: Any) -> str:
 class RedisLedger:
     """The ledger in Redis, shared by every worker; each operation is one Lua call.
 
+    ``reserve`` / ``settle`` / ``release`` run on ``aio`` (this process's ``redis.asyncio``
+    client of the running loop); ``usage`` on ``client`` (synchronous, for operators: a
+    ledger made from ``client`` alone can only read).
+
     Every key a script touches is declared in KEYS, so settle and release must know the
-    scopes the key was reserved on: settle first tries the scopes it was given (one round
-    trip when they match, or when the key is unknown), release reads them; the script
-    checks them and asks for a retry when the stored ones differ."""
+    scopes the key was reserved on: they first try the scopes they were given (one round
+    trip when they match, or when the key is unknown), else read the stored ones; the
+    script checks them and asks for a retry when the stored ones differ."""
 
     _RETRIES = 8
+    _RESERVE = Script(ledger_lua.RESERVE)
+    _SETTLE = Script(ledger_lua.SETTLE)
+    _RELEASE = Script(ledger_lua.RELEASE)
 
     def __init__(
         self,
-        client: redis.Redis,
+        client: redis.Redis | None,
         prefix: str = "br:ledger:",
         reservation_ttl_s: float = 3600,
         *,
         record_ttl_s: int = RECORD_TTL_S,
+        aio: LoopRedis | None = None,
     ) -> None:
         self._r = client
+        self._aio = aio
         self._prefix = prefix
         self._ttl_ms = int(reservation_ttl_s * 1000)
         self._record_ttl = max(record_ttl_s, int(-(-reservation_ttl_s // 1)))
-        self._reserve = client.register_script(_RESERVE_LUA)
-        self._settle = client.register_script(_SETTLE_LUA)
-        self._release = client.register_script(_RELEASE_LUA)
-        self._usage = client.register_script(_USAGE_LUA)
+        self._usage = client.register_script(ledger_lua.USAGE) if client is not None else None
 
     @classmethod
     def from_url(cls, url: str, **kwargs: Any) -> RedisLedger:
-        return cls(redis.Redis.from_url(url, decode_responses=True), **kwargs)
+        return cls(connections.client(url), aio=LoopRedis(url), **kwargs)
 
     def record_key(self, key: str) -> str:
         """Hash: one key's reservation or settlement (state, usd, tokens, exp, member,
@@ -485,11 +291,17 @@ class RedisLedger:
             *(self.pending_key(s) for s in scope_ids),
         ]
 
-    def _stored(self, key: str) -> _Placement | None:
-        ids, ttls = (_text(v) for v in self._r.hmget(self.record_key(key), ["scopes", "ttls"]))
+    def _client(self) -> redis.asyncio.Redis:
+        if self._aio is None:
+            raise RuntimeError("this RedisLedger was made without aio=: it can only read usage")
+        return self._aio.client()
+
+    async def _stored(self, key: str) -> _Placement | None:
+        raw = await self._client().hmget(self.record_key(key), ["scopes", "ttls"])
+        ids, ttls = (_text(v) for v in raw)
         return None if ids is None or ttls is None else (json.loads(ids), json.loads(ttls))
 
-    def reserve(self, key: str, scopes: Sequence[Scope], usd: Decimal, tokens: int) -> bool:
+    async def reserve(self, key: str, scopes: Sequence[Scope], usd: Decimal, tokens: int) -> bool:
         _check(scopes, tokens)
         amount = to_pico(usd, ROUND_CEILING)
         ids = [s.id for s in scopes]
@@ -498,39 +310,50 @@ class RedisLedger:
         for s in scopes:
             cap = "" if s.usd is None else to_pico(s.usd, ROUND_FLOOR)
             args += [cap, "" if s.tokens is None else s.tokens, s.ttl_s]
-        return bool(int(self._reserve(keys=self._keys(key, ids), args=args)) == 1)
+        done = await self._RESERVE.run(self._client(), self._keys(key, ids), args)
+        return int(done) == 1
 
-    def settle(
+    async def settle(
         self, key: str, usd: Decimal, tokens: int, scopes: Sequence[Scope] | None = None
     ) -> None:
         _check(scopes or (), tokens)
         amount = to_pico(usd)
-        given = None if scopes is None else ([s.id for s in scopes], [s.ttl_s for s in scopes])
+        given = _placement(scopes)
         guess = given
         for _ in range(self._RETRIES):
             if guess is None:
-                guess = self._stored(key) or given
+                guess = await self._stored(key) or given
             if guess is None:
                 raise KeyError(f"unknown ledger key {key!r} and no scopes given")
             ids, ttls = guess
             args: list[Any] = [len(ids), _json(ids), _json(ttls), amount, tokens]
             args += [self._record_ttl, *ttls]
-            if int(self._settle(keys=self._keys(key, ids), args=args)) == 1:
+            if int(await self._SETTLE.run(self._client(), self._keys(key, ids), args)) == 1:
                 return
             guess = None
         raise RuntimeError(f"ledger key {key!r} kept changing during settle")
 
-    def release(self, key: str) -> None:
+    async def release(self, key: str, scopes: Sequence[Scope] | None = None) -> None:
+        guess = _placement(scopes)
         for _ in range(self._RETRIES):
-            stored = self._stored(key)
-            if stored is None:
+            if guess is None:
+                guess = await self._stored(key)
+                if guess is None:
+                    return
+            ids = guess[0]
+            args = [len(ids), _json(ids)]
+            if int(await self._RELEASE.run(self._client(), self._keys(key, ids), args)) >= 0:
                 return
-            ids = stored[0]
-            if int(self._release(keys=self._keys(key, ids), args=[len(ids), _json(ids)])) >= 0:
-                return
+            guess = None
         raise RuntimeError(f"ledger key {key!r} kept changing during release")
 
     def usage(self, scope_id: str) -> Usage:
+        if self._usage is None:
+            raise RuntimeError("this RedisLedger was made without a synchronous client")
         keys = [self.scope_key(scope_id), self.pending_key(scope_id)]
         su, ru, st, rt = (int(_text(v) or 0) for v in self._usage(keys=keys, args=[]))
         return Usage(from_pico(su), from_pico(ru), st, rt)
+
+
+def _placement(scopes: Sequence[Scope] | None) -> _Placement | None:
+    return None if scopes is None else ([s.id for s in scopes], [s.ttl_s for s in scopes])

@@ -24,8 +24,10 @@ from routing.plan import JobContext, JobPlan
 from routing.policy import Policy
 from workers import stages
 from workers.finalize import fail_job, failure_reason, finalize
+from workers.runtime import Runtime
 from workers.settings import ProviderOverride, Settings
-from workers.simprovider import SimConfig, SimServer
+from workers.sim.config import SimConfig
+from workers.sim.server import SimServer
 
 log = logging.getLogger("batch_router.local")
 
@@ -39,7 +41,7 @@ class _Failed(Exception):
 
 
 class _InlineSink:
-    def __init__(self, rt: stages.Runtime) -> None:
+    def __init__(self, rt: Runtime) -> None:
         self._rt = rt
         self.finalize_due = False
 
@@ -73,7 +75,7 @@ def simulated_providers(policy: Policy, settings: Settings) -> Iterator[Settings
 
 
 def run_job(
-    rt: stages.Runtime,
+    rt: Runtime,
     plan: JobPlan,
     threads: int = 2,
     on_chunk: Callable[[int], None] | None = None,
@@ -96,7 +98,7 @@ def run_job(
 
 
 def _run_chunks(
-    rt: stages.Runtime, plan: JobPlan, threads: int, on_chunk: Callable[[int], None] | None
+    rt: Runtime, plan: JobPlan, threads: int, on_chunk: Callable[[int], None] | None
 ) -> None:
     """Ingest (and dispatch, inline) every chunk; on the first failure the chunks not yet
     started are cancelled and it is raised as :class:`_Failed`."""
@@ -123,7 +125,7 @@ def _run_chunks(
             raise
 
 
-def _fail(rt: stages.Runtime, ctx: JobContext, failed: _Failed) -> str:
+def _fail(rt: Runtime, ctx: JobContext, failed: _Failed) -> str:
     """Fail the job once with the reason; return the one line the caller shows."""
     reason = failure_reason(failed.exc, failed.failed_in)
     try:

@@ -33,11 +33,15 @@ import os
 import sys
 import threading
 import traceback
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import UTC, datetime
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, TypedDict
 
 from workers import redact
+
+if TYPE_CHECKING:
+    from celery import Celery
+    from celery.apps.worker import Worker
 
 FORMAT_ENV = "LOG_FORMAT"
 CONTEXT_FIELDS = ("task", "task_id", "job_id", "chunk", "tier")
@@ -61,18 +65,19 @@ _RECORD_ATTRS = frozenset(vars(logging.LogRecord("", 0, "", 0, "", (), None))) |
     "taskName",
 }
 _MAX_EXTRA_CHARS = 2000
+Scalar = str | int | float | bool | None  # what a record's extra value is written as
 
-_context: contextvars.ContextVar[Mapping[str, Any] | None] = contextvars.ContextVar(
+_context: contextvars.ContextVar[Mapping[str, object] | None] = contextvars.ContextVar(
     "batch_router_log_context", default=None
 )
-_process_context: dict[str, Any] = {}  # the main thread's task, for the I/O loop thread
-_static: dict[str, Any] = {}  # per process: e.g. the Celery node name
+_process_context: dict[str, object] = {}  # the main thread's task, for the I/O loop thread
+_static: dict[str, object] = {}  # per process: e.g. the Celery node name
 
 
 # ---------------------------------------------------------------- context
 
 
-def bind(**fields: Any) -> contextvars.Token[Mapping[str, Any] | None]:
+def bind(**fields: object) -> contextvars.Token[Mapping[str, object] | None]:
     """Attach ``fields`` (job_id, chunk, tier, task, task_id…) to every record logged by
     this task until :func:`unbind`. ``None`` values are dropped."""
     values = {k: v for k, v in fields.items() if v is not None}
@@ -84,7 +89,7 @@ def bind(**fields: Any) -> contextvars.Token[Mapping[str, Any] | None]:
     return _context.set(values)
 
 
-def unbind(token: contextvars.Token[Mapping[str, Any] | None] | None = None) -> None:
+def unbind(token: contextvars.Token[Mapping[str, object] | None] | None = None) -> None:
     if token is not None:
         with contextlib.suppress(ValueError):  # a token from another context
             _context.reset(token)
@@ -97,7 +102,7 @@ def unbind(token: contextvars.Token[Mapping[str, Any] | None] | None = None) -> 
 
 
 @contextlib.contextmanager
-def bound(**fields: Any) -> Iterator[None]:
+def bound(**fields: object) -> Iterator[None]:
     token = bind(**fields)
     try:
         yield
@@ -105,7 +110,7 @@ def bound(**fields: Any) -> Iterator[None]:
         unbind(token)
 
 
-def current() -> dict[str, Any]:
+def current() -> dict[str, object]:
     """The fields bound for the code running now (empty outside a task)."""
     values = _context.get()
     if values is None:
@@ -113,26 +118,37 @@ def current() -> dict[str, Any]:
     return dict(values)
 
 
-def set_static(**fields: Any) -> None:
+def set_static(**fields: object) -> None:
     """Fields written on every record of this process (e.g. ``worker`` = the node name)."""
     _static.update({k: v for k, v in fields.items() if v is not None})
 
 
-def task_fields(name: str, args: Any, kwargs: Any) -> dict[str, Any]:
+class TaskFields(TypedDict, total=False):
+    """The log fields of a task call, as its message carries them (absent when null)."""
+
+    job_id: str
+    chunk: int
+    tier: str
+
+
+def task_fields(
+    name: str, args: Sequence[object] | None, kwargs: Mapping[str, object] | None
+) -> TaskFields:
     """job_id / chunk / tier of a batch-router task call (``ingest``, ``dispatch``,
     ``finalize``: the job context first, then the chunk ref or the routed batch)."""
     args = list(args or ())
     kwargs = dict(kwargs or {})
     ctx = args[0] if args else kwargs.get("ctx")
     detail = args[1] if len(args) > 1 else kwargs.get("batch") or kwargs.get("chunk")
-    out: dict[str, Any] = {}
-    if isinstance(ctx, Mapping):
-        out["job_id"] = ctx.get("job_id")
+    out = TaskFields()
+    if isinstance(ctx, Mapping) and ctx.get("job_id") is not None:
+        out["job_id"] = ctx["job_id"]
     if isinstance(detail, Mapping):
-        out["chunk"] = detail.get("chunk")
-        if name == "dispatch":
-            out["tier"] = detail.get("tier")
-    return {k: v for k, v in out.items() if v is not None}
+        if detail.get("chunk") is not None:
+            out["chunk"] = detail["chunk"]
+        if name == "dispatch" and detail.get("tier") is not None:
+            out["tier"] = detail["tier"]
+    return out
 
 
 class ContextFilter(logging.Filter):
@@ -148,7 +164,7 @@ class ContextFilter(logging.Filter):
 # ---------------------------------------------------------------- formatting
 
 
-def _scalar(value: Any) -> Any:
+def _scalar(value: object) -> Scalar:
     if value is None or isinstance(value, bool | int | float):
         return value
     text = redact.redact(str(value))  # before the cut, which could leave a secret's prefix
@@ -161,7 +177,7 @@ class JsonFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         ts = datetime.fromtimestamp(record.created, UTC)
-        out: dict[str, Any] = {
+        out: dict[str, object] = {
             "ts": ts.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ts.microsecond // 1000:03d}Z",
             "level": record.levelname,
             "logger": record.name,
@@ -231,7 +247,7 @@ def configure(
 # ---------------------------------------------------------------- Celery wiring
 
 
-def install(app: Any) -> None:
+def install(app: Celery) -> None:
     """Make every ``celery`` process of ``app`` log through :func:`configure`.
 
     ``setup_logging`` having a receiver tells Celery not to configure logging itself. The
@@ -243,13 +259,14 @@ def install(app: Any) -> None:
 
     redact.register(getattr(app.conf, "batch_router_settings", None))
 
-    @signals.setup_logging.connect(weak=False)
-    def _setup_logging(loglevel: Any = None, **_: Any) -> None:
+    def _setup_logging(loglevel: int | str | None = None, **_: object) -> None:
         configure(loglevel or logging.INFO)
 
-    @signals.celeryd_init.connect(weak=False)
     def _worker_init(
-        sender: Any = None, instance: Any = None, options: Any = None, **_: Any
+        sender: str | None = None,
+        instance: Worker | None = None,
+        options: Mapping[str, object] | None = None,
+        **_: object,
     ) -> None:
         from celery.utils.log import mlevel
 
@@ -259,8 +276,9 @@ def install(app: Any) -> None:
         if instance is not None and log_format() == "json":
             instance.quiet = True  # no ASCII banner: JSON only
 
-    @signals.celeryd_after_setup.connect(weak=False)
-    def _worker_ready(sender: Any = None, instance: Any = None, **_: Any) -> None:
+    def _worker_ready(
+        sender: str | None = None, instance: Worker | None = None, **_: object
+    ) -> None:
         if instance is None:
             return
         queues = sorted(instance.app.amqp.queues.consume_from or ())
@@ -273,3 +291,9 @@ def install(app: Any) -> None:
         )
         if getattr(instance, "redirect_stdouts", False):
             instance.app.log.redirect_stdouts(instance.redirect_stdouts_level)
+
+    # Connected by call, not as decorators: Celery's signals are untyped, and a decorator
+    # returning Any would erase the receivers' types.
+    signals.setup_logging.connect(_setup_logging, weak=False)
+    signals.celeryd_init.connect(_worker_init, weak=False)
+    signals.celeryd_after_setup.connect(_worker_ready, weak=False)

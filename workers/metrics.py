@@ -1,12 +1,13 @@
-"""Prometheus metrics: what the workers count, and the exporter that serves them.
+"""Prometheus metrics: what the workers count (the exporter that serves them with what only
+Redis knows is ``workers/exporter.py``).
 
 Celery workers are prefork: a pool of processes, on several machines. Each process counts
 into its own files under ``PROMETHEUS_MULTIPROC_DIR`` (prometheus_client's multiprocess
-mode); one exporter process, ``python -m workers.metrics``, adds them up on every scrape
+mode); one exporter process, ``python -m workers.exporter``, adds them up on every scrape
 and reads what only Redis knows — queue depths and breaker states — at that moment::
 
-    PROMETHEUS_MULTIPROC_DIR=/var/lib/batch-router/metrics celery -A workers.app worker …
-    PROMETHEUS_MULTIPROC_DIR=/var/lib/batch-router/metrics python -m workers.metrics --port 9808
+    PROMETHEUS_MULTIPROC_DIR=/var/lib/batch-router/metrics celery -A workers.worker worker …
+    PROMETHEUS_MULTIPROC_DIR=/var/lib/batch-router/metrics python -m workers.exporter --port 9808
 
 Every worker process of a fleet and the exporter must see the same directory (one shared
 volume in docker-compose.yml). Without ``PROMETHEUS_MULTIPROC_DIR`` the counters stay in
@@ -37,18 +38,17 @@ Metrics (all ``batch_router_*``; labels in braces):
 
 from __future__ import annotations
 
-import argparse
 import logging
 import os
 import re
-import signal
 import socket
-import sys
 import threading
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable
 from decimal import Decimal
-from typing import Any
+
+from routing.resilience import Scope
+from workers.ledger import Ledger
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 DEFAULT_PORT = 9808
@@ -71,20 +71,16 @@ def _prepare_multiprocess() -> None:
     from prometheus_client import values
 
     host = re.sub(r"[^A-Za-z0-9.-]", "-", socket.gethostname()) or "host"
-    values.ValueClass = values.MultiProcessValue(lambda: f"{host}-{os.getpid()}")
+    values.ValueClass = values.MultiProcessValue(lambda: f"{host}-{os.getpid()}")  # type: ignore[no-untyped-call]  # untyped upstream
 
 
 _prepare_multiprocess()
 
 from prometheus_client import (  # noqa: E402  (after the value class is chosen)
-    CollectorRegistry,
     Counter,
     Gauge,
     Histogram,
-    start_http_server,
 )
-from prometheus_client.core import GaugeMetricFamily  # noqa: E402
-from prometheus_client.registry import Collector  # noqa: E402
 
 LATENCY_BUCKETS = (0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 15.0, 30.0, 60.0, 120.0)
 TASK_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 900.0)
@@ -219,13 +215,13 @@ _budget_seen: dict[str, float] = {}
 _budget_lock = threading.Lock()
 
 
-def observe_budgets(ledger: Any, scopes: Iterable[Any], now: float | None = None) -> None:
+def observe_budgets(ledger: Ledger, scopes: Iterable[Scope], now: float | None = None) -> None:
     """:func:`set_budget_remaining` for each USD-capped ``workers.ledger.Scope``, reading
     its usage from ``ledger`` at most every ``BUDGET_REFRESH_S`` per scope and process
     (one ``usage`` call each; uncapped scopes cost nothing). Never raises."""
     now = time.monotonic() if now is None else now
     for scope in scopes:
-        cap = getattr(scope, "usd", None)
+        cap = scope.usd
         if cap is None:
             continue
         with _budget_lock:
@@ -242,172 +238,3 @@ def observe_budgets(ledger: Any, scopes: Iterable[Any], now: float | None = None
 def observe_task(task: str, tier: str | None, seconds: float, outcome: str) -> None:
     """A Celery task finished (``success``, ``retry``, ``failure``): from task signals."""
     TASK_DURATION.labels(task, tier or "", outcome).observe(max(seconds, 0.0))
-
-
-# ---------------------------------------------------------------- the exporter
-
-
-BREAKER_STATES = {"closed": 0, "half_open": 1, "open": 2}
-_BREAKER_KEY = re.compile(r"^br:breaker:\{(.+)\}$")
-# kombu's Redis transport: a queue is a list named after it, plus one list per priority
-# step above 0, named ``<queue>\x06\x16<step>``; delivered, unacked messages are in a hash.
-_PRIORITY_SEP = "\x06\x16"
-_PRIORITY_STEPS = (3, 6, 9)
-_UNACKED_KEY = "unacked"
-_BINDINGS = "_kombu.binding.*"
-
-
-def queue_keys(queue: str) -> list[str]:
-    return [queue, *(f"{queue}{_PRIORITY_SEP}{step}" for step in _PRIORITY_STEPS)]
-
-
-def _ours(queue: str) -> bool:
-    return queue in ("ingest", "finalize") or queue.startswith("tier.")
-
-
-class RedisCollector(Collector):
-    """Reads queue depths and breaker states from Redis at each scrape."""
-
-    def __init__(self, broker: Any, state: Any, queues: Sequence[str]) -> None:
-        self._broker = broker
-        self._state = state
-        self._queues = list(queues)
-
-    def queues(self) -> list[str]:
-        """The configured queues, plus every ``ingest`` / ``finalize`` / ``tier.*`` queue
-        the broker has a binding for (a job's policy may name other tiers)."""
-        found = set(self._queues)
-        for key in self._broker.scan_iter(match=_BINDINGS, count=500):
-            for member in self._broker.smembers(key):
-                text = member.decode() if isinstance(member, bytes) else str(member)
-                queue = text.split(_PRIORITY_SEP)[-1]
-                if _ours(queue):
-                    found.add(queue)
-        return sorted(found)
-
-    def depths(self) -> dict[str, int]:
-        queues = self.queues()
-        pipe = self._broker.pipeline(transaction=False)
-        for queue in queues:
-            for key in queue_keys(queue):
-                pipe.llen(key)
-        counts = pipe.execute()
-        step = len(_PRIORITY_STEPS) + 1
-        return {q: sum(counts[i * step : (i + 1) * step]) for i, q in enumerate(queues)}
-
-    def breakers(self) -> dict[str, str]:
-        from routing.resilience import BreakerSpec
-        from workers.breaker import RedisBreaker
-
-        breaker = RedisBreaker(self._state, BreakerSpec())
-        states = {}
-        for key in self._state.scan_iter(match="br:breaker:*", count=500):
-            text = key.decode() if isinstance(key, bytes) else str(key)
-            match = _BREAKER_KEY.match(text)
-            if match:
-                states[match.group(1)] = breaker.state(match.group(1))
-        return states
-
-    def collect(self) -> Iterator[GaugeMetricFamily]:
-        up = GaugeMetricFamily(f"{NAMESPACE}_redis_up", "1 when this scrape could read Redis")
-        try:
-            depths = self.depths()
-            unacked = int(self._broker.hlen(_UNACKED_KEY))
-            breakers = self.breakers()
-        except Exception as exc:
-            log.warning("redis metrics unavailable: %s", exc)
-            up.add_metric([], 0)
-            yield up
-            return
-        up.add_metric([], 1)
-        yield up
-        depth = GaugeMetricFamily(
-            f"{NAMESPACE}_queue_depth", "Messages waiting in a queue", labels=["queue"]
-        )
-        for queue, n in depths.items():
-            depth.add_metric([queue], n)
-        yield depth
-        yield GaugeMetricFamily(
-            f"{NAMESPACE}_queue_unacked",
-            "Messages delivered to workers and not yet acknowledged (all queues)",
-            value=unacked,
-        )
-        state = GaugeMetricFamily(
-            f"{NAMESPACE}_breaker_state",
-            "Circuit breaker per provider/model: 0 closed, 1 half-open, 2 open",
-            labels=["target"],
-        )
-        for target, name in sorted(breakers.items()):
-            state.add_metric([target], BREAKER_STATES.get(name, 0))
-        yield state
-
-
-def default_queues() -> list[str]:
-    """``ingest``, ``finalize`` and the tier queues of the configured policy."""
-    from routing.policy import load_policy
-    from workers.settings import Settings
-
-    queues = ["ingest", "finalize"]
-    try:
-        path = Settings().policy_path
-        queues += [f"tier.{t}" for t in load_policy(path).tier_names]
-    except Exception as exc:  # the exporter still serves what it can
-        log.warning("policy not loaded, tier queues found from the broker only: %s", exc)
-    return queues
-
-
-def build_registry(
-    broker_url: str, state_url: str, queues: Sequence[str], multiproc_dir: str | None
-) -> CollectorRegistry:
-    import redis
-
-    registry = CollectorRegistry()
-    if multiproc_dir:
-        from prometheus_client import multiprocess
-
-        multiprocess.MultiProcessCollector(registry, path=multiproc_dir)
-    broker = redis.Redis.from_url(broker_url, socket_timeout=5)
-    state = broker if state_url == broker_url else redis.Redis.from_url(state_url, socket_timeout=5)
-    registry.register(RedisCollector(broker, state, queues))
-    return registry
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m workers.metrics [--host 127.0.0.1] [--port 9808] [--queue Q]…``"""
-    from workers import logs, redact
-    from workers.settings import Settings
-
-    parser = argparse.ArgumentParser(
-        prog="python -m workers.metrics",
-        description="Prometheus exporter of batch-router: worker counters from "
-        f"${MULTIPROC_ENV}, queue depths and breaker states from Redis.",
-    )
-    parser.add_argument("--host", default="127.0.0.1", help="address to bind (127.0.0.1)")
-    parser.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"({DEFAULT_PORT})")
-    parser.add_argument(
-        "--queue", action="append", default=[], help="a queue to report beyond the defaults"
-    )
-    args = parser.parse_args(argv)
-    logs.configure(logging.INFO)
-    settings = Settings()
-    redact.register(settings)
-    if not settings.distributed:
-        log.error("no broker configured: set BATCH_ROUTER_BROKER_URL=redis://…")
-        return 2
-    multiproc_dir = _multiproc_dir()
-    if multiproc_dir is None:
-        log.warning("%s is not set: serving the Redis metrics only", MULTIPROC_ENV)
-    queues = [*default_queues(), *args.queue]
-    registry = build_registry(settings.broker(), settings.state_redis(), queues, multiproc_dir)
-    server, _ = start_http_server(args.port, addr=args.host, registry=registry)
-    log.info("metrics on http://%s:%d/metrics (queues %s)", args.host, args.port, queues)
-    stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
-    stop.wait()
-    server.shutdown()
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -38,7 +38,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from routing.errors import ConfigError, InputError, JobConflictError, PermanentError
 from routing.names import validate_job_id, validate_tenant
-from workers import keys
+from workers import connections, keys
 from workers.jobstate import RedisJobTracker
 from workers.settings import Settings
 
@@ -186,7 +186,7 @@ def tick(
     """Submit the latest due window of every schedule that has not been claimed yet; a
     window whose job is already registered (an earlier attempt failed after registering
     it) is adopted, not submitted again."""
-    r = client or redis.Redis.from_url(settings.state_redis(), decode_responses=True)
+    r = client or connections.state_client(settings)
     claim, unclaim = r.register_script(_CLAIM), r.register_script(_UNCLAIM)
     jobs = RedisJobTracker(r, settings.job_ttl_s)
     fired = []
@@ -222,13 +222,10 @@ def tick(
 
 
 def fleet_submit(settings: Settings, schedule: Schedule, window: datetime, job_id: str) -> None:
-    """Plan and enqueue the window's job as ``batch-router submit`` does.
-
-    Planning lives in the producer; it is imported here, at call time, because the tick
-    runs in a worker (the one place workers/ reaches up to producer/).
-    """
-    from producer.jobs import submit_job
+    """Plan and enqueue the window's job as ``batch-router submit`` does
+    (``workers.jobs.submit``)."""
     from routing.policy import load_policy
+    from workers.jobs.submit import submit_job
 
     policy = load_policy(schedule.policy or settings.policy_path)
     input_uri = schedule.render(schedule.input, window)

@@ -37,10 +37,10 @@ import pyarrow.compute as pc
 import redis
 
 from routing.plan import JobContext
-from workers import keys, layout
+from workers import connections, keys, layout
 
 if TYPE_CHECKING:
-    from workers.stages import Runtime
+    from workers.runtime import Runtime
 
 Item = tuple[str, str]  # (id digest, claimant "<chunk>:<input_row>")
 
@@ -133,7 +133,7 @@ def claims_for(rt: Runtime) -> IdClaims:
             return _MEMORY.setdefault(rt.tracker, MemoryIdClaims())
     url = rt.settings.state_redis()
     if url not in _REDIS:
-        _REDIS[url] = RedisIdClaims(redis.Redis.from_url(url))
+        _REDIS[url] = RedisIdClaims(connections.state_client(rt.settings, decode_responses=False))
     return _REDIS[url]
 
 

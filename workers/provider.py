@@ -1,31 +1,30 @@
-"""Provider calls over two wire protocols: OpenAI chat completions (the official ``openai``
-SDK, any OpenAI-compatible endpoint) and Anthropic Messages (the official ``anthropic``
-SDK, ``POST /v1/messages``); a provider's ``kind`` in the policy picks one.
+"""Provider transport: one call over one of two wire protocols, its errors classified,
+its answer parsed. OpenAI chat completions (the official ``openai`` SDK, any
+OpenAI-compatible endpoint) and Anthropic Messages (the official ``anthropic`` SDK,
+``POST /v1/messages``); a provider's ``kind`` in the policy picks one.
 
 Requests go through the SDK's generic ``post`` with plain-dict bodies and responses
 (``cast_to=object``): same transport, auth and typed errors, without the per-request
 TypedDict transform and pydantic parsing of ``chat.completions.create``, which cost
 ~3 ms of CPU per call here (measured on loopback with the simulated provider, 2,000
 calls, 64 in flight: ``create`` 260/s, ``post`` 1,143/s with the aiohttp transport; httpx
-466/s, so aiohttp is the default). The SDK's own retries are off; :func:`call_with_retry`
-applies the policy's retry rule (errors classified once into retryable and permanent,
-backoff with full jitter, ``Retry-After`` honoured). A tier's requests run
-concurrently, bounded by the tier's ``concurrency``.
+466/s, so aiohttp is the default). The SDK's own retries are off.
 
-:class:`TierExecutor` is the seam for provider-batch mode: a realtime executor calls
-the chat API now; a Batch API executor (submit a file, poll, collect) can implement the
-same ``run`` without its callers changing.
+This module makes **one** attempt (:func:`call_once`) and never retries, waits or counts:
+every outcome is a :class:`Completion`, a failure classified once (:func:`classify`) as
+retryable (429, 408, 5xx including Anthropic's 529, timeouts, connection errors) or
+permanent, with the provider's ``Retry-After`` and its text redacted (:func:`_failure`).
+What to do with an outcome — retries, backoff, breakers, rate limits, budgets, fallback,
+cascade — is the serving engine's (``workers/calls.py``, ``workers/attempts.py``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
-import random
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
-from typing import Any, Protocol
+from dataclasses import dataclass
+from typing import Any
 
 import anthropic
 import openai
@@ -35,8 +34,7 @@ from routing.errors import (
     ProviderPermanentError,
     ProviderRetryableError,
 )
-from routing.policy import ModelSpec, Policy, ProviderSpec, RetrySpec
-from routing.retry import backoff_delay, should_retry
+from routing.policy import ModelSpec, Policy, ProviderSpec
 from workers import redact
 from workers.aio import io_loop
 from workers.settings import Settings
@@ -91,10 +89,6 @@ _STOP_REASONS = {
     "tool_use": "tool_calls",
     "pause_turn": "stop",
 }
-
-
-class TierExecutor(Protocol):
-    def run(self, model: ModelSpec, requests: Sequence[ChatRequest]) -> list[Completion]: ...
 
 
 def resolve_endpoint(name: str, spec: ProviderSpec, settings: Settings) -> Endpoint:
@@ -192,30 +186,6 @@ def _messages_body(model: str, request: ChatRequest) -> dict[str, Any]:
     if request.system:
         body["system"] = request.system
     return body
-
-
-async def call_with_retry(
-    client: Client,
-    model: str,
-    request: ChatRequest,
-    retry: RetrySpec,
-    rng: random.Random,
-    may_retry: Callable[[], bool] = lambda: True,
-) -> Completion:
-    """:func:`call_once` until it succeeds, fails permanently, runs out of attempts, or
-    ``may_retry`` (the job's retry budget) says no; backoff with full jitter between."""
-    attempt = 0
-    total = time.perf_counter()
-    while True:
-        attempt += 1
-        done = await call_once(client, model, request, attempt)
-        if done.ok or not done.retryable or not should_retry(attempt, retry):
-            break
-        if not may_retry():
-            done = replace(done, error=f"{done.error} (job retry budget exhausted)")
-            break
-        await asyncio.sleep(backoff_delay(attempt, retry, done.retry_after, rng))
-    return replace(done, latency_ms=(time.perf_counter() - total) * 1000)
 
 
 def _parse(body: Any, attempts: int, start: float) -> Completion:
@@ -318,31 +288,6 @@ def make_client(endpoint: Endpoint, transport: str) -> Client:
         timeout=endpoint.timeout_s,
         http_client=http_client,
     )
-
-
-class RealtimeExecutor:
-    """Calls the chat-completions API, ``concurrency`` requests in flight at a time."""
-
-    def __init__(self, policy: Policy, settings: Settings, concurrency: int) -> None:
-        self._policy = policy
-        self._settings = settings
-        self._concurrency = concurrency
-
-    def run(self, model: ModelSpec, requests: Sequence[ChatRequest]) -> list[Completion]:
-        client = client_for(self._policy, model, self._settings)
-        return io_loop().run(self._run(client, model.name, requests))
-
-    async def _run(
-        self, client: Client, model: str, requests: Sequence[ChatRequest]
-    ) -> list[Completion]:
-        gate = asyncio.Semaphore(self._concurrency)
-        rng = random.Random()
-
-        async def one(request: ChatRequest) -> Completion:
-            async with gate:
-                return await call_with_retry(client, model, request, self._policy.retry, rng)
-
-        return list(await asyncio.gather(*(one(r) for r in requests)))
 
 
 def client_for(policy: Policy, model: ModelSpec, settings: Settings) -> Client:

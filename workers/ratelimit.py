@@ -21,7 +21,9 @@ full bucket; :func:`wait_for` bounds the wait. Choose ``burst_s`` so the token c
 the largest usual request. ``None`` limits are unlimited (that bucket is not kept).
 
 Two backends implement :class:`RateLimiter`: :class:`RedisRateLimiter` (one Lua call for
-both buckets, Redis ``TIME`` as the clock) and :class:`MemoryRateLimiter` (one process).
+both buckets, Redis ``TIME`` as the clock, on this process's ``redis.asyncio`` client of the
+running loop) and :class:`MemoryRateLimiter` (one process). Both are awaited on the I/O
+loop; neither blocks it.
 """
 
 from __future__ import annotations
@@ -35,7 +37,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Protocol
 
-import redis
+from workers.aio import LoopRedis
+from workers.lua import Script
 
 DEFAULT_BURST_S = 5.0
 DEFAULT_MAX_WAIT_S = 120.0
@@ -48,7 +51,7 @@ class RateLimitTimeout(TimeoutError):
 
 
 class RateLimiter(Protocol):
-    def acquire(self, target: str, rpm: int | None, tpm: int | None, tokens: int) -> float:
+    async def acquire(self, target: str, rpm: int | None, tpm: int | None, tokens: int) -> float:
         """Take one request and ``tokens`` tokens from ``target``'s buckets if both have
         them and return 0.0; otherwise take nothing and return the seconds to wait before
         trying again (> 0). ``None`` = unlimited. A request needing more tokens than a full
@@ -106,7 +109,7 @@ class MemoryRateLimiter:
         # (target, "r" | "t") -> (level, time of that level); absent = full
         self._levels: dict[tuple[str, str], tuple[float, float]] = {}
 
-    def acquire(self, target: str, rpm: int | None, tpm: int | None, tokens: int) -> float:
+    async def acquire(self, target: str, rpm: int | None, tpm: int | None, tokens: int) -> float:
         req, tok = buckets(rpm, tpm, self._burst)
         if req is None and tok is None:
             return 0.0
@@ -195,36 +198,34 @@ class RedisRateLimiter:
     """Buckets in Redis, shared by every worker: ``{prefix}{target}`` holds both (a hash that
     expires once both buckets would be full again, which is the same as absent)."""
 
+    _ACQUIRE = Script(_ACQUIRE_LUA)
+
     def __init__(
-        self, client: redis.Redis, burst_s: float = DEFAULT_BURST_S, prefix: str = DEFAULT_PREFIX
+        self, aio: LoopRedis, burst_s: float = DEFAULT_BURST_S, prefix: str = DEFAULT_PREFIX
     ) -> None:
-        self._r = client
+        self._aio = aio
         self._burst = _check_burst(burst_s)
         self._prefix = prefix
-        self._acquire = client.register_script(_ACQUIRE_LUA)
 
     @classmethod
     def from_url(
         cls, url: str, burst_s: float = DEFAULT_BURST_S, prefix: str = DEFAULT_PREFIX
     ) -> RedisRateLimiter:
-        return cls(redis.Redis.from_url(url, decode_responses=True), burst_s, prefix)
+        return cls(LoopRedis(url), burst_s, prefix)
 
-    def acquire(self, target: str, rpm: int | None, tpm: int | None, tokens: int) -> float:
+    async def acquire(self, target: str, rpm: int | None, tpm: int | None, tokens: int) -> float:
         req, tok = buckets(rpm, tpm, self._burst)
         if req is None and tok is None:
             return 0.0
-        wait = float(
-            self._acquire(
-                keys=[f"{self._prefix}{{{target}}}"],
-                args=[
-                    repr(req.rate) if req else 0,
-                    repr(req.capacity) if req else 0,
-                    repr(tok.rate) if tok else 0,
-                    repr(tok.capacity) if tok else 0,
-                    max(0, tokens),
-                ],
-            )
-        )
+        args = [
+            repr(req.rate) if req else 0,
+            repr(req.capacity) if req else 0,
+            repr(tok.rate) if tok else 0,
+            repr(tok.capacity) if tok else 0,
+            max(0, tokens),
+        ]
+        keys = [f"{self._prefix}{{{target}}}"]
+        wait = float(await self._ACQUIRE.run(self._aio.client(), keys, args))
         return max(wait, MIN_WAIT_S) if wait > 0 else 0.0
 
 
@@ -253,7 +254,7 @@ async def wait_for(
     ``max_wait_s``."""
     waited = 0.0
     while True:
-        wait = limiter.acquire(target, rpm, tpm, tokens)
+        wait = await limiter.acquire(target, rpm, tpm, tokens)
         if wait <= 0:
             return waited
         if waited + wait > max_wait_s or math.isinf(wait):

@@ -27,8 +27,10 @@ from typing import Any, Protocol
 
 from routing.errors import InputError
 from routing.plan import ChunkRef, JobContext, JobPlan
-from workers import dedupe, layout, stages
+from workers import dedupe, layout
+from workers.chunks import part_counts
 from workers.finalize import failure_of
+from workers.runtime import Runtime
 
 
 class Resubmit(Protocol):
@@ -60,14 +62,14 @@ class Reconciled:
         }
 
 
-def load_plan(rt: stages.Runtime, job_root: str) -> JobPlan:
+def load_plan(rt: Runtime, job_root: str) -> JobPlan:
     uri = layout.plan(job_root)
     if not rt.storage.exists(uri):
         raise InputError(f"{job_root}: no job plan ({uri}); is this a job folder?")
     return JobPlan.model_validate(json.loads(rt.storage.read_bytes(uri)))
 
 
-def reconcile(rt: stages.Runtime, job_root: str, sink: Resubmit) -> Reconciled:
+def reconcile(rt: Runtime, job_root: str, sink: Resubmit) -> Reconciled:
     """See the module doc. Safe to run at any time, also while the job is progressing."""
     plan = load_plan(rt, job_root)
     ctx = plan.context
@@ -105,7 +107,7 @@ def reconcile(rt: stages.Runtime, job_root: str, sink: Resubmit) -> Reconciled:
         for part in parts:
             uri = layout.result_part(job_root, chunk.chunk, part)
             if uri in present:
-                counts = stages.part_counts(rt.storage.read_parquet(uri))
+                counts = part_counts(rt.storage.read_parquet(uri))
             elif part == dedupe.PART and rt.storage.exists(
                 record := dedupe.record_uri(job_root, chunk.chunk)
             ):  # held rows: finalize fills their part
@@ -130,7 +132,7 @@ def reconcile(rt: stages.Runtime, job_root: str, sink: Resubmit) -> Reconciled:
     return out
 
 
-def _register(rt: stages.Runtime, plan: JobPlan) -> None:
+def _register(rt: Runtime, plan: JobPlan) -> None:
     ctx = plan.context
     meta = {
         "total_chunks": ctx.total_chunks,
@@ -144,7 +146,7 @@ def _register(rt: stages.Runtime, plan: JobPlan) -> None:
     rt.tracker.register(ctx.job_id, meta)
 
 
-def stalled_jobs(rt: stages.Runtime, roots: list[str], stall_s: float, now: float) -> list[str]:
+def stalled_jobs(rt: Runtime, roots: list[str], stall_s: float, now: float) -> list[str]:
     """Job folders to reconcile: jobs Redis knows as ``running`` that have not progressed for
     ``stall_s``, and — under each output root in ``roots`` — job folders without
     ``_SUCCESS`` whose Redis state is gone (Redis lost it) or stalled. A failed job is
@@ -174,7 +176,7 @@ def stalled_jobs(rt: stages.Runtime, roots: list[str], stall_s: float, now: floa
     return list(found)
 
 
-def _job_folders(rt: stages.Runtime, root: str) -> list[str]:
+def _job_folders(rt: Runtime, root: str) -> list[str]:
     """``…/job_id=*`` folders directly under an output root."""
     from pyarrow import fs
 

@@ -12,15 +12,18 @@ from __future__ import annotations
 
 import os
 import threading
-from typing import Any
+from typing import TYPE_CHECKING
 
 from routing.redact import ERROR_MAX_CHARS, Redactor, clip, secrets_in
+
+if TYPE_CHECKING:
+    from routing.policy import Policy
 
 _lock = threading.Lock()
 _active = Redactor()
 
 
-def register(*sources: Any) -> Redactor:
+def register(*sources: object) -> Redactor:
     """Add secrets: strings as they are, anything else (the Settings, a policy's provider
     overrides…) searched for ``SecretStr`` values (``routing.redact.secrets_in``)."""
     global _active
@@ -35,7 +38,7 @@ def register(*sources: Any) -> Redactor:
         return _active
 
 
-def register_policy_keys(policy: Any) -> Redactor:
+def register_policy_keys(policy: Policy) -> Redactor:
     """Add the provider keys a policy names by environment variable (``api_key_env``)."""
     names = {p.api_key_env for p in policy.providers.values() if p.api_key_env}
     return register(*(os.environ[n] for n in sorted(names) if os.environ.get(n)))

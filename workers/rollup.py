@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from datetime import UTC, date, datetime
 from decimal import Decimal
-from typing import Any
+from typing import TypedDict
 
 import polars as pl
 import pyarrow as pa
@@ -26,9 +26,14 @@ import pyarrow.compute as pc
 
 from routing.cost import ZERO, call_cost
 from routing.policy import Policy
-from routing.schema import COST_ROLLUP_SCHEMA, LATENCY_BUCKETS_MS, RESULT_SCHEMA, Status
+from routing.schema import (
+    COST_ROLLUP_SCHEMA,
+    DEFAULT_TENANT,
+    LATENCY_BUCKETS_MS,
+    RESULT_SCHEMA,
+    Status,
+)
 from workers import layout
-from workers.stages import DEFAULT_TENANT
 from workers.storage import Storage
 
 INPUTS = [  # the result columns the rollup reads
@@ -48,6 +53,13 @@ INPUTS = [  # the result columns the rollup reads
 ATTEMPTS = "attempts"  # read when the table has it: a row with 0 attempts made no call
 KEYS = ["tenant", "tier", "model", "status"]
 _SAVED = ("cache", "dedupe")
+
+
+class Written(TypedDict):
+    """The manifest's ``cost_rollup`` entry: the day, and the files relative to the job root."""
+
+    day: str
+    parts: list[str]
 
 
 def day_of(created_at: str) -> date:
@@ -124,7 +136,9 @@ def build(table: pa.Table, policy: Policy) -> pa.Table:
     )
     saved = _saved(grouped, policy)
     arrow = grouped.to_arrow()
-    columns: dict[str, Any] = {"tenant": arrow.column("tenant").cast(pa.string())}
+    columns: dict[str, pa.ChunkedArray | pa.Array] = {
+        "tenant": arrow.column("tenant").cast(pa.string())
+    }
     for field in COST_ROLLUP_SCHEMA:
         if field.name in saved:
             columns[field.name] = pa.array(saved[field.name], field.type)
@@ -140,21 +154,21 @@ def write(
     created_at: str,
     policy: Policy,
     tenant: str | None,
-) -> dict[str, Any]:
+) -> Written:
     """:func:`build` the job's rollup from its result rows, then :func:`write_built`."""
     return write_built(storage, root, build(table, policy), created_at, tenant)
 
 
 def write_built(
     storage: Storage, root: str, rollup: pa.Table, created_at: str, tenant: str | None
-) -> dict[str, Any]:
+) -> Written:
     """Write a built rollup, one file per tenant under its day (a job with no rows
     writes an empty file for the job's tenant — ``default`` when it has none, as ingest
     labels rows — so the job still shows in reports).
     Returns ``{"day": ..., "parts": [paths relative to the job root]}``."""
     day = day_of(created_at).isoformat()
     tenants = sorted(set(rollup.column("tenant").to_pylist()), key=lambda t: (t is None, t))
-    parts = []
+    parts: list[str] = []
     for name in tenants or [tenant or DEFAULT_TENANT]:  # the label ingest gives rows
         rows = rollup.filter(_is(rollup.column("tenant"), name)) if tenants else rollup
         uri = layout.cost_rollup_part(root, day, name)

@@ -47,7 +47,7 @@ class S3Settings(BaseModel):
         encryption; empty when none is configured."""
         if self.sse is None:
             return {}
-        args = {"ServerSideEncryption": self.sse}
+        args: dict[str, str] = {"ServerSideEncryption": self.sse}
         if self.sse == "aws:kms" and self.sse_kms_key_id:
             args["SSEKMSKeyId"] = self.sse_kms_key_id
         return args

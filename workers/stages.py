@@ -11,96 +11,30 @@ from __future__ import annotations
 import base64
 import io
 import json
-from collections import Counter
-from dataclasses import dataclass, field
-from decimal import Decimal
-from typing import Any, Protocol
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from routing import carried, results
-from routing.classify import Scorer
 from routing.cost import ZERO, call_cost
-from routing.errors import PolicyError
 from routing.minimise import minimise
 from routing.plan import ChunkRef, JobContext
-from routing.policy import Policy, TierSpec, parse_policy
+from routing.policy import Policy, TierSpec
 from routing.router import ALLOWED, EST_INPUT_TOKENS, REJECTED_REASON, route_batch
 from routing.schema import CELL_ERROR, DEFAULT_TENANT
 from routing.tokens import count_tokens, truncate_tokens
-from routing.validate import check_schema, conform, row_rejections
+from routing.validate import row_rejections
 from workers import audit, dedupe, layout, prompt_ids
-from workers.calls import Caller, Guards, Kind, Row, Served
-from workers.classifier import job_scorer
-from workers.jobstate import JobTracker
-from workers.settings import Settings
+from workers.calls import Caller, Kind, Row, Served
+from workers.chunks import part_counts, read_chunk
+from workers.runtime import Runtime, Sink
 from workers.storage import Storage
 
 REJECTED_PART = "rejected"
 
 
-class Sink(Protocol):
-    """Where routed batches and the finalize signal go."""
-
-    def dispatch(self, ctx: JobContext, batch: dict[str, Any]) -> None: ...
-    def finalize(self, ctx: JobContext) -> None: ...
-
-
-@dataclass
-class Runtime:
-    """Per-process resources, built once and passed to every stage."""
-
-    settings: Settings
-    storage: Storage
-    tracker: JobTracker
-    scorer: Scorer | None = None  # overrides the policy's classifier (tests, benchmarks)
-    _policies: dict[str, Policy] = field(default_factory=dict)
-    _scorers: dict[str, Scorer] = field(default_factory=dict)
-    _guards: dict[str, Guards] = field(default_factory=dict)
-
-    def guards(self, policy: Policy) -> Guards:
-        """Budget ledger, breakers, rate limits and retry budget (per policy, per process)."""
-        if policy.version not in self._guards:
-            self._guards[policy.version] = Guards.for_policy(self.settings, policy)
-        return self._guards[policy.version]
-
-    def scorer_for(self, ctx: JobContext, policy: Policy) -> Scorer:
-        """The job's scorer, loaded once per process (a job's model copy never changes)."""
-        if self.scorer is not None:
-            return self.scorer
-        key = ctx.classifier_uri or policy.classifier.kind
-        if key not in self._scorers:
-            self._scorers[key] = job_scorer(self.storage, ctx, policy)
-        return self._scorers[key]
-
-    def policy(self, ctx: JobContext) -> Policy:
-        """The job's policy, read once per process from the copy stored with the job."""
-        if ctx.policy_version not in self._policies:
-            text = self.storage.read_bytes(ctx.policy_uri).decode()
-            policy = parse_policy(text, ctx.policy_uri)
-            if policy.version != ctx.policy_version:
-                raise PolicyError(
-                    f"{ctx.policy_uri}: version {policy.version} != job's {ctx.policy_version}"
-                )
-            self._policies[ctx.policy_version] = policy
-        return self._policies[ctx.policy_version]
-
-
 # ---------------------------------------------------------------- ingest
-
-
-def read_chunk(storage: Storage, chunk: ChunkRef) -> pa.Table:
-    """The chunk's rows, with ``input_file`` and ``input_row`` added."""
-    parquet = storage.parquet_file(chunk.uri)
-    check_schema(parquet.schema_arrow, chunk.uri)
-    table = parquet.read_row_groups(list(chunk.row_groups)).slice(chunk.skip, chunk.take)
-    first = chunk.file_row_start
-    return (
-        conform(table)
-        .append_column("input_file", pa.array([chunk.uri] * table.num_rows, pa.string()))
-        .append_column("input_row", pa.array(range(first, first + table.num_rows), pa.int64()))
-    )
 
 
 def job_tenant(ctx: JobContext) -> str:
@@ -243,7 +177,8 @@ _ROW_COLUMNS = ("prompt", "system", "max_output_tokens", "input_row")
 
 def _rows(table: pa.Table) -> list[dict[str, Any]]:
     names = [n for n in (*_ROW_COLUMNS, EST_INPUT_TOKENS, ALLOWED) if n in table.column_names]
-    return table.select(names).to_pylist()
+    rows: list[dict[str, Any]] = table.select(names).to_pylist()
+    return rows
 
 
 def _row(row: dict[str, Any], tier: TierSpec, chunk: int, tenant: str) -> Row:
@@ -335,14 +270,6 @@ _OUTCOME_COLUMNS = (
 
 
 # ---------------------------------------------------------------- publish / finalize
-
-
-def part_counts(table: pa.Table) -> dict[str, Any]:
-    """What the tracker records per written part: rows by status, cost, baseline."""
-    statuses = Counter(table.column("status").to_pylist())
-    cost = pc.sum(table.column("cost_usd")).as_py() or Decimal(0)
-    baseline = pc.sum(table.column("baseline_cost_usd")).as_py() or Decimal(0)
-    return {"rows": dict(statuses), "cost_usd": str(cost), "baseline_cost_usd": str(baseline)}
 
 
 def _publish(

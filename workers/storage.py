@@ -19,7 +19,7 @@ import tempfile
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Protocol
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -31,6 +31,12 @@ from workers.settings import S3Settings
 
 def is_s3(uri: str) -> bool:
     return uri.startswith("s3://")
+
+
+class _S3Client(Protocol):
+    """The one call made on the boto3 S3 client (boto3 ships no types)."""
+
+    def put_object(self, **kwargs: object) -> object: ...
 
 
 def join(root: str, *parts: str) -> str:
@@ -59,11 +65,12 @@ class Storage:
                 access_key=s3.access_key_id.get_secret_value(),
                 secret_key=s3.secret_access_key.get_secret_value(),
             )
-        return fs.S3FileSystem(**kwargs)  # type: ignore[arg-type]
+        return fs.S3FileSystem(**kwargs)
 
     @cached_property
-    def _boto(self) -> Any:
-        return self.s3.aws_client("s3", self.s3.endpoint_url)
+    def _boto(self) -> _S3Client:
+        client: _S3Client = self.s3.aws_client("s3", self.s3.endpoint_url)
+        return client
 
     def _put_encrypted(self, path: str, data: bytes) -> None:
         """One PutObject with the configured server-side encryption."""

@@ -12,34 +12,59 @@ the row's ``error``. How a job task that fails for good ends (``_JobTask.on_fail
   same unit of work (task, chunk, tier) fails the job with the last error.
 
 A queued task of a job that has failed does nothing.
+
+The tasks are ``shared_task``s: defined here without an app, they are registered on the
+app the process runs — the worker's (``celery -A workers.worker``, whose ``make_app``
+lists this module in ``include``) — and read their settings from it. Importing this
+module creates no app; only a worker (or beat) imports it.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from functools import cache
-from typing import Any
+from typing import Any, cast
 
 import redis
-from celery import Task, signals
+from celery import Task, current_app, shared_task, signals
 from celery.exceptions import SoftTimeLimitExceeded, TimeLimitExceeded
 from kombu.exceptions import OperationalError
 
 from routing.errors import StorageError
 from routing.plan import ChunkRef, JobContext
 from workers import logs, metrics, stages
-from workers.app import FINALIZE_QUEUE, INGEST_QUEUE, app, settings, tier_queue
 from workers.finalize import fail_job, failure_reason
 from workers.finalize import finalize as finalize_job
 from workers.jobstate import RedisJobTracker
+from workers.queues import (
+    DISPATCH_TASK,
+    FINALIZE_QUEUE,
+    FINALIZE_TASK,
+    INGEST_QUEUE,
+    INGEST_TASK,
+    NIGHTLY_TICK_TASK,
+    RECONCILE_STALLED_TASK,
+    RECONCILE_TASK,
+    tier_queue,
+)
 from workers.reconcile import reconcile as reconcile_job
 from workers.reconcile import stalled_jobs
 from workers.redact import redact_error
+from workers.runtime import Runtime
+from workers.settings import Settings
 from workers.storage import Storage
 
 log = logging.getLogger("batch_router.tasks")
+
+
+def _task(**options: Any) -> Callable[[Callable[..., Any]], Task]:
+    """Celery's ``shared_task``, typed (Celery ships no annotations): the decorated function
+    becomes the registered :class:`celery.Task` of the app the worker runs."""
+    return cast(Callable[[Callable[..., Any]], Task], shared_task(**options))
+
 
 # Infrastructure: the object store, Redis, the broker, a time limit (none is set by default).
 _INFRA = (
@@ -60,11 +85,18 @@ _RETRY = {
 }
 
 
+def settings() -> Settings:
+    """The settings of the app this process runs (``workers.worker``: ``make_app`` puts
+    them in its ``conf``)."""
+    found: Settings = current_app.conf.batch_router_settings
+    return found
+
+
 @cache
-def runtime() -> stages.Runtime:
+def runtime() -> Runtime:
     """This worker process's resources (built once, on first use)."""
-    tracker = RedisJobTracker.from_url(settings.state_redis(), settings.job_ttl_s)
-    return stages.Runtime(settings=settings, storage=Storage(settings.s3), tracker=tracker)
+    s = settings()
+    return Runtime(settings=s, storage=Storage(s.s3), tracker=RedisJobTracker.for_settings(s))
 
 
 class CelerySink:
@@ -130,7 +162,7 @@ def _failed(ctx: dict[str, Any]) -> bool:
     return True
 
 
-@app.task(name="ingest", base=_JobTask, **_RETRY)
+@_task(name=INGEST_TASK, base=_JobTask, **_RETRY)
 def ingest(ctx: dict[str, Any], chunk: dict[str, Any], only: list[str] | None = None) -> None:
     if not _failed(ctx):
         stages.ingest(runtime(), JobContext(**ctx), ChunkRef(**chunk), CelerySink(), only)
@@ -146,17 +178,17 @@ def _describe(job_id: str, batch: dict[str, Any]) -> str:
 
 def _dispatch_name(task: Task, args: Any, kwargs: Any, options: Any) -> str:
     """``dispatch[<tier>]`` in worker logs, events and Flower (the task stays ``dispatch``)."""
-    tier = logs.task_fields("dispatch", args, kwargs).get("tier")
+    tier = logs.task_fields(DISPATCH_TASK, args, kwargs).get("tier")
     return f"dispatch[{tier}]" if tier else "dispatch"
 
 
-@app.task(name="dispatch", base=_JobTask, shadow_name=_dispatch_name, **_RETRY)
+@_task(name=DISPATCH_TASK, base=_JobTask, shadow_name=_dispatch_name, **_RETRY)
 def dispatch(ctx: dict[str, Any], batch: dict[str, Any]) -> None:
     if not _failed(ctx):
         stages.dispatch(runtime(), JobContext(**ctx), batch, CelerySink())
 
 
-@app.task(name="finalize", base=_JobTask, **_RETRY)
+@_task(name=FINALIZE_TASK, base=_JobTask, **_RETRY)
 def finalize(ctx: dict[str, Any]) -> None:
     if not _failed(ctx):
         finalize_job(runtime(), JobContext(**ctx))
@@ -178,19 +210,19 @@ class _ReconcileTask(Task):  # type: ignore[misc]
             log.exception("could not record the failure of job %s (reconcile)", job_id)
 
 
-@app.task(name="reconcile", base=_ReconcileTask, **_RETRY)
+@_task(name=RECONCILE_TASK, base=_ReconcileTask, **_RETRY)
 def reconcile(job_root: str) -> dict[str, Any]:
     """Re-enqueue what a job is missing (``batch-router reconcile``, or beat)."""
     return reconcile_job(runtime(), job_root, CelerySink()).to_dict()
 
 
-@app.task(name="reconcile_stalled")
+@_task(name=RECONCILE_STALLED_TASK)
 def reconcile_stalled(stall_s: float = 1800.0) -> list[str]:
     """Beat's periodic sweep (``workers.reconcile.stalled_jobs``): reconcile every running
     job that has not progressed for ``stall_s`` (lost messages, a dead-lettered task), and
     every unfinished job folder under ``BATCH_ROUTER_OUTPUT`` whose Redis state is gone."""
     rt = runtime()
-    roots = [settings.output] if settings.output else []
+    roots = [rt.settings.output] if rt.settings.output else []
     swept = stalled_jobs(rt, roots, stall_s, time.time())
     for job_root in swept:
         reconcile.apply_async(args=[job_root], queue=INGEST_QUEUE)
@@ -203,14 +235,12 @@ _OUTCOMES = {"SUCCESS": "success", "RETRY": "retry", "FAILURE": "failure"}
 _started: dict[str, tuple[float, Any]] = {}
 
 
-@signals.task_prerun.connect
 def _task_started(task_id: str, task: Task, args: Any = None, kwargs: Any = None, **_: Any) -> None:
     fields = logs.task_fields(task.name, args, kwargs)
     token = logs.bind(task=task.name, task_id=task_id, **fields)
     _started[task_id] = (time.perf_counter(), token)
 
 
-@signals.task_postrun.connect
 def _task_finished(
     task_id: str, task: Task, args: Any = None, kwargs: Any = None, state: Any = None, **_: Any
 ) -> None:
@@ -222,10 +252,14 @@ def _task_finished(
         metrics.observe_task(task.name, tier, time.perf_counter() - started, outcome)
 
 
-@app.task(name="nightly_tick")
+signals.task_prerun.connect(_task_started, weak=False)
+signals.task_postrun.connect(_task_finished, weak=False)
+
+
+@_task(name=NIGHTLY_TICK_TASK)
 def nightly_tick(schedules: list[dict[str, Any]]) -> list[str]:
     """Beat's nightly tick (``workers.nightly``): submit each schedule's latest due window
     not yet claimed; returns the job ids submitted."""
     from workers import nightly
 
-    return nightly.tick_task(settings, schedules)
+    return nightly.tick_task(settings(), schedules)

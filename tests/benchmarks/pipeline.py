@@ -8,7 +8,7 @@ worker`` processes, one per queue group: ``ingest,finalize``, ``tier.fast``,
 ``tier.balanced``, ``tier.expert``. It writes N prompts as Parquet to the store, then runs,
 one after the other on the same broker and the same worker processes:
 
-(a) the real pipeline: ``producer.jobs.submit_job`` + ``producer.submit.wait``, timed from
+(a) the real pipeline: ``workers.jobs.submit.submit_job`` + ``workers.jobs.submit.wait``, timed from
     submit (planning included) until the job is ``succeeded`` (``_SUCCESS`` written);
 (b) the reference: the same chunk references through no-op tasks defined in this module
     (the workers import it with ``-I``): one ``bench_noop_ingest`` per chunk on ``ingest``,
@@ -89,7 +89,7 @@ def _noop_redis() -> Any:
     if _redis_client is None:
         import redis
 
-        from workers.app import settings
+        from workers.worker import settings
 
         _redis_client = redis.Redis.from_url(settings.state_redis())
     return _redis_client
@@ -278,7 +278,7 @@ def start_worker(
 ) -> services.Proc:
     """``services.start_worker``'s command plus ``-I`` for the no-op tasks."""
     cmd = [
-        sys.executable, "-m", "celery", "-A", "workers.app", "worker", "-Q", ",".join(queues),
+        sys.executable, "-m", "celery", "-A", "workers.worker", "worker", "-Q", ",".join(queues),
         "-n", f"{name}@%h", "--concurrency", str(concurrency), "--pool", "prefork",
         "--loglevel", "INFO", "--without-gossip", "--without-mingle",
         "-I", "tests.benchmarks.pipeline",
@@ -393,9 +393,8 @@ def sim_stats(sim_url: str) -> dict[str, Any]:
 
 def run_pipeline(settings: Any, input_uri: str, deadline: float) -> dict[str, Any]:
     """Submit the job and wait for it; wall time from submit to ``succeeded``."""
-    from producer.jobs import submit_job
-    from producer.submit import wait
     from routing.policy import load_policy
+    from workers.jobs.submit import submit_job, wait
     from workers.storage import Storage
 
     policy, job_id = load_policy(), f"bench-{uuid.uuid4().hex[:8]}"

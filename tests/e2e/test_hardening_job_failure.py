@@ -86,7 +86,7 @@ def _never_resumed(
     """Beat's sweep does not pick the job, even with Redis's state gone; ``batch-router
     reconcile`` says it failed and sends nothing."""
     from workers.reconcile import stalled_jobs
-    from workers.stages import Runtime
+    from workers.runtime import Runtime
     from workers.storage import Storage
 
     settings = _settings(env, monkeypatch)
@@ -154,9 +154,9 @@ def test_an_input_replaced_after_planning_fails_the_job_once(
 ) -> None:
     """Planned on a good file of two row groups, then the object is replaced (another
     schema; one row group only) before the fleet ingests it."""
-    from producer.plan import build_plan
-    from producer.submit import submit
     from routing.policy import load_policy
+    from workers.jobs.plan import build_plan
+    from workers.jobs.submit import submit
     from workers.storage import Storage
 
     client = services.s3_client(fleet_env["BATCH_ROUTER_S3__ENDPOINT_URL"])
@@ -186,10 +186,10 @@ def test_a_policy_copy_that_no_longer_matches_fails_the_job_once(
     loaded before (workers keep each policy version they have read)."""
     import yaml
 
-    from producer.plan import build_plan
-    from producer.submit import submit
     from routing.policy import default_policy_text, parse_policy
     from workers import layout
+    from workers.jobs.plan import build_plan
+    from workers.jobs.submit import submit
     from workers.storage import Storage
 
     data = yaml.safe_load(default_policy_text())

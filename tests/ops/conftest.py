@@ -14,7 +14,7 @@ from tests.ops import stack as ops
 @pytest.fixture(scope="package")
 def tier_queues() -> list[str]:
     from routing.policy import load_policy
-    from workers.app import tier_queue
+    from workers.queues import tier_queue
 
     return [tier_queue(t) for t in load_policy().tier_names]
 

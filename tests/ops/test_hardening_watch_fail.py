@@ -19,6 +19,7 @@ from tests import services
 from tests.ops import stack as ops
 from tests.workers.failing import TRUNCATED, corrupt_after_footer, prompts_table
 from workers.jobstate import RedisJobTracker
+from workers.runtime import Runtime
 
 pytestmark = [pytest.mark.ops, pytest.mark.integration, pytest.mark.timeout(300)]
 
@@ -99,7 +100,7 @@ def test_a_watcher_whose_job_state_vanished_ends_on_the_durable_failure_record(
     its file waited in the inbox: ``_job/failed.json`` still ends the wait, as failed."""
     from producer.watch import Watcher
     from routing.policy import load_policy
-    from workers import finalize, stages
+    from workers import finalize
     from workers.jobstate import MemoryJobTracker
     from workers.settings import Settings
     from workers.storage import Storage
@@ -112,7 +113,7 @@ def test_a_watcher_whose_job_state_vanished_ends_on_the_durable_failure_record(
     job_id = f"vanished-{uuid.uuid4().hex[:6]}"
     assert watcher._failed_for_good(job_id) is None  # nothing recorded: not failed
 
-    rt = stages.Runtime(settings=settings, storage=Storage(settings.s3), tracker=MemoryJobTracker())
+    rt = Runtime(settings=settings, storage=Storage(settings.s3), tracker=MemoryJobTracker())
     reason = "ingest chunk 0: ArrowInvalid: bad page"
     assert finalize.fail_job(rt, job_id, f"{out}job_id={job_id}", reason, {"task": "ingest"})
     assert RedisJobTracker.from_url(redis_url, 3600).status(job_id) is None

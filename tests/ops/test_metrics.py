@@ -1,4 +1,4 @@
-"""Prometheus metrics: scraped from the exporter (``python -m workers.metrics``) while a
+"""Prometheus metrics: scraped from the exporter (``python -m workers.exporter``) while a
 job runs on real workers — queue depth per tier queue, prompts routed, cost per tier and
 tenant, provider latency and errors, breaker state — and the Grafana dashboard's queries.
 
@@ -7,6 +7,7 @@ tokens, provider latency); the others come from the exporter and the task signal
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 from decimal import Decimal
@@ -18,7 +19,7 @@ import pytest
 from routing.policy import RESERVED_TIER_NAMES
 from tests.ops import stack as ops
 from tests.ops.stack import by_label, total
-from workers import metrics
+from workers import exporter, metrics
 
 pytestmark = [pytest.mark.ops]
 
@@ -149,12 +150,13 @@ def test_observe_functions_count_in_process() -> None:
 
 
 def test_observe_budgets_reads_capped_scopes_at_most_every_refresh() -> None:
-    from workers.ledger import MemoryLedger, Scope
+    from routing.resilience import Scope
+    from workers.ledger import MemoryLedger
 
     ledger = MemoryLedger()
     capped = Scope("job:unit-b", Decimal("10"), None, 3600)
     uncapped = Scope("job:unit-b:tier:fast", None, None, 3600)
-    assert ledger.reserve("k1", [capped, uncapped], Decimal("1.5"), 10)
+    assert asyncio.run(ledger.reserve("k1", [capped, uncapped], Decimal("1.5"), 10))
     reads: list[str] = []
 
     class Spy:
@@ -174,12 +176,12 @@ def test_observe_budgets_reads_capped_scopes_at_most_every_refresh() -> None:
 def test_exporter_binds_loopback_by_default() -> None:
     import inspect
 
-    source = inspect.getsource(metrics.main)
+    source = inspect.getsource(exporter.main)
     assert '"--host", default="127.0.0.1"' in source
 
 
 def test_queue_keys_cover_kombu_priority_lists() -> None:
-    assert metrics.queue_keys("tier.fast") == [
+    assert exporter.queue_keys("tier.fast") == [
         "tier.fast",
         "tier.fast\x06\x163",
         "tier.fast\x06\x166",

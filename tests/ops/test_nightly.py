@@ -156,7 +156,7 @@ def test_two_beats_on_a_compressed_clock_start_one_job_per_window(
     beats = []
     for n in (1, 2):
         cmd = [
-            sys.executable, "-m", "celery", "-A", "workers.app", "beat", "--loglevel", "INFO",
+            sys.executable, "-m", "celery", "-A", "workers.worker", "beat", "--loglevel", "INFO",
             "-s", str(tmp_path / f"beat-{n}.db"), "--pidfile", str(tmp_path / f"beat-{n}.pid"),
         ]  # fmt: skip
         beats.append(services.start(cmd, tmp_path / f"beat-{n}.log", f"beat-{n}", env=env))
@@ -276,7 +276,8 @@ def test_beat_sends_ticks_to_the_finalize_queue_with_a_lenient_expiry(
 ) -> None:
     """Not behind the ingest backlog (ticks there expired unread), and a late tick may
     still run: the window claim makes an extra tick harmless."""
-    from workers.app import FINALIZE_QUEUE, make_app
+    from workers.app import make_app
+    from workers.queues import FINALIZE_QUEUE
 
     path = tmp_path / "schedules.yaml"
     entry = {"name": "x", "cron": "0 2 * * *", "input": "s3://i/", "output": "s3://o/"}

@@ -284,7 +284,7 @@ def _watchers(
 def _hold_planning(monkeypatch: pytest.MonkeyPatch, during: Callable[[], None]) -> None:
     """The first plan reads its footers only after ``during()`` returns (in the planner's
     thread) — a slow planner, on the real object store."""
-    from producer import plan
+    from workers.jobs import plan
 
     real, held = plan.read_footers, threading.Lock()
 
@@ -297,8 +297,8 @@ def _hold_planning(monkeypatch: pytest.MonkeyPatch, during: Callable[[], None]) 
 
 
 def _count_submissions(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """Job ids passed to ``producer.submit.submit`` (register + enqueue) in this process."""
-    from producer import submit
+    """Job ids passed to ``workers.jobs.submit.submit`` (register + enqueue) in this process."""
+    from workers.jobs import submit
 
     calls: list[str] = []
     real = submit.submit
@@ -346,7 +346,7 @@ def test_a_watcher_losing_the_registration_race_waits_for_the_winners_job(
 ) -> None:
     """Another submitter registers the file's job id while this watcher plans it: the
     atomic registration refuses the second one, which waits for that job instead."""
-    from producer.jobs import submit_job
+    from workers.jobs.submit import submit_job
 
     stack, bucket = ops_fleet, drop_bucket
     client = services.s3_client(stack.env["BATCH_ROUTER_S3__ENDPOINT_URL"])
@@ -430,7 +430,7 @@ def moto_fleet(
     from moto.server import ThreadedMotoServer
 
     from routing.policy import load_policy
-    from workers.app import tier_queue
+    from workers.queues import tier_queue
 
     _aws_multipart_root(monkeypatch)
     port = services.free_port()

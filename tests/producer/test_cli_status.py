@@ -50,6 +50,7 @@ def test_status_of_a_running_job(cli: CliRunner, redis_url: str) -> None:
         "cost_usd": 0.25,
         "eta_s": None,  # no start time recorded
         "dead_letters": [],
+        "error": None,
     }
 
     table = cli("status", BATCH_ROUTER_BROKER_URL=redis_url)  # no id: recent jobs
@@ -70,6 +71,20 @@ def test_status_shows_dead_letters(cli: CliRunner, redis_url: str) -> None:
     table = cli("status", job, BATCH_ROUTER_BROKER_URL=redis_url)
     assert "dead letter" in table.stdout and "StorageError: boom" in table.stdout
     assert "batch-router reconcile" in table.stdout
+
+
+def test_status_of_a_failed_job_says_why(cli: CliRunner, redis_url: str) -> None:
+    job = f"failed-{uuid.uuid4().hex[:6]}"
+    jobs = RedisJobTracker.from_url(redis_url, 600)
+    jobs.register(job, {"total_chunks": 1, "rows_total": 5, "job_root": f"/tmp/job_id={job}"})
+    entry = {"task": "ingest", "chunk": 0, "tier": None, "error": "ArrowInvalid: bad page"}
+    jobs.dead_letter(job, entry)
+    jobs.fail(job, "ingest chunk 0: ArrowInvalid: bad page")
+    [row] = json.loads(cli("status", job, "--json", BATCH_ROUTER_BROKER_URL=redis_url).stdout)
+    assert row["state"] == "failed" and row["error"] == "ingest chunk 0: ArrowInvalid: bad page"
+    table = cli("status", job, BATCH_ROUTER_BROKER_URL=redis_url).stdout
+    assert f"failed {job}: ingest chunk 0: ArrowInvalid: bad page" in table, table
+    assert "batch-router reconcile" not in table  # reconcile never re-runs a failed job
 
 
 def test_status_list_skips_jobs_whose_state_expired(cli: CliRunner, redis_url: str) -> None:

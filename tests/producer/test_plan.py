@@ -11,11 +11,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from producer import plan as plan_module
-from producer.plan import build_plan, new_job_id
 from routing.errors import InputError
 from routing.plan import JobPlan
 from routing.policy import load_policy, parse_policy
+from workers.jobs import plan as plan_module
+from workers.jobs.plan import build_plan, new_job_id
 from workers.settings import S3Settings
 from workers.storage import Storage
 

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from routing.tokens import _encoding, count_tokens, truncate_tokens
+from routing.tokens import _encoding, count_long, count_one, count_tokens, encoding, truncate_tokens
 from tests.routing.helpers import PROPERTY
 
 
@@ -113,3 +113,23 @@ def test_fast_counts_equal_encode_ordinary_on_the_corpus(corpus_path: Path) -> N
 def test_over_long_text_raises_like_encode_ordinary() -> None:
     with pytest.raises(ValueError, match="too long"):
         count_tokens(["x" * 1_000_000])
+
+
+# ---------------------------------------------------------------- count_long: any length
+
+
+def test_count_long_equals_count_one_within_its_limits() -> None:
+    texts = [t for t in VARIED if t is not None]
+    texts.append("word, " * 20_000 + "日本語 🌍 " * 3_000)  # 138k chars: several pieces
+    assert [count_long(t) for t in texts] == [count_one(t) for t in texts]
+    assert count_long(None) == 0
+
+
+def test_count_long_counts_past_the_per_call_limits() -> None:
+    huge = "many words here " * 80_000  # 1.28M chars: count_one raises
+    assert count_long(huge) == 3 * 80_000 + 1
+    assert count_long("x" * 1_000_000) == 20 * count_one("x" * 50_000)  # no space: cut anywhere
+
+
+def test_encoding_is_loaded_once() -> None:
+    assert encoding() is encoding() is _encoding()

@@ -103,7 +103,7 @@ def secure_env(redis: SecureRedis, s3_endpoint: str, sim_url: str) -> dict[str, 
 def start_worker(workdir: Path, queues: list[str], env: dict[str, str], name: str) -> services.Proc:
     """A ``celery worker`` logging at DEBUG (everything a log could leak)."""
     cmd = [
-        sys.executable, "-m", "celery", "-A", "workers.app", "worker", "-Q", ",".join(queues),
+        sys.executable, "-m", "celery", "-A", "workers.worker", "worker", "-Q", ",".join(queues),
         "-n", f"{name}@%h", "--concurrency", "1", "--loglevel", "DEBUG",
         "--without-gossip", "--without-mingle",
     ]  # fmt: skip

@@ -27,7 +27,7 @@ from tests import data, policies
 from tests.cli import clean_env, run_cli
 from tests.security.gamed import adversarial_prompts
 from tests.workers.serving import BALANCED, EXPERT, FAST, policy, prompts, run
-from workers.simprovider import SimServer
+from workers.sim.server import SimServer
 
 pytestmark = pytest.mark.security
 

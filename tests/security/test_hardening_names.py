@@ -26,7 +26,6 @@ import pyarrow.parquet as pq
 import pytest
 import redis
 
-from producer.plan import build_plan
 from producer.sample import sample_prompts
 from routing.errors import ConfigError, InputError
 from routing.plan import JobContext
@@ -34,6 +33,7 @@ from routing.policy import load_policy
 from tests import services
 from tests.cli import CliRunner, assert_clean_error, clean_env, run_cli
 from workers import keys, layout
+from workers.jobs.plan import build_plan
 from workers.jobstate import RedisJobTracker
 from workers.settings import S3Settings
 from workers.storage import Storage

@@ -26,7 +26,8 @@ from tests.security.scan import hits, local_objects
 from workers import logs
 from workers.provider import ChatRequest, Client, Endpoint, call_once, make_client
 from workers.settings import ProviderOverride, S3Settings, Settings
-from workers.simprovider import SimConfig, SimServer
+from workers.sim.config import SimConfig
+from workers.sim.server import SimServer
 
 pytestmark = pytest.mark.security
 

@@ -10,11 +10,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from producer.plan import read_footers
 from routing.errors import InputError
 from routing.policy import LimitsSpec
 from tests import policies
 from tests.cli import assert_clean_error, clean_env, run_cli
+from workers.jobs.plan import read_footers
 from workers.settings import S3Settings
 from workers.storage import Storage
 

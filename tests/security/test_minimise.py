@@ -19,7 +19,7 @@ from tests.security.scan import hits, local_objects
 from tests.workers.pipeline import make_settings, plan_job, runtime, write_input
 from workers import layout, stages
 from workers.finalize import finalize
-from workers.simprovider import SimServer
+from workers.sim.server import SimServer
 
 pytestmark = pytest.mark.security
 

@@ -11,15 +11,16 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from producer.plan import build_plan
 from routing.plan import ChunkRef, JobContext, JobPlan
 from routing.policy import Policy
 from tests import policies
 from workers import layout, stages
 from workers.finalize import finalize
+from workers.jobs.plan import build_plan
 from workers.jobstate import MemoryJobTracker
+from workers.runtime import Runtime
 from workers.settings import ProviderOverride, S3Settings, Settings
-from workers.simprovider import SimServer
+from workers.sim.server import SimServer
 from workers.storage import Storage
 
 MAX_CHARS, MAX_INPUT_TOKENS = 3000, 300
@@ -49,10 +50,8 @@ def make_settings(sim: SimServer | None = None, **kwargs: Any) -> Settings:
     return Settings(_env_file=None, providers=providers, **kwargs)  # type: ignore[call-arg]
 
 
-def runtime(settings: Settings) -> stages.Runtime:
-    return stages.Runtime(
-        settings=settings, storage=Storage(S3Settings()), tracker=MemoryJobTracker()
-    )
+def runtime(settings: Settings) -> Runtime:
+    return Runtime(settings=settings, storage=Storage(S3Settings()), tracker=MemoryJobTracker())
 
 
 def write_input(path: Path, table: pa.Table, row_group_size: int | None = None) -> str:
@@ -62,7 +61,7 @@ def write_input(path: Path, table: pa.Table, row_group_size: int | None = None) 
 
 
 def plan_job(
-    rt: stages.Runtime,
+    rt: Runtime,
     input_uri: str,
     out: Path,
     rows_per_chunk: int = 1000,
@@ -73,7 +72,7 @@ def plan_job(
     return build_plan(rt.storage, policy, input_uri, str(out), rows_per_chunk, job_id, tenant)
 
 
-def results(rt: stages.Runtime, plan: JobPlan) -> pl.DataFrame:
+def results(rt: Runtime, plan: JobPlan) -> pl.DataFrame:
     df = pl.from_arrow(rt.storage.read_parquet(layout.results_dir(plan.context.job_root)))
     assert isinstance(df, pl.DataFrame)
     return df.sort("input_file", "input_row")
@@ -82,7 +81,7 @@ def results(rt: stages.Runtime, plan: JobPlan) -> pl.DataFrame:
 class LossySink:
     """Dispatches inline, but drops the batches of ``lose`` tiers (lost messages)."""
 
-    def __init__(self, rt: stages.Runtime, lose: set[str]) -> None:
+    def __init__(self, rt: Runtime, lose: set[str]) -> None:
         self.rt, self.lose = rt, lose
         self.ingested: list[tuple[int, list[str] | None]] = []
         self.finalized = 0

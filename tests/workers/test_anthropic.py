@@ -1,91 +1,157 @@
-"""The Anthropic Messages protocol over real HTTP: the official ``anthropic`` SDK against the
-simulated provider's ``/v1/messages`` (and a scripted server for a malformed answer), then
-a whole ``batch-router run`` whose expert tier speaks it."""
+"""The Anthropic Messages protocol over real HTTP, as production calls it: the realtime
+serving engine (``workers.calls.Caller``) with the official ``anthropic`` SDK against the
+simulated provider's ``/v1/messages`` (and scripted servers for 529, stop reasons and a
+malformed answer), then a whole ``batch-router run`` whose expert tier speaks it."""
 
 from __future__ import annotations
 
 import asyncio
 import json
-import random
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import polars as pl
 import pytest
 from aiohttp import web
 
-from routing.policy import RetrySpec
+from routing.tokens import count_one
 from tests import policies
 from tests.cli import clean_env
-from workers.provider import (
-    ChatRequest,
-    Completion,
-    Endpoint,
-    call_with_retry,
-    make_client,
-)
-from workers.simprovider import SimServer, count_tokens
+from tests.workers.serving import Handler, row, scripted, serve_one, unit_policy, unit_settings
+from workers.calls import Kind, Served
+from workers.sim.server import SimServer
 
-FAST_RETRY = RetrySpec(max_attempts=3, base_delay_s=0.0, max_delay_s=1.0)
+MODEL = "claude-x"
 
 
-def call(
-    url: str,
-    request: ChatRequest,
-    kind: str = "anthropic",
-    transport: str = "aiohttp",
-    retry: RetrySpec = FAST_RETRY,
-) -> Completion:
-    async def run() -> Completion:
-        endpoint = Endpoint("claude", url, "sk-ant-test", 10.0, kind)
-        async with make_client(endpoint, transport) as client:
-            return await call_with_retry(client, "claude-x", request, retry, random.Random(0))
+def call(url: str, one: Any, kind: str = "anthropic", transport: str = "aiohttp") -> Served:
+    policy = unit_policy(kind=kind, model=MODEL)  # "simulated": the URL comes from settings
+    return serve_one(policy, unit_settings(url, http_transport=transport), one)
 
-    return asyncio.run(run())
+
+def messages(handler: Handler) -> dict[str, Handler]:
+    return {"/v1/messages": handler}
+
+
+def message(stop_reason: str | None, text: str = "hi") -> dict[str, Any]:
+    return {
+        "id": "msg_1",
+        "type": "message",
+        "role": "assistant",
+        "model": MODEL,
+        "content": [{"type": "text", "text": text}],
+        "stop_reason": stop_reason,
+        "stop_sequence": None,
+        "usage": {"input_tokens": 5, "output_tokens": 1},
+    }
 
 
 @pytest.mark.parametrize("transport", ["aiohttp", "httpx"])
 def test_messages_call_answers_with_usage_and_stop_reason(sim: SimServer, transport: str) -> None:
-    request = ChatRequest("What is the capital of France?", "Answer briefly.", 512)
-    done = call(sim.url, request, transport=transport)
-    assert done.ok, done.error
+    one = row("What is the capital of France?", "Answer briefly.", max_output_tokens=512)
+    served = call(sim.url, one, transport=transport)
+    done = served.done
+    assert served.kind is Kind.OK and served.calls == 1, done.error
     assert done.text and done.finish_reason == "stop"
-    assert done.input_tokens == count_tokens(request.prompt) + count_tokens("Answer briefly.")
+    assert done.input_tokens == count_one(one.prompt) + count_one("Answer briefly.")
     assert 0 < done.output_tokens <= 512
     assert done.logprobs is None  # Anthropic has none; the cascade uses its other signals
-    assert sim.stats()["requests_by_model"] == {"claude-x": 1}
+    assert sim.stats()["requests_by_model"] == {MODEL: 1}
 
 
 def test_same_prompt_costs_the_same_tokens_on_both_protocols(sim: SimServer) -> None:
-    request = ChatRequest("Summarise the plot of Hamlet in two sentences.", "Be terse.", 256)
-    via_messages = call(sim.url, request)
-    via_chat = call(sim.base_url, request, kind="openai")
-    assert via_messages.ok and via_chat.ok
-    assert via_messages.input_tokens == via_chat.input_tokens
+    one = row("Summarise the plot of Hamlet in two sentences.", "Be terse.", 256)
+    via_messages = call(sim.url, one)
+    via_chat = call(sim.base_url, one, kind="openai")
+    assert via_messages.kind is Kind.OK and via_chat.kind is Kind.OK
+    assert via_messages.done.input_tokens == via_chat.done.input_tokens
 
 
 def test_max_tokens_truncates_as_length(sim: SimServer) -> None:
-    done = call(sim.url, ChatRequest("Tell me a long story about a lighthouse keeper.", None, 2))
-    assert done.ok and done.output_tokens == 2 and done.finish_reason == "length"
+    served = call(sim.url, row("Tell me a long story about a lighthouse keeper.", None, 2))
+    done = served.done
+    assert served.kind is Kind.OK and done.output_tokens == 2 and done.finish_reason == "length"
+
+
+@pytest.mark.parametrize(
+    ("stop_reason", "finish_reason"),
+    [
+        ("end_turn", "stop"),
+        ("stop_sequence", "stop"),
+        ("max_tokens", "length"),
+        ("model_context_window_exceeded", "length"),
+        ("refusal", "content_filter"),
+        ("tool_use", "tool_calls"),
+        ("pause_turn", "stop"),
+        ("something_new", "something_new"),  # an unknown reason is kept as it is
+    ],
+)
+def test_stop_reasons_map_to_finish_reasons(stop_reason: str, finish_reason: str) -> None:
+    async def handler(request: web.Request) -> web.Response:
+        return web.json_response(message(stop_reason))
+
+    with scripted(messages(handler)) as url:
+        served = call(url, row("hi"))
+    assert served.kind is Kind.OK and served.done.finish_reason == finish_reason
 
 
 def test_rate_limits_and_outages_are_retried_then_fail_retryable(sim: SimServer) -> None:
     sim.configure(rate_limit_rate=1.0, retry_after_s=0.0)
-    limited = call(sim.url, ChatRequest("hi", None, 16))
-    assert not limited.ok and limited.retryable and limited.status == 429
-    assert limited.attempts == FAST_RETRY.max_attempts
-    sim.configure(rate_limit_rate=0.0, fail_models=["claude-x"])
-    down = call(sim.url, ChatRequest("hi", None, 16))
-    assert not down.ok and down.retryable and down.status == 500
-    assert down.attempts == FAST_RETRY.max_attempts
+    limited = call(sim.url, row("hi", max_output_tokens=16))
+    assert limited.status == "failed" and limited.done.retryable and limited.done.status == 429
+    assert limited.calls == 3
+    sim.configure(rate_limit_rate=0.0, fail_models=[MODEL])
+    down = call(sim.url, row("hi", max_output_tokens=16))
+    assert down.status == "failed" and down.done.retryable and down.done.status == 500
+    assert down.calls == 3
+
+
+def test_529_overloaded_is_retried() -> None:
+    calls = 0
+    overloaded = {"type": "error", "error": {"type": "overloaded_error", "message": "busy"}}
+
+    async def handler(request: web.Request) -> web.Response:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            return web.json_response(overloaded, status=529)
+        return web.json_response(message("end_turn", "recovered"))
+
+    with scripted(messages(handler)) as url:
+        served = call(url, row("hi"))
+    assert (served.kind, served.done.text, served.calls, calls) == (Kind.OK, "recovered", 2, 2)
+
+    async def always(request: web.Request) -> web.Response:
+        return web.json_response(overloaded, status=529)
+
+    with scripted(messages(always)) as url:
+        served = call(url, row("hi"))
+    assert served.status == "failed" and served.calls == 3
+    assert served.done.retryable and served.done.status == 529
 
 
 def test_a_bad_request_fails_at_once(sim: SimServer) -> None:
-    done = call(sim.url, ChatRequest("hi", None, 0))  # max_tokens must be positive
-    assert not done.ok and not done.retryable and done.status == 400 and done.attempts == 1
-    assert "max_tokens" in (done.error or "")
+    sim.configure(auth_error_rate=1.0)  # 401: the request's own fault, never retried
+    served = call(sim.url, row("hi", max_output_tokens=16))
+    done = served.done
+    assert served.kind is Kind.FAILED and not done.retryable and done.status == 401
+    assert served.calls == 1 and sim.stats()["requests"] == 1
+
+    calls = 0
+    invalid = {"type": "error", "error": {"type": "invalid_request_error", "message": "max_tokens"}}
+
+    async def handler(request: web.Request) -> web.Response:
+        nonlocal calls
+        calls += 1
+        return web.json_response(invalid, status=400)
+
+    with scripted(messages(handler)) as url:
+        served = call(url, row("hi"))
+    assert served.kind is Kind.FAILED and served.done.status == 400 and served.calls == calls == 1
+    assert "max_tokens" in (served.done.error or "")
 
 
 def test_the_simulator_checks_anthropic_headers_and_error_shape(sim: SimServer) -> None:
@@ -112,27 +178,10 @@ def test_a_malformed_answer_is_a_permanent_failure() -> None:
     async def handler(request: web.Request) -> web.Response:
         return web.json_response({"type": "message", "usage": {"input_tokens": 1}})
 
-    async def run() -> Completion:
-        app = web.Application()
-        app.router.add_post("/v1/messages", handler)
-        runner = web.AppRunner(app)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        try:
-            url = f"http://127.0.0.1:{runner.addresses[0][1]}"
-            endpoint = Endpoint("claude", url, "k", 5.0, "anthropic")
-            async with make_client(endpoint, "aiohttp") as client:
-                return await call_with_retry(
-                    client, "m", ChatRequest("hi", None, 8), FAST_RETRY, random.Random(0)
-                )
-        finally:
-            await runner.cleanup()
-
-    done = asyncio.run(run())
-    assert (
-        not done.ok and not done.retryable and "malformed messages response" in (done.error or "")
-    )
+    with scripted(messages(handler)) as url:
+        served = call(url, row("hi", max_output_tokens=8))
+    assert served.kind is Kind.FAILED and served.calls == 1 and not served.done.retryable
+    assert "malformed messages response" in (served.done.error or "")
 
 
 @pytest.mark.e2e

@@ -1,6 +1,7 @@
 """Circuit breakers: one behaviour suite, run against the in-memory breaker (a fake clock)
-and the Redis breaker (a real ``redis-server``, real time, short cool-downs); then the
-Redis breaker shared by several processes."""
+and the Redis breaker (a real ``redis-server``, real time, short cool-downs), both awaited
+on this process's I/O loop as the serving engine does (``tests/workers/blocking.py``); then
+the Redis breaker shared by several processes."""
 
 from __future__ import annotations
 
@@ -16,8 +17,12 @@ import pytest
 import redis
 
 from routing.resilience import BreakerSpec
+from tests.workers.blocking import Blocking
 from tests.workers.clock import FakeClock
-from workers.breaker import Breaker, MemoryBreaker, RedisBreaker, default_probe_lease_s
+from workers.aio import LoopRedis
+from workers.breaker import MemoryBreaker, RedisBreaker, default_probe_lease_s
+
+Breaker = Blocking  # a breaker driven from this synchronous test code
 
 # Short enough for real time, long enough that a few Redis calls never outlast it.
 COOLDOWN = 0.3
@@ -48,11 +53,18 @@ def spec(**overrides: Any) -> BreakerSpec:
 def rig(request: pytest.FixtureRequest) -> Iterator[Rig]:
     if request.param == "memory":
         clock = FakeClock()
-        yield Rig(lambda s, **kw: MemoryBreaker(s, clock=clock, **kw), clock.advance, clock)
+        yield Rig(
+            lambda s, **kw: Blocking(MemoryBreaker(s, clock=clock, **kw)), clock.advance, clock
+        )
         return
-    client = redis.Redis.from_url(request.getfixturevalue("redis_url"), decode_responses=True)
+    url = request.getfixturevalue("redis_url")
+    client = redis.Redis.from_url(url, decode_responses=True)
+
+    def in_redis(s: BreakerSpec, **kw: Any) -> Breaker:
+        return Blocking(RedisBreaker(client, s, aio=LoopRedis(url), **kw))
+
     try:
-        yield Rig(lambda s, **kw: RedisBreaker(client, s, **kw), time.sleep, time.monotonic)
+        yield Rig(in_redis, time.sleep, time.monotonic)
     finally:
         client.close()
 
@@ -94,6 +106,19 @@ def test_opens_after_n_consecutive_failures(rig: Rig) -> None:
     assert breaker.state(t) == "open"
     assert breaker.acquire(t) is None
     assert breaker.acquire(t) is None
+
+
+def test_record_answers_whether_the_breaker_is_closed_after_it(rig: Rig) -> None:
+    breaker, t = rig.make(spec(failures=2, half_open_probes=2)), target()
+    assert breaker.record(t, ok=False, probe=False) is True  # one failure: still closed
+    assert breaker.record(t, ok=False, probe=False) is False  # opened
+    assert breaker.record(t, ok=True, probe=False) is False  # a late outcome: still open
+    rig.wait(COOLDOWN * 1.2)
+    assert [breaker.acquire(t), breaker.acquire(t)] == ["probe", "probe"]
+    assert breaker.record(t, ok=False, probe=True) is False  # re-opened
+    rig.wait(COOLDOWN * 1.2)
+    assert breaker.acquire(t) == "probe"
+    assert breaker.record(t, ok=True, probe=True) is True  # closed
 
 
 def test_opens_by_failure_rate_over_min_calls(rig: Rig) -> None:
@@ -243,8 +268,9 @@ def test_an_outage_is_served_by_the_fallback_and_sees_only_probes(rig: Rig) -> N
 
 @pytest.mark.integration
 def test_a_client_without_decode_responses_works(redis_url: str) -> None:
-    client = redis.Redis.from_url(redis_url)  # replies as bytes
-    breaker, t = RedisBreaker(client, spec(failures=1)), target()
+    client = redis.Redis.from_url(redis_url)  # bytes replies to the synchronous reads
+    breaker = Blocking(RedisBreaker(client, spec(failures=1), aio=LoopRedis(redis_url)))
+    t = target()
     assert (breaker.acquire(t), breaker.state(t)) == ("closed", "closed")
     breaker.record(t, ok=False, probe=False)
     assert (breaker.acquire(t), breaker.state(t)) == (None, "open")
@@ -255,13 +281,13 @@ def test_a_client_without_decode_responses_works(redis_url: str) -> None:
 
 
 def _fail_times(url: str, t: str, n: int) -> str:
-    breaker = RedisBreaker.from_url(url, spec(failures=n))
+    breaker = Blocking(RedisBreaker.from_url(url, spec(failures=n)))  # this process's loop
     fail(breaker, t, n)
     return breaker.state(t)
 
 
 def _try_probe(url: str, t: str, n: int, start: float) -> int:
-    breaker = RedisBreaker.from_url(url, spec(failures=2))
+    breaker = Blocking(RedisBreaker.from_url(url, spec(failures=2)))
     while time.time() < start:  # both processes try at the same moment
         time.sleep(0.001)
     return sum(breaker.acquire(t) == "probe" for _ in range(n))
@@ -270,7 +296,7 @@ def _try_probe(url: str, t: str, n: int, start: float) -> int:
 @pytest.mark.integration
 def test_state_is_shared_by_processes(redis_url: str) -> None:
     t = target()
-    here = RedisBreaker.from_url(redis_url, spec(failures=2))
+    here = Blocking(RedisBreaker.from_url(redis_url, spec(failures=2)))
     ctx = multiprocessing.get_context("spawn")
     with ctx.Pool(2) as pool:
         assert pool.apply(_fail_times, (redis_url, t, 2)) == "open"

@@ -15,10 +15,11 @@ from routing.cost import call_cost
 from routing.policy import Policy
 from tests.workers.pipeline import make_settings, plan_job, results, write_input
 from tests.workers.serving import BALANCED, EXPERT, ConstScorer, policy, prompts, run
-from workers import local, stages
+from workers import local
 from workers.jobstate import MemoryJobTracker
+from workers.runtime import Runtime
 from workers.settings import S3Settings
-from workers.simprovider import SimServer
+from workers.sim.server import SimServer
 from workers.storage import Storage
 
 
@@ -135,7 +136,7 @@ def test_truncate_input_keeps_the_end_of_the_prompt(tmp_path: Path, sim: SimServ
 
 
 def _run_on(
-    rt: stages.Runtime, tmp_path: Path, pol: Policy, table: pa.Table, job: str, tenant: str
+    rt: Runtime, tmp_path: Path, pol: Policy, table: pa.Table, job: str, tenant: str
 ) -> pl.DataFrame:
     uri = write_input(tmp_path / job / "p.parquet", table)
     plan = plan_job(rt, uri, tmp_path / "out", job_id=job, tenant=tenant, policy=pol)
@@ -145,7 +146,7 @@ def _run_on(
 
 def test_second_run_is_answered_from_the_cache(tmp_path: Path, sim: SimServer) -> None:
     pol = policy(tiers={"fast": {"cascade": {"min_confidence": 0.5}}})
-    rt = stages.Runtime(
+    rt = Runtime(
         settings=make_settings(sim),
         storage=Storage(S3Settings()),
         tracker=MemoryJobTracker(),
@@ -174,7 +175,7 @@ def test_second_run_is_answered_from_the_cache(tmp_path: Path, sim: SimServer) -
 def test_cache_shared_across_tenants_and_disabled(tmp_path: Path, sim: SimServer) -> None:
     for shared, expect_hits in ((True, True), (False, False)):
         pol = policy(cache={"enabled": True, "shared_across_tenants": shared})
-        rt = stages.Runtime(
+        rt = Runtime(
             settings=make_settings(sim),
             storage=Storage(S3Settings()),
             tracker=MemoryJobTracker(),
@@ -184,7 +185,7 @@ def test_cache_shared_across_tenants_and_disabled(tmp_path: Path, sim: SimServer
         out = _run_on(rt, tmp_path, pol, prompts(10), f"b-{shared}", "globex")
         assert bool(out["cache_hit"].all()) is expect_hits
     pol = policy(cache={"enabled": False})
-    rt = stages.Runtime(
+    rt = Runtime(
         settings=make_settings(sim),
         storage=Storage(S3Settings()),
         tracker=MemoryJobTracker(),
@@ -197,7 +198,7 @@ def test_cache_shared_across_tenants_and_disabled(tmp_path: Path, sim: SimServer
 
 def test_manifest_counts_what_the_cache_and_dedupe_saved(tmp_path: Path, sim: SimServer) -> None:
     pol = policy()
-    rt = stages.Runtime(
+    rt = Runtime(
         settings=make_settings(sim),
         storage=Storage(S3Settings()),
         tracker=MemoryJobTracker(),

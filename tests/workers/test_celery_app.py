@@ -1,18 +1,23 @@
-"""The Celery application: routing of tasks to queues and the delivery settings that make
-redelivery safe (DESIGN.md, "Decisions and why"). No broker is needed to check these; the
-real-worker run is tests/e2e/test_distributed.py."""
+"""The Celery application: routing of tasks to queues, the delivery settings that make
+redelivery safe (DESIGN.md, "Decisions and why"), and where the app is built — only by
+the worker entry point (workers/worker.py), never as a side effect of an import. No broker
+is needed to check these; the real-worker run is tests/e2e/test_distributed.py."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import textwrap
 from typing import Any
 
 import pytest
 from celery import Celery
 
 from routing.plan import JobContext
-from workers import app as app_module
 from workers import tasks
-from workers.app import FINALIZE_QUEUE, INGEST_QUEUE, make_app, route_task, tier_queue
+from workers.app import make_app
+from workers.celery_config import make_sender
+from workers.queues import FINALIZE_QUEUE, INGEST_QUEUE, route_task, tier_queue
 from workers.settings import Settings
 
 CTX = {
@@ -90,13 +95,71 @@ def test_visibility_timeout_default_outlasts_the_task_retry_backoff() -> None:
     assert settings.visibility_timeout_s > tasks._RETRY["retry_backoff_max"]
 
 
-def test_tasks_are_registered_late_acked_and_retry_only_infrastructure_errors() -> None:
-    registered = tasks.app.tasks
+def test_tasks_are_registered_late_acked_and_retry_only_infrastructure_errors(
+    celery_app: Celery,
+) -> None:
+    registered = celery_app.tasks  # workers.tasks: shared tasks, on the app a worker runs
     for name in ("ingest", "dispatch", "finalize"):
         task = registered[name]
         assert task.acks_late is True
         assert set(task.autoretry_for) == set(tasks._INFRA)
-    assert tasks.app is app_module.app
+        assert task.app is celery_app
+    assert {"reconcile", "reconcile_stalled", "nightly_tick"} <= set(registered)
+    assert celery_app.conf.include == ["workers.tasks"]  # what `celery worker` imports
+
+
+def test_the_sender_is_configured_as_the_worker_app(celery_app: Celery) -> None:
+    """The CLI, the watcher and beat's tick send with ``make_sender``: the same messages."""
+    settings = celery_app.conf.batch_router_settings
+    sender = make_sender(settings)
+    for key in (
+        "task_serializer",
+        "accept_content",
+        "task_routes",
+        "task_default_queue",
+        "task_send_sent_event",
+        "broker_transport_options",
+        "broker_url",
+    ):
+        assert sender.conf[key] == celery_app.conf[key], key
+    assert not sender.conf.include and not sender.conf.beat_schedule
+
+
+IMPORTS_BUILD_NO_APP = textwrap.dedent(
+    """
+    import celery._state
+    import workers.settings
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("Settings() built at import time")
+
+    workers.settings.Settings.__init__ = refuse
+    import producer.cli, producer.jobs, producer.watch
+    import workers.app, workers.jobs.submit, workers.nightly, workers.queues, workers.tasks
+    apps = list(celery._state._apps)
+    assert not apps, apps
+    """
+)
+
+WORKER_ENTRY_POINT = textwrap.dedent(
+    """
+    import celery
+    import workers.worker as entry
+    entry.app.loader.import_default_modules()  # as `celery -A workers.worker worker` does
+    assert celery.current_app._get_current_object() is entry.app
+    assert {"ingest", "dispatch", "finalize", "reconcile"} <= set(entry.app.tasks)
+    assert entry.app.tasks["dispatch"].app is entry.app
+    """
+)
+
+
+@pytest.mark.parametrize("code", [IMPORTS_BUILD_NO_APP, WORKER_ENTRY_POINT])
+def test_only_the_worker_entry_point_builds_the_app(code: str) -> None:
+    env = {"PATH": "/usr/bin:/bin", "HOME": "/nonexistent"}  # no BATCH_ROUTER_* settings
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
 
 
 def test_celery_sink_sends_each_message_to_its_queue(monkeypatch: pytest.MonkeyPatch) -> None:

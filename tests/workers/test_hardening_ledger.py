@@ -35,7 +35,8 @@ from tests.workers.pipeline import (
 from workers import layout, local, stages
 from workers.jobstate import MemoryJobTracker
 from workers.reconcile import reconcile
-from workers.simprovider import SimServer
+from workers.runtime import Runtime
+from workers.sim.server import SimServer
 
 pytestmark = pytest.mark.security
 
@@ -202,7 +203,7 @@ class _Quiet:
         pass
 
 
-def stages_sink(rt: stages.Runtime) -> _Quiet:
+def stages_sink(rt: Runtime) -> _Quiet:
     return _Quiet()
 
 
@@ -274,7 +275,7 @@ def test_reconcile_after_lost_claims_keeps_the_split(tmp_path: Path, sim: SimSer
     for chunk in plan.chunks:
         stages.ingest(rt, ctx, chunk, lossy)
 
-    fresh = stages.Runtime(settings=rt.settings, storage=rt.storage, tracker=MemoryJobTracker())
+    fresh = Runtime(settings=rt.settings, storage=rt.storage, tracker=MemoryJobTracker())
     sink = LossySink(fresh, lose=set())
     for chunk in reversed(plan.chunks):  # the last chunk first: it would win every claim
         sink.ingest(ctx, chunk, list(pol.tier_names))

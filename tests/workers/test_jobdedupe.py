@@ -25,7 +25,8 @@ from workers import audit, dedupe, layout, local, stages
 from workers.finalize import finalize
 from workers.jobstate import MemoryJobTracker
 from workers.reconcile import reconcile
-from workers.simprovider import SimServer
+from workers.runtime import Runtime
+from workers.sim.server import SimServer
 
 DISTINCT, COPIES = 60, 3  # 60 prompts, each 3 times, spread over 6 chunks of 30 rows
 
@@ -220,7 +221,7 @@ def test_reconcile_after_lost_state_keeps_the_split(tmp_path: Path, sim: SimServ
         stages.ingest(rt, ctx, chunk, lossy)
     assert sum(sim.stats()["requests_by_model"].values()) == 0
 
-    fresh = stages.Runtime(settings=rt.settings, storage=rt.storage, tracker=MemoryJobTracker())
+    fresh = Runtime(settings=rt.settings, storage=rt.storage, tracker=MemoryJobTracker())
     sink = LossySink(fresh, lose=set())
     report = reconcile(fresh, ctx.job_root, sink)
     assert report.reingested == [] and sink.finalized == 1
@@ -247,7 +248,7 @@ def _planned(tmp_path: Path, sim: SimServer, job_id: str) -> tuple:
     return rt, plan
 
 
-def _exactly_once(rt: stages.Runtime, plan: object) -> pl.DataFrame:
+def _exactly_once(rt: Runtime, plan: object) -> pl.DataFrame:
     out = results(rt, plan)
     assert out.height == DISTINCT * COPIES and out["prompt_id"].n_unique() == out.height
     assert set(out["status"]) == {"ok"}, out.filter(pl.col("status") != "ok")["error"][0]

@@ -1,5 +1,6 @@
 """The budget ledger: one behaviour suite, run against the in-memory ledger and the Redis
-ledger (a real ``redis-server`` from the fixtures), plus :func:`budget_scopes`."""
+ledger (a real ``redis-server`` from the fixtures), both awaited on this process's I/O loop
+as the serving engine does (``tests/workers/blocking.py``), plus :func:`budget_scopes`."""
 
 from __future__ import annotations
 
@@ -17,16 +18,12 @@ from decimal import Decimal
 import pytest
 import redis
 
-from routing.resilience import BudgetLimit, BudgetSpec
-from workers.ledger import (
-    PERIOD_MARGIN_S,
-    Ledger,
-    MemoryLedger,
-    RedisLedger,
-    Scope,
-    Usage,
-    budget_scopes,
-)
+from routing.resilience import PERIOD_MARGIN_S, BudgetLimit, BudgetSpec, Scope, budget_scopes
+from tests.workers.blocking import Blocking
+from workers.aio import LoopRedis
+from workers.ledger import MemoryLedger, RedisLedger, Usage
+
+Ledger = Blocking  # a ledger driven from this synchronous test code
 
 D = Decimal
 TTL = 3600
@@ -67,7 +64,7 @@ def backend(request: pytest.FixtureRequest) -> Iterator[Backend]:
             clock.now += seconds
 
         def memory(reservation_ttl_s: float = TTL) -> Ledger:
-            return MemoryLedger(reservation_ttl_s, clock)
+            return Blocking(MemoryLedger(reservation_ttl_s, clock))
 
         yield Backend("memory", memory, advance)
         return
@@ -76,7 +73,7 @@ def backend(request: pytest.FixtureRequest) -> Iterator[Backend]:
     prefix = f"test:ledger:{uuid.uuid4().hex[:10]}:"
 
     def in_redis(reservation_ttl_s: float = TTL) -> Ledger:
-        return RedisLedger(client, prefix, reservation_ttl_s)
+        return Blocking(RedisLedger(client, prefix, reservation_ttl_s, aio=LoopRedis(url)))
 
     try:
         yield Backend("redis", in_redis, time.sleep, url, prefix)
@@ -155,6 +152,14 @@ def test_stored_scopes_win_over_the_given_ones(ledger: Ledger) -> None:
     ledger.settle("k1", D("0.2"), 5, scopes=[scope("job:B")])
     assert usage(ledger, "job:A") == (D("0.2"), 0, 5, 0)
     assert usage(ledger, "job:B") == (0, 0, 0, 0)
+
+
+def test_release_with_the_reserved_scopes_or_other_ones(ledger: Ledger) -> None:
+    assert ledger.reserve("k1", [scope("job:A")], D("0.5"), 10)
+    assert ledger.reserve("k2", [scope("job:A")], D("0.25"), 5)
+    ledger.release("k1", [scope("job:A")])  # the scopes it was reserved on: one round trip
+    ledger.release("k2", [scope("job:B")])  # others: the stored ones win
+    assert usage(ledger, "job:A") == usage(ledger, "job:B") == (0, 0, 0, 0)
 
 
 # ---------------------------------------------------------------- caps
@@ -328,7 +333,7 @@ def _race_body(ledger: Ledger, seed: int, calls: int) -> tuple[list[str], list[s
 
 
 def _race_process(url: str, prefix: str, seed: int, calls: int) -> tuple[list[str], list[str]]:
-    ledger = RedisLedger.from_url(url, prefix=prefix)
+    ledger = Blocking(RedisLedger.from_url(url, prefix=prefix))  # this process's own loop
     return _race_body(ledger, seed, calls)
 
 
@@ -373,7 +378,8 @@ def test_concurrent_redelivered_settles_count_once(ledger: Ledger) -> None:
 def test_every_redis_key_expires(redis_url: str) -> None:
     client = redis.Redis.from_url(redis_url, decode_responses=True)
     prefix = f"test:ledger:{uuid.uuid4().hex[:10]}:"
-    ledger = RedisLedger(client, prefix, reservation_ttl_s=60, record_ttl_s=600)
+    aio = LoopRedis(redis_url)
+    ledger = Blocking(RedisLedger(client, prefix, reservation_ttl_s=60, record_ttl_s=600, aio=aio))
     assert ledger.reserve("a", [Scope("job:A", D(1), None, 500)], D("0.1"), 1)
     assert not ledger.reserve("b", [Scope("job:B", D(0), None, 400)], D("0.1"), 1)
     ledger.settle("c", D("0.1"), 1, scopes=[Scope("job:C", None, None, 300)])
@@ -387,8 +393,9 @@ def test_every_redis_key_expires(redis_url: str) -> None:
 
 @pytest.mark.integration
 def test_redis_ledger_works_without_decoded_responses(redis_url: str) -> None:
-    client = redis.Redis.from_url(redis_url)  # bytes replies
-    ledger = RedisLedger(client, f"test:ledger:{uuid.uuid4().hex[:10]}:")
+    client = redis.Redis.from_url(redis_url)  # bytes replies to the synchronous reads
+    prefix = f"test:ledger:{uuid.uuid4().hex[:10]}:"
+    ledger = Blocking(RedisLedger(client, prefix, aio=LoopRedis(redis_url)))
     assert ledger.reserve("a", [scope(usd="1")], D("0.5"), 5)
     ledger.settle("a", D("0.25"), 2)
     ledger.settle("a", D("0.125"), 1)
@@ -400,9 +407,10 @@ def test_redis_ledger_works_without_decoded_responses(redis_url: str) -> None:
 @pytest.mark.integration
 def test_memory_and_redis_ledgers_agree_on_random_operations(redis_url: str) -> None:
     client = redis.Redis.from_url(redis_url, decode_responses=True)
+    prefix = f"test:ledger:{uuid.uuid4().hex[:10]}:"
     ledgers: list[Ledger] = [
-        MemoryLedger(),
-        RedisLedger(client, f"test:ledger:{uuid.uuid4().hex[:10]}:"),
+        Blocking(MemoryLedger()),
+        Blocking(RedisLedger(client, prefix, aio=LoopRedis(redis_url))),
     ]
     pool = [scope("t:day", usd="0.05", tokens=400), scope("job:J"), scope("job:J:fast", usd="0.03")]
     rng = random.Random(11)
@@ -420,7 +428,7 @@ def test_memory_and_redis_ledgers_agree_on_random_operations(redis_url: str) -> 
                     ledger.settle(key, usd, tokens, scopes=given)
                     outcomes.append(None)
                 else:
-                    ledger.release(key)
+                    ledger.release(key, given)
                     outcomes.append(None)
             except KeyError:
                 outcomes.append(KeyError)

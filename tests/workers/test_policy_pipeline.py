@@ -10,12 +10,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from producer.plan import build_plan
 from routing.policy import load_policy
-from workers import layout, local, stages
+from workers import layout, local
+from workers.jobs.plan import build_plan
 from workers.jobstate import MemoryJobTracker
+from workers.runtime import Runtime
 from workers.settings import ProviderOverride, S3Settings, Settings
-from workers.simprovider import SimServer
+from workers.sim.server import SimServer
 from workers.storage import Storage
 
 pytestmark = pytest.mark.security
@@ -58,7 +59,7 @@ def test_rules_entitlements_and_pii_decide_each_row(tmp_path: Path, sim: SimServ
     }
     settings = Settings(_env_file=None, providers=urls)  # type: ignore[call-arg]
     storage = Storage(S3Settings())
-    rt = stages.Runtime(settings=settings, storage=storage, tracker=MemoryJobTracker())
+    rt = Runtime(settings=settings, storage=storage, tracker=MemoryJobTracker())
     plan = build_plan(storage, policy, str(src), str(tmp_path / "out"), 100, "gov-1", None)
     manifest = local.run_job(rt, plan)
     assert manifest["rows_out"] == len(ROWS)

@@ -1,75 +1,48 @@
-"""Provider calls over real HTTP: the simulated provider (in-thread ``SimServer``) with
-error injection, and small scripted aiohttp servers for exact status sequences."""
+"""Provider calls as production makes them: the realtime serving engine
+(``workers.calls.Caller``, what ``dispatch`` runs) over real HTTP — the simulated provider
+(in-thread ``SimServer``) with error injection, and small scripted aiohttp servers for exact
+status sequences — plus the transport's endpoint and client set-up (``workers.provider``)."""
 
 from __future__ import annotations
 
 import asyncio
-import random
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
 from typing import Any
 
 import openai
 import pytest
-import yaml
 from aiohttp import web
 
 from routing.errors import ConfigError
-from routing.policy import Policy, ProviderSpec, RetrySpec, parse_policy
+from routing.policy import ProviderSpec
 from tests import services
-from workers import provider
-from workers.provider import (
-    ChatRequest,
-    Completion,
-    Endpoint,
-    RealtimeExecutor,
-    call_with_retry,
-    make_client,
-    resolve_endpoint,
+from tests.workers.serving import (
+    MODEL,
+    Delays,
+    Handler,
+    questions,
+    record_delays,
+    row,
+    scripted,
+    serve,
+    serve_one,
+    unit_policy,
+    unit_settings,
 )
+from workers.calls import Kind
+from workers.provider import Endpoint, make_client, resolve_endpoint
 from workers.settings import ProviderOverride, Settings
-from workers.simprovider import SimServer
+from workers.sim.server import SimServer
 
-FAST_RETRY = RetrySpec(max_attempts=3, base_delay_s=0.0, max_delay_s=1.0)
 OK_BODY = {
     "choices": [
         {"index": 0, "message": {"role": "assistant", "content": "hi"}, "finish_reason": "stop"}
     ],
     "usage": {"prompt_tokens": 3, "completion_tokens": 1, "total_tokens": 4},
 }
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 def settings(**kwargs: Any) -> Settings:
     return Settings(_env_file=None, **kwargs)  # type: ignore[call-arg]
-
-
-def make_policy(base_url: str = "simulated", max_attempts: int = 3, **fields: Any) -> Policy:
-    data = {
-        "providers": {"sim": {"base_url": base_url, **fields}},
-        "tiers": [
-            {
-                "name": "only",
-                "models": [
-                    {
-                        "name": "m-1",
-                        "provider": "sim",
-                        "input_per_mtok": "1",
-                        "output_per_mtok": "2",
-                    }
-                ],
-                "concurrency": 4,
-            }
-        ],
-        "retry": {"max_attempts": max_attempts, "base_delay_s": 0.0, "max_delay_s": 1.0},
-    }
-    return parse_policy(yaml.safe_dump(data))
-
-
-def requests(n: int, max_tokens: int = 64) -> list[ChatRequest]:
-    return [
-        ChatRequest(f"Question number {i}: what is {i} + {i}?", None, max_tokens) for i in range(n)
-    ]
 
 
 @pytest.fixture(scope="module")
@@ -78,93 +51,41 @@ def sim_seed() -> int:
 
 
 @pytest.fixture
-def delays(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, float | None, float]]:
-    """Every backoff decision: (attempt, the provider's Retry-After hint, the delay slept)."""
-    seen: list[tuple[int, float | None, float]] = []
-    real = provider.backoff_delay
-
-    def recording(
-        attempt: int, spec: RetrySpec, retry_after: float | None, rng: random.Random
-    ) -> float:
-        delay = real(attempt, spec, retry_after, rng)
-        seen.append((attempt, retry_after, delay))
-        return delay
-
-    monkeypatch.setattr(provider, "backoff_delay", recording)
-    return seen
+def delays(monkeypatch: pytest.MonkeyPatch) -> Delays:
+    return record_delays(monkeypatch)
 
 
-def call(
-    base_url: str,
-    request: ChatRequest,
-    retry: RetrySpec = FAST_RETRY,
-    timeout: float = 10.0,
-    transport: str = "aiohttp",
-) -> Completion:
-    """One :func:`call_with_retry` through a fresh client (its own event loop)."""
-
-    async def run() -> Completion:
-        endpoint = Endpoint("sim", base_url, "key", timeout)
-        async with make_client(endpoint, transport) as client:
-            return await call_with_retry(client, "m-1", request, retry, random.Random(0))
-
-    return asyncio.run(run())
-
-
-@asynccontextmanager
-async def scripted(handler: Handler) -> AsyncIterator[str]:
-    """A one-route aiohttp server in the running loop; yields its ``…/v1`` base URL."""
-    app = web.Application()
-    app.router.add_post("/v1/chat/completions", handler)
-    runner = web.AppRunner(app, shutdown_timeout=1.0)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    try:
-        yield f"http://127.0.0.1:{runner.addresses[0][1]}/v1"
-    finally:
-        await runner.cleanup()
-
-
-def run_scripted(
-    handler: Handler, request: ChatRequest, retry: RetrySpec = FAST_RETRY
-) -> Completion:
-    async def run() -> Completion:
-        async with (
-            scripted(handler) as url,
-            make_client(Endpoint("s", url, "key", 10.0), "aiohttp") as client,
-        ):
-            return await call_with_retry(client, "m-1", request, retry, random.Random(0))
-
-    return asyncio.run(run())
+def chat(handler: Handler) -> dict[str, Handler]:
+    return {"/v1/chat/completions": handler}
 
 
 # ---------------------------------------------------------------- successful calls
 
 
 @pytest.mark.parametrize("transport", ["aiohttp", "httpx"])
-def test_executor_answers_every_request_in_order(sim: SimServer, transport: str) -> None:
-    policy = make_policy()
-    cfg = settings(
-        providers={"sim": ProviderOverride(base_url=sim.base_url)}, http_transport=transport
-    )
-    batch = requests(12)
-    done = RealtimeExecutor(policy, cfg, concurrency=4).run(policy.tiers[0].primary, batch)
+def test_every_row_is_answered_in_order(sim: SimServer, transport: str) -> None:
+    policy = unit_policy()
+    cfg = unit_settings(sim.base_url, http_transport=transport)
+    batch = questions(12)
+    served = serve(policy, cfg, batch)
 
-    assert len(done) == len(batch)
-    assert all(c.ok and c.error is None and c.attempts == 1 for c in done)
-    assert all(c.text and c.input_tokens > 0 and c.output_tokens > 0 for c in done)
-    # the simulator's answer is a function of the prompt: each answer is its own request's
-    singles = [call(sim.base_url, r) for r in batch[::5]]
-    assert [c.text for c in singles] == [c.text for c in done[::5]]
+    assert len(served) == len(batch)
+    assert all(s.kind is Kind.OK and s.done.error is None and s.calls == 1 for s in served)
+    assert all(s.done.text and s.done.input_tokens and s.done.output_tokens for s in served)
+    assert all(s.cost > 0 and s.model.name == MODEL for s in served)
+    # the simulator's answer is a function of the prompt: each answer is its own row's
+    singles = [serve_one(policy, cfg, r) for r in batch[::5]]
+    assert [s.done.text for s in singles] == [s.done.text for s in served[::5]]
     assert sim.stats()["completions"] == len(batch) + len(singles)
 
 
 def test_system_prompt_and_max_tokens_reach_the_provider(sim: SimServer) -> None:
-    plain = call(sim.base_url, ChatRequest("Describe the sea.", None, 512))
-    with_system = call(sim.base_url, ChatRequest("Describe the sea.", "You are a poet.", 512))
+    policy, cfg = unit_policy(), unit_settings(sim.base_url)
+    plain = serve_one(policy, cfg, row("Describe the sea.", max_output_tokens=512)).done
+    poet = row("Describe the sea.", "You are a poet.", max_output_tokens=512)
+    with_system = serve_one(policy, cfg, poet).done
     assert with_system.input_tokens > plain.input_tokens
-    short = call(sim.base_url, ChatRequest("Describe the sea.", None, 2))
+    short = serve_one(policy, cfg, row("Describe the sea.", max_output_tokens=2)).done
     assert (short.ok, short.finish_reason, short.output_tokens) == (True, "length", 2)
     assert plain.finish_reason == "stop"
 
@@ -173,87 +94,80 @@ def test_system_prompt_and_max_tokens_reach_the_provider(sim: SimServer) -> None
 
 
 def test_429_honours_retry_after_then_fails_after_max_attempts(
-    sim: SimServer, delays: list[tuple[int, float | None, float]]
+    sim: SimServer, delays: Delays
 ) -> None:
     sim.configure(rate_limit_rate=1.0, retry_after_s=0.05)
-    done = call(sim.base_url, requests(1)[0])
+    served = serve_one(unit_policy(), unit_settings(sim.base_url), questions(1)[0])
 
-    assert not done.ok and done.text is None
-    assert done.attempts == FAST_RETRY.max_attempts
-    assert done.error is not None and "retryable" in done.error and "status 429" in done.error
-    assert sim.stats()["rate_limited"] == FAST_RETRY.max_attempts
+    assert served.status == "failed" and served.done.text is None
+    assert served.calls == served.done.attempts == 3
+    error = served.done.error or ""
+    assert "retryable" in error and "status 429" in error
+    assert sim.stats()["rate_limited"] == 3
     # one backoff between consecutive attempts, each at least the Retry-After hint
     assert [(a, hint) for a, hint, _ in delays] == [(1, 0.05), (2, 0.05)]
     assert all(delay >= 0.05 for _, _, delay in delays)
 
 
-def test_retry_after_beyond_the_policy_cap_waits_the_cap(
-    sim: SimServer, delays: list[tuple[int, float | None, float]]
-) -> None:
+def test_retry_after_beyond_the_policy_cap_waits_the_cap(sim: SimServer, delays: Delays) -> None:
     sim.configure(rate_limit_rate=1.0, retry_after_s=600)
-    retry = RetrySpec(max_attempts=2, base_delay_s=0.0, max_delay_s=0.01)
-    done = call(sim.base_url, requests(1)[0], retry)
-    assert done.attempts == 2
+    policy = unit_policy(max_attempts=2, max_delay_s=0.01)
+    served = serve_one(policy, unit_settings(sim.base_url), questions(1)[0])
+    assert served.calls == 2
     assert delays == [(1, 600.0, 0.01)]
 
 
-def test_429_then_success(delays: list[tuple[int, float | None, float]]) -> None:
+def test_429_then_success(delays: Delays) -> None:
     calls = 0
 
     async def handler(request: web.Request) -> web.Response:
         nonlocal calls
         calls += 1
         if calls == 1:
-            return web.json_response(
-                {
-                    "error": {
-                        "message": "slow down",
-                        "type": "requests",
-                        "code": "rate_limit_exceeded",
-                    }
-                },
-                status=429,
-                headers={"Retry-After": "0.02"},
-            )
+            error = {"message": "slow down", "type": "requests", "code": "rate_limit_exceeded"}
+            return web.json_response({"error": error}, status=429, headers={"Retry-After": "0.02"})
         return web.json_response(OK_BODY)
 
-    done = run_scripted(handler, requests(1)[0])
-    assert (done.ok, done.text, done.attempts, calls) == (True, "hi", 2, 2)
+    with scripted(chat(handler)) as url:
+        served = serve_one(unit_policy(), unit_settings(f"{url}/v1"), questions(1)[0])
+    done = served.done
+    assert (served.status, done.text, served.calls, calls) == ("ok", "hi", 2, 2)
     assert (done.input_tokens, done.output_tokens, done.finish_reason) == (3, 1, "stop")
     assert [(a, hint) for a, hint, _ in delays] == [(1, 0.02)]
 
 
 def test_5xx_retried_up_to_max_attempts(sim: SimServer) -> None:
     sim.configure(error_rate=1.0)
-    retry = RetrySpec(max_attempts=4, base_delay_s=0.001, max_delay_s=0.01)
-    done = call(sim.base_url, requests(1)[0], retry)
-    assert not done.ok
-    assert done.attempts == 4
-    assert done.error is not None
-    assert done.error.startswith("retryable provider error (status 500)")
-    assert "simulated" in done.error  # the provider's own message is kept
+    policy = unit_policy(max_attempts=4, max_delay_s=0.01)
+    served = serve_one(policy, unit_settings(sim.base_url), questions(1)[0])
+    assert served.status == "failed"
+    assert served.calls == served.done.attempts == 4
+    error = served.done.error or ""
+    assert error.startswith("retryable provider error (status 500)")
+    assert "simulated" in error  # the provider's own message is kept
     assert sim.stats()["errors"] == 4
 
 
 @pytest.mark.parametrize("transport", ["aiohttp", "httpx"])
 def test_connection_refused_is_retryable(transport: str) -> None:
-    port = services.free_port()
-    done = call(f"http://127.0.0.1:{port}/v1", requests(1)[0], transport=transport)
-    assert not done.ok
-    assert done.attempts == FAST_RETRY.max_attempts
-    assert done.error is not None and done.error.startswith("retryable")
+    url = f"http://127.0.0.1:{services.free_port()}/v1"
+    served = serve_one(unit_policy(), unit_settings(url, http_transport=transport), questions(1)[0])
+    assert served.status == "failed" and served.done.retryable
+    assert served.calls == 3
+    error = served.done.error or ""
+    assert error.startswith("retryable")
     # the error says what happened (the aiohttp transport's SDK text is "Request timed out.")
-    assert "Connect" in done.error and ("refused" in done.error or "failed" in done.error)
+    assert "Connect" in error and ("refused" in error or "failed" in error)
 
 
 def test_timeout_is_retryable(sim: SimServer) -> None:
     sim.configure(hang_rate=1.0, hang_s=2.0)
-    retry = RetrySpec(max_attempts=2, base_delay_s=0.0, max_delay_s=0.0)
-    done = call(sim.base_url, requests(1)[0], retry, timeout=0.2)
-    assert not done.ok
-    assert done.attempts == 2
-    assert done.error is not None and done.error.startswith("retryable")
-    assert "Timeout" in done.error
+    policy = unit_policy(max_attempts=2, max_delay_s=0.0, timeout_s=0.2)
+    served = serve_one(policy, unit_settings(sim.base_url), questions(1)[0])
+    assert served.status == "failed" and served.done.retryable
+    assert served.calls == 2
+    error = served.done.error or ""
+    assert error.startswith("retryable") and "Timeout" in error
 
 
 @pytest.mark.parametrize(
@@ -277,24 +191,26 @@ def test_status_codes_split_into_retryable_and_permanent(status: int, retryable:
         calls += 1
         return web.json_response({"error": {"message": f"scripted {status}"}}, status=status)
 
-    done = run_scripted(handler, requests(1)[0])
-    expected = FAST_RETRY.max_attempts if retryable else 1
-    assert (done.ok, done.attempts, calls) == (False, expected, expected)
+    with scripted(chat(handler)) as url:
+        served = serve_one(unit_policy(), unit_settings(f"{url}/v1"), questions(1)[0])
+    expected = 3 if retryable else 1
+    assert (served.status, served.calls, calls) == ("failed", expected, expected)
+    assert served.kind is (Kind.UNAVAILABLE if retryable else Kind.FAILED)
     kind = "retryable" if retryable else "permanent"
-    assert done.error is not None and done.error.startswith(
-        f"{kind} provider error (status {status})"
-    )
+    error = served.done.error or ""
+    assert error.startswith(f"{kind} provider error (status {status})")
 
 
 # ---------------------------------------------------------------- permanent errors
 
 
-def test_400_is_permanent_one_attempt(sim: SimServer) -> None:
-    done = call(sim.base_url, ChatRequest("hello", None, 0))  # max_tokens must be positive
-    assert not done.ok
-    assert done.attempts == 1
-    assert done.error is not None and done.error.startswith("permanent provider error (status 400)")
-    assert sim.stats()["invalid"] == 1 and sim.stats()["requests"] == 1
+def test_a_permanent_4xx_is_not_retried(sim: SimServer) -> None:
+    sim.configure(auth_error_rate=1.0)  # 401: the request's own fault, not the model's
+    served = serve_one(unit_policy(), unit_settings(sim.base_url), questions(1)[0])
+    assert served.kind is Kind.FAILED and served.calls == 1
+    error = served.done.error or ""
+    assert error.startswith("permanent provider error (status 401)")
+    assert sim.stats()["requests"] == 1
 
 
 @pytest.mark.parametrize("body", [{"choices": []}, {"usage": {}}, ["not", "an", "object"]])
@@ -302,23 +218,24 @@ def test_malformed_response_is_a_permanent_failure(body: Any) -> None:
     async def handler(request: web.Request) -> web.Response:
         return web.json_response(body)
 
-    done = run_scripted(handler, requests(1)[0])
-    assert (done.ok, done.attempts) == (False, 1)
-    assert done.error is not None and "malformed chat-completions response" in done.error
+    with scripted(chat(handler)) as url:
+        served = serve_one(unit_policy(), unit_settings(f"{url}/v1"), questions(1)[0])
+    assert (served.kind, served.calls) == (Kind.FAILED, 1)
+    assert "malformed chat-completions response" in (served.done.error or "")
 
 
 # ---------------------------------------------------------------- bounded concurrency
 
 
 @pytest.mark.parametrize("concurrency", [1, 3])
-def test_never_more_than_concurrency_requests_in_flight(concurrency: int) -> None:
+def test_never_more_than_the_tiers_concurrency_in_flight(concurrency: int) -> None:
     """The server holds each request until ``concurrency`` are in flight together (or
     a generous deadline passes), so the bound is reached and any excess would show."""
-    in_flight, peak, served = 0, 0, 0
-    full = asyncio.Event()
+    in_flight, peak, served_n = 0, 0, 0
+    full = asyncio.Event()  # set and awaited on the scripted server's loop
 
     async def handler(request: web.Request) -> web.Response:
-        nonlocal in_flight, peak, served
+        nonlocal in_flight, peak, served_n
         in_flight += 1
         peak = max(peak, in_flight)
         if in_flight >= concurrency:
@@ -328,18 +245,13 @@ def test_never_more_than_concurrency_requests_in_flight(concurrency: int) -> Non
             await asyncio.sleep(0.01)  # room for an excess request to arrive
         finally:
             in_flight -= 1
-        served += 1
+        served_n += 1
         return web.json_response(OK_BODY)
 
-    async def run() -> list[Completion]:
-        async with scripted(handler) as url:
-            policy = make_policy()
-            cfg = settings(providers={"sim": ProviderOverride(base_url=url)})
-            executor = RealtimeExecutor(policy, cfg, concurrency=concurrency)
-            return await asyncio.to_thread(executor.run, policy.tiers[0].primary, requests(20))
-
-    done = asyncio.run(run())
-    assert all(c.ok for c in done) and served == 20
+    policy = unit_policy(concurrency=concurrency)
+    with scripted(chat(handler)) as url:
+        served = serve(policy, unit_settings(f"{url}/v1"), questions(20))
+    assert all(s.kind is Kind.OK for s in served) and served_n == 20
     assert peak == concurrency
 
 
@@ -355,10 +267,11 @@ def test_simulated_provider_without_url_names_the_setting() -> None:
         resolve_endpoint("sim", sim_spec(), settings())
 
 
-def test_executor_refuses_a_simulated_provider_without_url() -> None:
-    policy = make_policy()
-    with pytest.raises(ConfigError, match="BATCH_ROUTER_PROVIDERS__SIM__BASE_URL"):
-        RealtimeExecutor(policy, settings(), 4).run(policy.tiers[0].primary, requests(1))
+def test_a_tier_whose_provider_has_no_url_fails_its_rows_naming_the_setting() -> None:
+    policy = unit_policy(breaker={"cooldown_s": 0.01})
+    served = serve_one(policy, settings(), questions(1)[0])
+    assert served.status == "failed" and served.calls == 0
+    assert "BATCH_ROUTER_PROVIDERS__SIM__BASE_URL" in (served.done.error or "")
 
 
 def test_settings_override_the_policy_url(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -18,7 +18,8 @@ from tests.workers.pipeline import (
 from workers import layout, local, stages
 from workers.jobstate import MemoryJobTracker
 from workers.reconcile import reconcile
-from workers.simprovider import SimServer
+from workers.runtime import Runtime
+from workers.sim.server import SimServer
 
 EASY, HARD = "What is 2 plus 2?", "Prove the theorem, derive each step and analyse trade-offs."
 
@@ -46,7 +47,7 @@ def test_lost_batches_and_lost_state_are_repaired(tmp_path: Path, sim: SimServer
     assert lossy.finalized == 0 and not rt.storage.exists(layout.success(ctx.job_root))
 
     # Redis lost too: a fresh tracker knows nothing of the job
-    fresh = stages.Runtime(settings=rt.settings, storage=rt.storage, tracker=MemoryJobTracker())
+    fresh = Runtime(settings=rt.settings, storage=rt.storage, tracker=MemoryJobTracker())
     sink = LossySink(fresh, lose=set())
     report = reconcile(fresh, ctx.job_root, sink)
     assert report.registered and report.state == "resumed"

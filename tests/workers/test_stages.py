@@ -29,8 +29,9 @@ from tests.workers.pipeline import (
 )
 from workers import layout, local, stages
 from workers.finalize import finalize
+from workers.runtime import Runtime
 from workers.settings import Settings
-from workers.simprovider import SimServer
+from workers.sim.server import SimServer
 
 EASY = "What is 7 plus 5?"
 MEDIUM = "Explain why the sky is blue and compare it with sunsets in at least three sentences."
@@ -96,7 +97,7 @@ EXPECTED_REJECTIONS = {
 
 def run_mixed(
     tmp_path: Path, settings: Settings, table: pa.Table | None = None, **plan_kwargs: Any
-) -> tuple[stages.Runtime, JobPlan, dict[str, Any], pl.DataFrame]:
+) -> tuple[Runtime, JobPlan, dict[str, Any], pl.DataFrame]:
     """The mixed table as acme's job (``--tenant acme``: its rows name acme or no tenant)."""
     rt = runtime(settings)
     uri = write_input(tmp_path / "in" / "mixed.parquet", table or mixed_table())
@@ -416,7 +417,7 @@ def test_inline_and_staged_paths_give_the_same_results(tmp_path: Path, sim: SimS
 
 
 class InlineSink:
-    def __init__(self, rt: stages.Runtime) -> None:
+    def __init__(self, rt: Runtime) -> None:
         self.rt, self.finalized = rt, 0
 
     def dispatch(self, ctx: JobContext, batch: dict[str, Any]) -> None:

@@ -18,7 +18,9 @@ import bpe_openai
 import openai
 import pytest
 
-from workers.simprovider import SimConfig, SimServer
+from workers.sim.config import SimConfig
+from workers.sim.server import SimServer
+from workers.sim.stats import Stats
 
 ENC = bpe_openai.get_encoding("o200k_base")
 ROOT = Path(__file__).resolve().parents[2]
@@ -266,7 +268,7 @@ def test_config_validation() -> None:
 
 def test_cli_serves_and_stops_on_sigterm() -> None:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    cmd = [sys.executable, "-m", "workers.simprovider", "--port", "0", "--error-rate", "1"]
+    cmd = [sys.executable, "-m", "workers.sim", "--port", "0", "--error-rate", "1"]
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True)
     try:
         line = proc.stdout.readline()
@@ -294,3 +296,11 @@ def test_outage_of_one_model(sim: SimServer, client: openai.OpenAI) -> None:
         assert sim.stats()["requests_by_model"]["down-model"] >= 1
     finally:
         sim.configure(fail_models=[])
+
+
+def test_a_section_of_counters_shows_in_stats() -> None:
+    # An endpoint module of its own (the batch APIs, issue 15) counts in a section.
+    stats = Stats()
+    assert "batches" not in stats.as_dict()
+    stats.section("batches")["submitted"] += 2
+    assert stats.as_dict()["batches"] == {"submitted": 2}

@@ -1,17 +1,31 @@
-"""Distributed submission: register the job in Redis and enqueue one ingest per chunk."""
+"""Distributed submission: register the job in Redis and enqueue one ingest per chunk;
+wait for a job; resume one (``reconcile``).
+
+Messages are sent by task name with a send-only Celery app
+(``workers.celery_config.make_sender``): the worker's app and its tasks are never built or
+imported here, nor the execution stack (stages, provider SDKs: seconds to import) before a
+job is planned, so a rejected input fails fast.
+"""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from routing.errors import ConfigError
 from routing.names import validate_job_id
 from routing.plan import ChunkRef, JobContext, JobPlan
-from workers.app import FINALIZE_QUEUE, INGEST_QUEUE, make_app
+from routing.policy import Policy
+from workers.celery_config import make_sender
+from workers.jobs.plan import build_plan
 from workers.jobstate import JobStatus, RedisJobTracker
-from workers.reconcile import Reconciled
+from workers.queues import FINALIZE_QUEUE, FINALIZE_TASK, INGEST_QUEUE, INGEST_TASK
 from workers.settings import Settings
+from workers.storage import Storage
+
+if TYPE_CHECKING:  # the execution stack takes seconds to import: only for reconcile
+    from workers.reconcile import Reconciled
 
 FINAL_STATES = ("succeeded", "failed")
 
@@ -21,7 +35,23 @@ def tracker(settings: Settings) -> RedisJobTracker:
         raise ConfigError(
             "no Redis configured: set BATCH_ROUTER_BROKER_URL (or BATCH_ROUTER_REDIS_URL)"
         )
-    return RedisJobTracker.from_url(settings.state_redis(), settings.job_ttl_s)
+    return RedisJobTracker.for_settings(settings)
+
+
+def submit_job(
+    settings: Settings,
+    policy: Policy,
+    input_uri: str,
+    output: str,
+    job_id: str | None,
+    tenant: str | None,
+) -> JobPlan:
+    """Plan the job (``workers.jobs.plan``) and submit it: what ``batch-router submit``,
+    the drop folder and the nightly schedule do."""
+    storage = Storage(settings.s3)
+    plan = build_plan(storage, policy, input_uri, output, settings.rows_per_chunk, job_id, tenant)
+    submit(settings, plan)
+    return plan
 
 
 def submit(settings: Settings, plan: JobPlan) -> None:
@@ -38,15 +68,14 @@ def submit(settings: Settings, plan: JobPlan) -> None:
             "tenant": ctx.tenant or "",
         },
     )
-    app = make_app(settings)
+    app = make_sender(settings)
     message = ctx.model_dump()
     with app.producer_or_acquire() as producer:
         for chunk in plan.chunks:
-            app.send_task(
-                "ingest", args=[message, chunk.model_dump()], queue=INGEST_QUEUE, producer=producer
-            )
+            args = [message, chunk.model_dump()]
+            app.send_task(INGEST_TASK, args=args, queue=INGEST_QUEUE, producer=producer)
         if not plan.chunks:  # zero rows: nothing will complete a chunk, finalize right away
-            app.send_task("finalize", args=[message], queue=FINALIZE_QUEUE, producer=producer)
+            app.send_task(FINALIZE_TASK, args=[message], queue=FINALIZE_QUEUE, producer=producer)
 
 
 def wait(
@@ -72,18 +101,17 @@ def wait(
 
 
 class SendSink:
-    """Sends ``ingest`` / ``finalize`` messages by task name (the producer does not import
-    the worker tasks)."""
+    """Sends ``ingest`` / ``finalize`` messages by task name (no worker tasks imported)."""
 
     def __init__(self, settings: Settings) -> None:
-        self._app = make_app(settings)
+        self._app = make_sender(settings)
 
     def ingest(self, ctx: JobContext, chunk: ChunkRef, only: list[str] | None) -> None:
         args = [ctx.model_dump(), chunk.model_dump(), only]
-        self._app.send_task("ingest", args=args, queue=INGEST_QUEUE)
+        self._app.send_task(INGEST_TASK, args=args, queue=INGEST_QUEUE)
 
     def finalize(self, ctx: JobContext) -> None:
-        self._app.send_task("finalize", args=[ctx.model_dump()], queue=FINALIZE_QUEUE)
+        self._app.send_task(FINALIZE_TASK, args=[ctx.model_dump()], queue=FINALIZE_QUEUE)
 
 
 def reconcile(settings: Settings, job_root: str) -> Reconciled:
@@ -93,8 +121,7 @@ def reconcile(settings: Settings, job_root: str) -> Reconciled:
     if "job_id=" in job_root:
         validate_job_id(job_root.rstrip("/").rsplit("job_id=", 1)[1], "JOB_PATH")
     from workers.reconcile import reconcile as reconcile_job
-    from workers.stages import Runtime
-    from workers.storage import Storage
+    from workers.runtime import Runtime
 
     rt = Runtime(settings=settings, storage=Storage(settings.s3), tracker=tracker(settings))
     return reconcile_job(rt, job_root, SendSink(settings))

@@ -1,0 +1,204 @@
+"""What a provider call asks, costs and leaves behind, however it is made: the part of the
+serving engine that realtime calls (``workers/calls.py``) and provider batch mode (issue 15)
+share.
+
+Per row and model: the request (:meth:`Accounting.request`: the row's output capped at the
+tier's); a cached answer (``workers/cache.py``; a tier batch's first model is read for every
+row at once, :meth:`Accounting.prefetch`); the budget reservation (:meth:`reserve`: the
+estimate on every scope of ``policy.budgets`` under a key of the job's own — chunk, input
+row, tier, model, never the customer's ``prompt_id``); and after the call, the reservation
+settled at the reported usage, the answer cached and the metrics observed (:meth:`settle`),
+or the reservation released (:meth:`release`). Every Redis round trip here is awaited on the
+engine's I/O loop; the independent writes after a call go concurrently.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any, Protocol
+
+from routing.cost import call_cost
+from routing.plan import JobContext
+from routing.policy import ModelSpec, Policy, TierSpec
+from routing.resilience import Scope, budget_scopes
+from workers import metrics
+from workers.cache import cache_key
+from workers.guards import Guards
+from workers.provider import ChatRequest, Completion
+
+
+class Prompt(Protocol):
+    """What the accounting reads of a row (``workers.calls.Row``)."""
+
+    @property
+    def ref(self) -> str: ...  # "c<chunk>/r<input row>": the ledger key's and cache's owner
+    @property
+    def prompt(self) -> str: ...
+    @property
+    def system(self) -> str | None: ...
+    @property
+    def max_output_tokens(self) -> int | None: ...
+    @property
+    def tenant(self) -> str: ...
+    @property
+    def input_tokens(self) -> int: ...
+
+
+@dataclass(frozen=True)
+class Reservation:
+    """A call's budget reservation: its ledger key, scopes, estimate and tokens."""
+
+    key: str
+    scopes: list[Scope]
+    estimate: Decimal
+    tokens: int
+
+
+class Accounting:
+    """The accounting of one tier batch's calls (see the module doc)."""
+
+    def __init__(self, policy: Policy, guards: Guards, ctx: JobContext) -> None:
+        self.policy, self.guards, self.ctx = policy, guards, ctx
+        self._prefetched: dict[str, dict[str, Any] | None] = {}
+        self._budgets_read = float("-inf")  # when the budget metrics were last refreshed
+
+    def request(self, row: Prompt, tier: TierSpec) -> ChatRequest:
+        """What ``row`` asks of a model of ``tier``: its output capped at the tier's."""
+        wanted = row.max_output_tokens or tier.max_output_tokens
+        return ChatRequest(
+            row.prompt,
+            row.system,
+            min(wanted, tier.max_output_tokens),
+            logprobs=tier.cascade is not None,
+        )
+
+    # ------------------------------------------------------------ cache
+
+    def _cache_key(self, row: Prompt, model: ModelSpec, request: ChatRequest) -> str:
+        return cache_key(
+            self.policy.cache,
+            row.tenant,
+            model,
+            request.max_tokens,
+            request.logprobs,
+            request.system,
+            request.prompt,
+        )
+
+    async def prefetch(self, rows: Sequence[Prompt], tier: TierSpec) -> None:
+        """Read the cached answers of every row on ``tier``'s first model in one round
+        trip; :meth:`cached` then takes each from here once (a later look-up of the same
+        key, or of another model, reads the cache again)."""
+        if not self.policy.cache.enabled or not rows:
+            return
+        model = tier.primary
+        keys = [self._cache_key(r, model, self.request(r, tier)) for r in rows]
+        self._prefetched = dict(zip(keys, await self.guards.cache.get_many(keys), strict=True))
+
+    async def cached(
+        self, row: Prompt, model: ModelSpec, request: ChatRequest
+    ) -> tuple[Completion, Decimal | None] | None:
+        """A cached answer for this request, and — when it is this very row's answer from
+        an earlier delivery of the same job (a redelivered task) — the cost it was paid and
+        settled at, so the row keeps it (the ledger holds that settlement) instead of
+        counting as a free cache hit."""
+        if not self.policy.cache.enabled:
+            return None
+        key = self._cache_key(row, model, request)
+        if key in self._prefetched:
+            hit = self._prefetched.pop(key)
+        else:
+            (hit,) = await self.guards.cache.get_many([key])
+        if hit is None:
+            return None
+        own = hit.get("job_id") == self.ctx.job_id and hit.get("row") == row.ref
+        logprobs = hit.get("logprobs")
+        done = Completion(
+            ok=True,
+            text=hit["text"],
+            finish_reason=hit["finish_reason"],
+            input_tokens=int(hit["input_tokens"]),
+            output_tokens=int(hit["output_tokens"]),
+            latency_ms=0.0,
+            attempts=int(hit.get("attempts", 1)) if own else 0,
+            logprobs=tuple(logprobs) if logprobs is not None else None,
+        )
+        return done, (Decimal(hit["cost_usd"]) if own and "cost_usd" in hit else None)
+
+    async def _remember(
+        self, row: Prompt, model: ModelSpec, request: ChatRequest, done: Completion, cost: Decimal
+    ) -> None:
+        if not self.policy.cache.enabled or done.finish_reason == "length":
+            return  # a truncated answer is not worth reusing
+        value = {
+            "text": done.text,
+            "finish_reason": done.finish_reason,
+            "input_tokens": done.input_tokens,
+            "output_tokens": done.output_tokens,
+            "logprobs": list(done.logprobs) if done.logprobs is not None else None,
+            "job_id": self.ctx.job_id,
+            "row": row.ref,
+            "cost_usd": str(cost),
+            "attempts": done.attempts,
+        }
+        key = self._cache_key(row, model, request)
+        await self.guards.cache.put(key, value, self.policy.cache.ttl_s)
+
+    # ------------------------------------------------------------ budget
+
+    async def reserve(
+        self, row: Prompt, tier: TierSpec, model: ModelSpec, request: ChatRequest
+    ) -> tuple[Reservation, bool]:
+        """The call's reservation, and whether it fit every budget cap."""
+        scopes = budget_scopes(
+            self.policy.budgets, row.tenant, self.ctx.job_id, tier.name, datetime.now(UTC)
+        )
+        held = Reservation(
+            key=f"{self.ctx.job_id}/{row.ref}/{tier.name}/{model.name}",  # never the id
+            scopes=scopes,
+            estimate=call_cost(model, row.input_tokens, request.max_tokens),
+            tokens=row.input_tokens + request.max_tokens,
+        )
+        fits = await self.guards.ledger.reserve(held.key, scopes, held.estimate, held.tokens)
+        return held, fits
+
+    async def settle(
+        self,
+        held: Reservation,
+        row: Prompt,
+        tier: TierSpec,
+        model: ModelSpec,
+        request: ChatRequest,
+        done: Completion,
+    ) -> Decimal:
+        """Settle a successful call at its reported usage and cache its answer (both at
+        once); observe its cost. Returns the cost."""
+        cost = call_cost(model, done.input_tokens, done.output_tokens)
+        tokens = done.input_tokens + done.output_tokens
+        await asyncio.gather(
+            self.guards.ledger.settle(held.key, cost, tokens, scopes=held.scopes),
+            self._remember(row, model, request, done, cost),
+        )
+        metrics.observe_cost(tier.name, row.tenant, cost, done.input_tokens, done.output_tokens)
+        await self._observe_budgets(held.scopes)
+        return cost
+
+    async def release(self, held: Reservation) -> None:
+        await self.guards.ledger.release(held.key, held.scopes)
+
+    async def _observe_budgets(self, scopes: list[Scope]) -> None:
+        """The budget-remaining metric of the capped scopes, at most every
+        ``metrics.BUDGET_REFRESH_S``; the ledger's ``usage`` read is synchronous (a Redis
+        round trip), so it runs in a worker thread, never on this loop."""
+        now = time.monotonic()
+        if now - self._budgets_read < metrics.BUDGET_REFRESH_S:
+            return
+        if all(s.usd is None for s in scopes):
+            return
+        self._budgets_read = now
+        await asyncio.to_thread(metrics.observe_budgets, self.guards.ledger, scopes)

@@ -1,0 +1,30 @@
+"""The simulator's aiohttp application: one state, and the routes of every endpoint module."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from aiohttp import web
+
+from workers.sim import anthropic_messages, control, openai_chat
+from workers.sim.config import SimConfig
+from workers.sim.prompt import MAX_BODY_BYTES
+from workers.sim.state import STATE, SimState
+
+__all__ = ["ENDPOINTS", "make_app"]
+
+# Each endpoint module's ``install(app)``: it adds its routes (and any state of its own).
+ENDPOINTS: tuple[Callable[[web.Application], None], ...] = (
+    openai_chat.install,
+    anthropic_messages.install,
+    control.install,
+)
+
+
+def make_app(config: SimConfig | None = None) -> web.Application:
+    """Build the aiohttp application (one independent state per app)."""
+    app = web.Application(client_max_size=MAX_BODY_BYTES)
+    app[STATE] = SimState(config or SimConfig())
+    for install in ENDPOINTS:
+        install(app)
+    return app
