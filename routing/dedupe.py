@@ -23,31 +23,22 @@ normalisation and the digest run once per distinct raw text, not once per row.
 from __future__ import annotations
 
 import hashlib
-import unicodedata
 from dataclasses import dataclass
 
 import numpy as np
 import polars as pl
 import pyarrow as pa
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
+
+from routing.frozen import Frozen
+from routing.normalise import normalised
 
 FORMAT = "batch-router-fp/v2"  # v2: length-prefixed key parts
 _SEP = "\x1f"
-# Replacing this with one space collapses every whitespace run to one space, as ``\s+``
-# would, but matches only the runs that change (not each single space between words):
-# ~4x faster on real prompts. A run of two or more is matched whole from its start
-# (leftmost-first, greedy); a single non-space whitespace character is matched alone; a
-# single space is not matched.
-COLLAPSE = r"\s{2,}|[^\S ]"
-_NON_ASCII = r"[^\x00-\x7f]"  # ASCII text is already NFKC: skip the (slow) normalisation
 CANONICAL = "canonical_row"  # mark_duplicates: the row (index) that answers this one
 
 
-class _Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-
-class NearDupSpec(_Frozen):
+class NearDupSpec(Frozen):
     """Near-duplicate detection (MinHash LSH, :mod:`routing.neardup`): flagged in
     ``near_dup_of``; with ``reuse`` the flagged row is answered with its near-duplicate's
     answer instead of being sent (opt-in: a near-duplicate may ask something else)."""
@@ -58,30 +49,12 @@ class NearDupSpec(_Frozen):
     num_perm: int = Field(128, ge=16, le=512)
 
 
-class DedupeSpec(_Frozen):
+class DedupeSpec(Frozen):
     """The policy's ``dedupe:`` section (docs/dedupe.md)."""
 
     case_sensitive: bool = True
     job_wide: bool = Field(True, description="a prompt is sent once per job, not per chunk")
     near_duplicates: NearDupSpec = NearDupSpec()
-
-
-def normalise_expr(expr: pl.Expr, *, case_sensitive: bool = True) -> pl.Expr:
-    """Steps 2–3 of the contract on a string expression (NFKC is applied by the caller to
-    non-ASCII texts only: see :func:`normalised`)."""
-    out = expr.fill_null("").str.replace_all(COLLAPSE, " ").str.strip_chars()
-    return out if case_sensitive else out.str.to_lowercase()
-
-
-def normalised(texts: pl.Series, *, case_sensitive: bool = True) -> pl.Series:
-    """The normalised form of each text (the whole contract)."""
-    texts = texts.cast(pl.String)
-    wide = texts.str.contains(_NON_ASCII).fill_null(False)
-    if wide.any():  # NFKC only where it can change something; the stdlib's is ~2.5x faster
-        nfkc = [unicodedata.normalize("NFKC", t) for t in texts.filter(wide).to_list()]
-        texts = texts.scatter(wide.arg_true(), pl.Series(nfkc, dtype=pl.String))
-    frame = pl.DataFrame({"t": texts})
-    return frame.select(normalise_expr(pl.col("t"), case_sensitive=case_sensitive)).to_series()
 
 
 def digest(keys: pl.Series) -> pl.Series:
@@ -221,7 +194,10 @@ def mark_duplicates(df: pl.DataFrame, spec: DedupeSpec | None = None) -> pl.Data
     if spec.near_duplicates.enabled and df.height:
         from routing.neardup import near_duplicates  # datasketch: imported only when on
 
-        target = near_duplicates(df, canonical, spec, scope=scope)
+        near_spec = spec.near_duplicates
+        target = near_duplicates(
+            df, canonical, near_spec.threshold, near_spec.num_perm, scope=scope
+        )
         flagged = target >= 0
         near = ids.gather(np.where(flagged, target, 0)).alias("near_dup_of")
         near = pl.select(pl.when(pl.Series(flagged)).then(near)).to_series().alias("near_dup_of")

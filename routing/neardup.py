@@ -21,16 +21,12 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import numpy as np
 import polars as pl
 from datasketch import MinHash, MinHashLSH
 
-from routing.dedupe import normalised
-
-if TYPE_CHECKING:
-    from routing.dedupe import DedupeSpec
+from routing.normalise import normalised
 
 SHINGLE_WORDS = 3
 _WORD = re.compile(r"\w+|[^\w\s]")  # words and single symbols (+, <, / matter)
@@ -97,7 +93,12 @@ def find(docs: list[Doc], threshold: float, num_perm: int = 128) -> list[int]:
 
 
 def near_duplicates(
-    df: pl.DataFrame, canonical: np.ndarray, spec: DedupeSpec, *, scope: str | None = None
+    df: pl.DataFrame,
+    canonical: np.ndarray,
+    threshold: float,
+    num_perm: int,
+    *,
+    scope: str | None = None,
 ) -> np.ndarray:
     """Per row of ``df`` (``prompt``, optional ``system`` / ``scope``), the row index of its
     near-duplicate, or -1; only rows that are their own ``canonical`` are matched."""
@@ -110,8 +111,7 @@ def near_duplicates(
     )
     scopes = sub.get_column(scope).cast(pl.String).fill_null("").to_list() if scope else None
     groups = [f"{scopes[i] if scopes else ''}\x1f{s}" for i, s in enumerate(system)]
-    found = find(docs_of(sub.get_column("prompt"), groups), spec.near_duplicates.threshold,
-                 spec.near_duplicates.num_perm)  # fmt: skip
+    found = find(docs_of(sub.get_column("prompt"), groups), threshold, num_perm)
     out = np.full(df.height, -1, np.int64)
     for i, j in enumerate(found):
         if j >= 0:

@@ -9,22 +9,19 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field, field_validator
 
+from routing.frozen import Frozen
 from routing.names import validate_job_id, validate_tenant
 
 
-class _Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-
-class FileInfo(_Frozen):
+class FileInfo(Frozen):
     uri: str
     rows: int
     row_groups: tuple[int, ...] = Field(description="rows per row group")
 
 
-class ChunkRef(_Frozen):
+class ChunkRef(Frozen):
     """Rows ``skip .. skip+take`` of the concatenated ``row_groups`` of ``uri``."""
 
     chunk: int
@@ -35,7 +32,7 @@ class ChunkRef(_Frozen):
     file_row_start: int = Field(description="index in the file of the chunk's first row")
 
 
-class JobContext(_Frozen):
+class JobContext(Frozen):
     """What every task of a job needs to know (travels in each message).
 
     The job id and the tenant are checked on every construction, so a Celery message
@@ -65,7 +62,7 @@ class JobContext(_Frozen):
         return None if value is None else validate_tenant(value)
 
 
-class JobPlan(_Frozen):
+class JobPlan(Frozen):
     context: JobContext
     input_uri: str
     files: tuple[FileInfo, ...]

@@ -17,10 +17,11 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, model_validator
 
 from routing.dedupe import DedupeSpec
 from routing.errors import PolicyError
+from routing.frozen import Frozen
 from routing.gaming import GamingSpec
 from routing.minimise import MinimiseSpec
 from routing.prices import fill_prices
@@ -35,11 +36,7 @@ RESERVED_TIER_NAMES = frozenset({"rejected", "dedupe"})
 _MTOK = Decimal(1_000_000)
 
 
-class _Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-
-class ProviderSpec(_Frozen):
+class ProviderSpec(Frozen):
     """An endpoint speaking a provider wire protocol: ``openai`` (chat completions; the
     base URL ends in ``/v1``) or ``anthropic`` (Messages; the base URL is the API root,
     e.g. ``https://api.anthropic.com``)."""
@@ -54,7 +51,7 @@ class ProviderSpec(_Frozen):
         return self.base_url == SIMULATED
 
 
-class ModelSpec(_Frozen):
+class ModelSpec(Frozen):
     """A model and its prices in USD per million tokens (written here, or taken from the
     policy's price table by ``price_key``, default the model's name: routing.prices)."""
 
@@ -75,7 +72,7 @@ class ModelSpec(_Frozen):
         return self.output_per_mtok / _MTOK
 
 
-class TierSpec(_Frozen):
+class TierSpec(Frozen):
     """One tier: its models (first is primary), score threshold, token limits, concurrency."""
 
     name: str = Field(pattern=r"^[a-z][a-z0-9_-]*$")
@@ -98,7 +95,7 @@ class TierSpec(_Frozen):
         return self.models[0]
 
 
-class RetrySpec(_Frozen):
+class RetrySpec(Frozen):
     max_attempts: int = Field(3, ge=1, le=10)
     base_delay_s: float = Field(0.2, ge=0)
     max_delay_s: float = Field(8.0, ge=0)
@@ -107,13 +104,13 @@ class RetrySpec(_Frozen):
     )
 
 
-class PricesSpec(_Frozen):
+class PricesSpec(Frozen):
     """A LiteLLM-format price table for models that do not state their prices."""
 
     table: str | None = None
 
 
-class LimitsSpec(_Frozen):
+class LimitsSpec(Frozen):
     """Input limits: per row (a row over them is rejected) and per file / job (checked
     at plan time from sizes and Parquet footers; the whole input is refused)."""
 
@@ -123,7 +120,7 @@ class LimitsSpec(_Frozen):
     max_rows_per_job: int = Field(100_000_000, gt=0)
 
 
-class CacheSpec(_Frozen):
+class CacheSpec(Frozen):
     """The cross-job response cache (Redis; in memory for the local executor): an answer is
     reused for the same model, generation parameters and normalised (system, prompt) text
     within ``ttl_s``. Per tenant unless ``shared_across_tenants``."""
@@ -133,7 +130,7 @@ class CacheSpec(_Frozen):
     shared_across_tenants: bool = False
 
 
-class ClassifierSpec(_Frozen):
+class ClassifierSpec(Frozen):
     """Which scorer computes ``complexity_score``: the built-in heuristic (no training), or
     a router trained by ``batch-router train`` (``path``: a local file or an ``s3://`` URI;
     a relative path is relative to the policy file). The producer copies the model into
@@ -151,7 +148,7 @@ class ClassifierSpec(_Frozen):
         return self
 
 
-class Policy(_Frozen):
+class Policy(Frozen):
     """A whole routing policy. Tiers are ordered cheapest first."""
 
     name: str = "default"

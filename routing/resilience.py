@@ -14,18 +14,16 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
+
+from routing.frozen import Frozen
 
 WILDCARD = "*"
 PERIOD_MARGIN_S = 86400  # a tenant period's counters outlive the period by a day
 JOB_SCOPE_TTL_S = 7 * 86400  # as Settings.job_ttl_s; refreshed on every write
 
 
-class _Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-
-class BreakerSpec(_Frozen):
+class BreakerSpec(Frozen):
     """A circuit breaker per (provider, model), shared by every worker.
 
     Closed → open after ``failures`` consecutive failures, or when at least ``min_calls``
@@ -41,7 +39,7 @@ class BreakerSpec(_Frozen):
     half_open_probes: int = Field(1, ge=1)
 
 
-class BudgetLimit(_Frozen):
+class BudgetLimit(Frozen):
     """A spending cap: USD, tokens (input + output), or both (``None`` = no cap)."""
 
     usd: Decimal | None = Field(None, ge=0)
@@ -52,7 +50,7 @@ class BudgetLimit(_Frozen):
         return self.usd is not None or self.tokens is not None
 
 
-class BudgetSpec(_Frozen):
+class BudgetSpec(Frozen):
     """Caps checked before every provider call (reserve the estimate, settle the usage).
 
     ``tenant_day`` / ``tenant_month``: per tenant per UTC day / month, keyed by tenant name
@@ -83,7 +81,7 @@ class BudgetSpec(_Frozen):
         return period.get(tenant) or period.get(WILDCARD) or BudgetLimit()
 
 
-class CascadeSpec(_Frozen):
+class CascadeSpec(Frozen):
     """Answer on this tier first; when the answer's confidence (mean token probability from
     logprobs, 0 for a refusal, an empty or a truncated answer) is below ``min_confidence``,
     ask the next tier too and keep its answer. Both calls are paid and attributed."""

@@ -16,8 +16,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
+from routing.frozen import Frozen
 from routing.pii.detector import PiiDetector
 from routing.pii.kinds import BUILTIN_KINDS, PiiKind, check_pattern
 from routing.pii.validators import VALIDATORS
@@ -26,16 +27,12 @@ TIER_NAME = r"^[a-z][a-z0-9_-]*$"
 ANY_PII = "any"
 
 
-class _Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-
 def _as_tuple(value: Any) -> Any:
     """YAML convenience: ``domain: legal`` means ``domain: [legal]``."""
     return (value,) if isinstance(value, str) else value
 
 
-class MetadataMatch(_Frozen):
+class MetadataMatch(Frozen):
     """A test of one top-level key of the row's ``metadata`` JSON: ``equals`` a scalar
     (compared as JSON text: ``3``, ``true``, ``crm``), or ``contains`` a substring of a
     string value / an element of a list of strings."""
@@ -50,7 +47,7 @@ class MetadataMatch(_Frozen):
         return self
 
 
-class RuleConditions(_Frozen):
+class RuleConditions(Frozen):
     """``when``: every condition given must hold."""
 
     min_tokens: int | None = Field(None, ge=0)
@@ -97,7 +94,7 @@ class RuleConditions(_Frozen):
         return self
 
 
-class RuleAction(_Frozen):
+class RuleAction(Frozen):
     """``then``: force a tier, raise to at least a tier (``floor``: a preference, like
     ``force``, that every constraint below still overrides), forbid tiers, cap at a tier.
     Any combination."""
@@ -116,7 +113,7 @@ class RuleAction(_Frozen):
         return self
 
 
-class RuleSpec(_Frozen):
+class RuleSpec(Frozen):
     """One rule: an id (recorded in ``route_reason``), conditions and an action."""
 
     id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$")
@@ -125,7 +122,7 @@ class RuleSpec(_Frozen):
     then: RuleAction
 
 
-class EntitlementsSpec(_Frozen):
+class EntitlementsSpec(Frozen):
     """The most expensive tier each customer tier may use; ``default`` applies to
     customer tiers not listed and to rows without one (None: no limit)."""
 
@@ -133,7 +130,7 @@ class EntitlementsSpec(_Frozen):
     default: str | None = Field(None, pattern=TIER_NAME)
 
 
-class PiiPatternSpec(_Frozen):
+class PiiPatternSpec(Frozen):
     """An extra PII kind: a polars (Rust) regex and an optional named validator."""
 
     name: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
@@ -150,7 +147,7 @@ class PiiPatternSpec(_Frozen):
         return self
 
 
-class PiiSpec(_Frozen):
+class PiiSpec(Frozen):
     """PII detection. ``action: reject`` — a prompt with PII may only go to tiers marked
     ``pii_allowed`` and is rejected when none is allowed; ``record`` — kinds are only
     recorded. ``kinds``: the built-in kinds to use (None: all)."""

@@ -39,11 +39,7 @@ LAYER_VIOLATIONS: dict[tuple[str, str], str] = {}
 
 # Imports that close an import cycle, as (importer, imported) modules: the graph without
 # them must be acyclic. Each names the cycle it closes today.
-CYCLE_EDGES: dict[tuple[str, str], str] = {
-    # Exact dedupe imports near-duplicate detection at call time; neardup takes the
-    # fingerprint normalisation and DedupeSpec from dedupe.
-    ("routing.dedupe", "routing.neardup"): "routing.neardup → routing.dedupe → routing.neardup",
-}
+CYCLE_EDGES: dict[tuple[str, str], str] = {}
 
 Edge = tuple[str, str]
 

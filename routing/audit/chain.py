@@ -13,8 +13,8 @@ from typing import Any
 import polars as pl
 import pyarrow as pa
 
-from routing.dedupe import COLLAPSE
 from routing.errors import PermanentError
+from routing.normalise import COLLAPSE
 
 FORMAT = "batch-router-audit/v1"
 ERROR_CHARS = 200  # an error message is kept to this many characters

@@ -16,7 +16,6 @@ from hypothesis import strategies as st
 
 from routing.dedupe import (
     CANONICAL,
-    COLLAPSE,
     DedupeSpec,
     _exact_groups,
     _raw_groups,
@@ -24,6 +23,7 @@ from routing.dedupe import (
     fingerprints,
     mark_duplicates,
 )
+from routing.normalise import COLLAPSE
 from routing.policy import load_policy
 from tests.routing.helpers import PROPERTY
 
