@@ -1,6 +1,7 @@
 """What every ``batch-router`` command shares: the Typer app, the consoles, the common
 options, and settings / policy / output resolution. Commands live in ``producer/cli.py``
-and in ``producer/*_cmd.py`` modules that register themselves on :data:`app`."""
+and in the modules that register themselves on :data:`app` (``producer/commands/status.py``,
+``producer/watch/cmd.py``, ``producer/report/cmd.py``)."""
 
 from __future__ import annotations
 

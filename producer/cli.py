@@ -1,5 +1,6 @@
 """The ``batch-router`` command line: the job commands; the others register themselves
-from ``producer/*_cmd.py`` (imported at the end of this module)."""
+from ``producer/commands/status.py``, ``producer/watch/cmd.py`` and ``producer/report/cmd.py``
+(imported at the end of this module); the others' glue is in ``producer/commands/``."""
 
 from __future__ import annotations
 
@@ -137,7 +138,7 @@ def eval_(
     Example: `batch-router eval ../shared/data/labels/gsm8k.parquet --weak
     mixtral-8x7b-instruct-v0.1 --strong gpt-4-1106-preview --router heuristic --html f.html`
     """
-    from producer.evaluate_cmd import run_eval
+    from producer.commands.evaluate import run_eval
 
     run_eval(labels, weak, strong, router, as_json, scores_out, html, console, share=share)
 
@@ -200,7 +201,7 @@ def calibrate(
             "give exactly one of --max-top-share, --min-quality, --max-cost-per-1k",
             param_hint="target",
         )
-    from producer.calibrate_cmd import run_calibrate
+    from producer.commands.calibrate import run_calibrate
     from routing.calibrate import Target
 
     ((name, value),) = chosen.items()
@@ -247,7 +248,7 @@ def train(
     ../shared/data/labels/gsm8k.parquet:mixtral-8x7b-instruct-v0.1,gpt-4-1106-preview
     --out router.zip`
     """
-    from producer.train_cmd import run_train
+    from producer.commands.train import run_train
 
     run_train(
         specs, out, feedback or [], feedback_weight, folds, console,
@@ -283,7 +284,7 @@ def audit_verify(
 
     Example: `batch-router audit verify s3://out/job_id=20261128T021500Z-3fa2c1d4`
     """
-    from producer.audit_cmd import run_verify
+    from producer.commands.audit import run_verify
 
     storage = Storage(_settings(ctx).s3)
     try:
@@ -343,9 +344,8 @@ def main() -> None:
 
 
 # Commands defined in their own modules register themselves on ``app`` when imported.
-import producer.status_cmd  # noqa: E402
-import producer.watch_cmd  # noqa: E402, F401
-from producer import report_cmd  # noqa: E402
-from producer.report_cmd import _print_manifest  # noqa: E402
+import producer.commands.status  # noqa: E402
+import producer.watch.cmd  # noqa: E402, F401
+from producer.report.cmd import _print_manifest  # noqa: E402
 
-__all__ = ["app", "main", "report_cmd"]
+__all__ = ["app", "main"]

@@ -22,7 +22,7 @@ from workers.storage import Storage
 
 
 def manifest_of(settings: Settings, job_root: str) -> dict[str, Any]:
-    from producer.report import load_manifest
+    from producer.report.manifest import load_manifest
 
     return load_manifest(Storage(settings.s3), job_root)
 

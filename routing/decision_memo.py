@@ -17,19 +17,21 @@ never share decisions; the memo holds a reference to it, so its id is not reused
 its decisions are kept. At most ``max_namespaces`` are kept, each bounded by
 ``max_entries`` (oldest first out); an entry holds ~0.6 KB (its tuple and strings: route
 reason, fingerprint, …; measured with tracemalloc on the corpus), so a full namespace
-takes ~60 MB. Thread-safe (one lock); a forked child starts empty with a new lock.
+takes ~60 MB. Thread-safe (one lock); a forked child starts empty with a new lock (routing.memo
+:func:`~routing.memo.clear_after_fork`). No instance lives here: the caller owns it
+(workers/memos.py for a worker process) and passes it to ``route_batch``.
 """
 
 from __future__ import annotations
 
-import os
 import threading
-import weakref
 from collections.abc import Sequence
 from itertools import islice
 from typing import Any
 
 import numpy as np
+
+from routing.memo import clear_after_fork
 
 # The values kept per request, in this order (routing.router builds and reads them).
 FIELDS = (
@@ -52,7 +54,7 @@ class DecisionMemo:
     def __init__(self, max_entries: int = 100_000, max_namespaces: int = 4) -> None:
         self.max_entries, self.max_namespaces = max_entries, max_namespaces
         self.clear()
-        _MEMOS.add(self)
+        clear_after_fork(self)
 
     def clear(self) -> None:
         self._lock = threading.Lock()
@@ -102,15 +104,3 @@ class DecisionMemo:
             if excess > 0:  # insertion order: the oldest keys first
                 for old in list(islice(space, excess)):
                     del space[old]
-
-
-_MEMOS: weakref.WeakSet[DecisionMemo] = weakref.WeakSet()
-
-
-def _clear_after_fork() -> None:
-    for memo in _MEMOS:
-        memo.clear()
-
-
-os.register_at_fork(after_in_child=_clear_after_fork)
-DECISIONS = DecisionMemo()  # the process's memo, used by route_batch by default

@@ -1,7 +1,8 @@
 """The values of a text alone — o200k token count, features, PII kinds, gaming flags —
 computed once per distinct text and kept across batches in a bounded, fork-safe
 :class:`TextMemo` (nightly jobs repeat prompts, templates and system prompts across chunks).
-Used by :mod:`routing.router`.
+Used by :mod:`routing.router`; no instance lives here: the caller owns its memos (a worker
+process's are in workers/memos.py) and passes them to ``route_batch``.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from collections import OrderedDict, deque
 from collections.abc import Hashable, Sequence
 from functools import cache
 from itertools import compress, repeat
+from typing import Protocol
 
 import numpy as np
 import polars as pl
@@ -90,7 +92,7 @@ class TextMemo:
     def __init__(self, max_entries: int = 100_000, max_bytes: int = 64 << 20) -> None:
         self.max_entries, self.max_bytes = max_entries, max_bytes
         self.clear()
-        _MEMOS.add(self)
+        clear_after_fork(self)
 
     def clear(self) -> None:
         self._lock = threading.Lock()
@@ -257,13 +259,23 @@ def _kinds(found: np.ndarray) -> pl.Series:
     return pl.Series(PII_COLUMN, [list(k) for k in ids], dtype=_KINDS).gather(rows)
 
 
-_MEMOS: weakref.WeakSet[TextMemo] = weakref.WeakSet()
+class Clearable(Protocol):
+    def clear(self) -> None: ...
+
+
+# Every routing memo of the process (TextMemo, routing.decision_memo.DecisionMemo), whoever
+# owns it: the one place where they are reset in a forked child.
+_MEMOS: weakref.WeakSet[Clearable] = weakref.WeakSet()
+
+
+def clear_after_fork(memo: Clearable) -> None:
+    """Have ``memo`` cleared (``memo.clear()``: empty, a new lock) in a forked child."""
+    _MEMOS.add(memo)
 
 
 def _clear_after_fork() -> None:
-    for memo in _MEMOS:  # another thread may have held a lock, or been halfway through
+    for memo in list(_MEMOS):  # another thread may have held a lock, or been halfway through
         memo.clear()
 
 
 os.register_at_fork(after_in_child=_clear_after_fork)
-MEMO = TextMemo()  # the process's memo, used by route_batch by default

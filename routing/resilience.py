@@ -2,9 +2,9 @@
 budget scopes a call is charged to (:func:`budget_scopes`).
 
 They are part of :class:`routing.policy.Policy` (and of its content hash). The mechanisms
-that enforce them live in ``workers/``: the budget ledger (``workers/ledger.py``), breakers
-and global rate limits (``workers/breaker.py``, ``workers/ratelimit.py``), retries, fallback
-and cascade in the serving engine (``workers/calls.py``, ``workers/attempts.py``).
+that enforce them live in ``workers/``: the budget ledger (``workers/guards/ledger.py``),
+breakers and global rate limits (``workers/guards/breaker.py``, ``ratelimit.py``), retries,
+fallback and cascade in the serving engine (``workers/calls.py``, ``workers/attempts.py``).
 """
 
 from __future__ import annotations

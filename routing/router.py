@@ -20,11 +20,11 @@ import polars as pl
 import pyarrow as pa
 
 from routing.classify import Scorer
-from routing.decision_memo import DECISIONS, FIELDS, DecisionMemo
+from routing.decision_memo import FIELDS, DecisionMemo
 from routing.dedupe import CANONICAL, first_occurrences, mark_duplicates
 from routing.enforcement.decisions import Decisions, apply_rules
 from routing.gaming import GAMING_KINDS
-from routing.memo import MEMO, TextMemo, compute_values
+from routing.memo import TextMemo, compute_values
 from routing.policy import Policy
 from routing.route import assign_tiers
 
@@ -185,8 +185,8 @@ def route_batch(
     policy: Policy,
     scorer: Scorer,
     *,
-    memo: TextMemo | None = MEMO,
-    decisions: DecisionMemo | None = DECISIONS,
+    memo: TextMemo | None = None,
+    decisions: DecisionMemo | None = None,
 ) -> pa.Table:
     """Add ``complexity_score``, ``tier`` (empty string: rejected by the policy, reason in
     the internal ``REJECTED_REASON`` column), ``route_reason``, ``dedupe_of``,
@@ -196,7 +196,8 @@ def route_batch(
 
     ``memo``: where values of texts seen before are kept; ``decisions``: where decisions
     of requests seen before are kept (routing.decision_memo) — only the rows not found
-    there are routed. None: compute everything. The result is the same either way."""
+    there are routed. The caller owns both (a worker process's: workers/memos.py); None,
+    the default: compute everything. The result is the same either way."""
     n = table.num_rows
     if decisions is None or n == 0 or policy.dedupe.near_duplicates.enabled:
         own, marks = _route_rows(table, policy, scorer, memo)

@@ -27,8 +27,8 @@ from routing.plan import JobContext
 from routing.policy import ModelSpec, Policy, TierSpec
 from routing.resilience import Scope, budget_scopes
 from workers import metrics
-from workers.cache import cache_key
-from workers.guards import Guards
+from workers.guards.bundle import Guards
+from workers.guards.cache import cache_key
 from workers.provider import ChatRequest, Completion
 
 

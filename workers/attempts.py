@@ -33,10 +33,10 @@ from dataclasses import replace
 from routing.policy import ModelSpec, RetrySpec
 from routing.retry import backoff_delay, should_retry
 from workers import metrics
-from workers.breaker import CLOSED, PROBE, Breaker
+from workers.guards.breaker import CLOSED, PROBE, Breaker
+from workers.guards.ratelimit import RateLimiter, RateLimitTimeout, wait_for
+from workers.guards.retry_budget import RetryBudget
 from workers.provider import ChatRequest, Client, Completion, call_once
-from workers.ratelimit import RateLimiter, RateLimitTimeout, wait_for
-from workers.retry_budget import RetryBudget
 
 RATE_LIMIT_MAX_WAIT_S = 120.0
 BREAKER_VIEW_S = 1.0  # longest a batch calls a target on a "closed" it has not re-read

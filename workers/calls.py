@@ -12,10 +12,10 @@ alone.
 
 **The realtime engine.** Per distinct prompt (``Caller.run``), on this process's I/O loop,
 at most the tier's ``concurrency`` at a time — every guard awaited there, none blocking it
-(``workers/guards.py``):
+(``workers/guards/``):
 
 1. **Cache** — an answer cached for the same model, parameters and normalised text
-   (``workers/cache.py``) is served at no cost; the whole batch's first look-ups are one
+   (``workers/guards/cache.py``) is served at no cost; the whole batch's first look-ups are one
    round trip, before any call.
 2. **Budget** — reserve the estimate (input tokens × input price + max output tokens ×
    output price) on every scope of ``policy.budgets`` (tenant/day, tenant/month, job,
@@ -43,7 +43,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
-from enum import Enum
+from enum import Enum, auto
 from typing import Protocol
 
 from routing.confidence import confidence
@@ -51,10 +51,11 @@ from routing.cost import ZERO
 from routing.plan import JobContext
 from routing.policy import ModelSpec, Policy, TierSpec
 from routing.rules import allowed_tiers
+from routing.schema import Status
 from workers.accounting import Accounting
 from workers.aio import io_loop
 from workers.attempts import Attempts, no_call
-from workers.guards import Guards
+from workers.guards.bundle import Guards
 from workers.provider import Client, Completion, client_for
 from workers.settings import Settings
 
@@ -74,18 +75,37 @@ class Row:
     allowed: int | None  # bit mask of the tiers the policy allows (None: any)
 
 
-class Kind(Enum):
-    OK = "ok"
-    FAILED = "failed"  # a permanent error, or retries exhausted with nothing to fall back on
-    UNAVAILABLE = "unavailable"  # every model of the tier down (breaker open / failing)
-    BUDGET = "over_budget"
+class Outcome(Enum):
+    """How serving a prompt on one tier ended — internal to the engine, never written out.
+
+    Every outcome but ``UNAVAILABLE`` is already a row's final :class:`Status`.
+    ``UNAVAILABLE`` (every model of the tier down: breaker open, failing or no client) is
+    what fallback acts on; unresolved, it ends as ``failed`` (:func:`final_status`)."""
+
+    OK = auto()
+    FAILED = auto()  # a permanent error, or retries exhausted with nothing to fall back on
+    UNAVAILABLE = auto()  # every model of the tier down (breaker open / failing)
+    OVER_BUDGET = auto()
+
+
+_FINAL: dict[Outcome, Status] = {
+    Outcome.OK: Status.OK,
+    Outcome.FAILED: Status.FAILED,
+    Outcome.UNAVAILABLE: Status.FAILED,
+    Outcome.OVER_BUDGET: Status.OVER_BUDGET,
+}
+
+
+def final_status(outcome: Outcome) -> Status:
+    """The row status an engine outcome ends as (the one mapping between the two)."""
+    return _FINAL[outcome]
 
 
 @dataclass
 class Served:
     """The outcome for one prompt: its final answer and everything that led to it."""
 
-    kind: Kind
+    outcome: Outcome
     done: Completion
     tier: TierSpec
     model: ModelSpec
@@ -98,8 +118,8 @@ class Served:
     notes: list[str] = field(default_factory=list)
 
     @property
-    def status(self) -> str:
-        return {Kind.OK: "ok", Kind.BUDGET: "over_budget"}.get(self.kind, "failed")
+    def status(self) -> Status:
+        return final_status(self.outcome)
 
 
 class TierEngine(Protocol):
@@ -171,32 +191,33 @@ class Caller:
     async def _serve(self, row: Row) -> Served:
         tier, allowed, names = self.tier, self._allowed(row), self.policy.tier_names
         served = await self._on_tier(row, tier)
-        if served.kind is Kind.UNAVAILABLE and served.calls == 0 and not tier.fallback:
+        if served.outcome is Outcome.UNAVAILABLE and served.calls == 0 and not tier.fallback:
             # Only open breakers stood in the way and there is nowhere else to go: wait one
             # cool-down for a half-open probe rather than fail the row on a passing blip.
             await asyncio.sleep(self.policy.breaker.cooldown_s)
             served = await self._on_tier(row, tier)
-        if served.kind is Kind.UNAVAILABLE:
+        if served.outcome is Outcome.UNAVAILABLE:
             first = served.fallback_from
             for name in tier.fallback:
                 if name not in allowed:
                     continue
                 other = await self._on_tier(row, self.policy.tier(name))
-                if other.kind is not Kind.UNAVAILABLE:
+                if other.outcome is not Outcome.UNAVAILABLE:
                     served = other
                     break
             served.fallback_from = first
-        if served.kind is Kind.BUDGET and self.policy.budgets.on_exhausted == "downgrade":
+        downgrade = self.policy.budgets.on_exhausted == "downgrade"
+        if served.outcome is Outcome.OVER_BUDGET and downgrade:
             here = names.index(served.tier.name)
             for name in reversed(names[:here]):
                 if name not in allowed:
                     continue
                 other = await self._on_tier(row, self.policy.tier(name))
-                if other.kind is not Kind.BUDGET:
+                if other.outcome is not Outcome.OVER_BUDGET:
                     other.notes.append(f"budget: {served.tier.name} → {name}")
                     served = other
                     break
-        if served.kind is Kind.OK and served.tier.cascade is not None:
+        if served.outcome is Outcome.OK and served.tier.cascade is not None:
             served = await self._cascade(row, served, allowed)
         return served
 
@@ -213,7 +234,7 @@ class Caller:
             served.notes.append(f"confidence {conf:.3f}: no dearer tier allowed")
             return served
         better = await self._on_tier(row, self.policy.tier(dearer[0]))
-        if better.kind is not Kind.OK:
+        if better.outcome is not Outcome.OK:
             served.notes.append(f"escalation to {dearer[0]} failed: {better.done.error}")
             served.cost += better.cost
             served.calls += better.calls
@@ -242,7 +263,7 @@ class Caller:
             client = self._clients.get((model.provider, model.name))
             if client is None or isinstance(client, Exception):
                 skipped = skipped or target
-                last = Served(Kind.UNAVAILABLE, no_call(f"{target}: {client}"), tier, model)
+                last = Served(Outcome.UNAVAILABLE, no_call(f"{target}: {client}"), tier, model)
                 continue
             hit = await self.accounts.cached(row, model, request)
             if hit is not None:
@@ -250,17 +271,17 @@ class Caller:
             held, fits = await self.accounts.reserve(row, tier, model, request)
             if not fits:
                 error = f"over budget: ${held.estimate} for {tier.name} does not fit a budget cap"
-                return Served(Kind.BUDGET, no_call(error), tier, model, calls=calls)
+                return Served(Outcome.OVER_BUDGET, no_call(error), tier, model, calls=calls)
             done = await self._attempts.call(client, model, request, held.tokens, tier.name)
             calls += done.attempts
             if done.ok:
                 cost = await self.accounts.settle(held, row, tier, model, request, done)
-                return Served(Kind.OK, done, tier, model, cost, calls, fallback_from=skipped)
+                return Served(Outcome.OK, done, tier, model, cost, calls, fallback_from=skipped)
             await self.accounts.release(held)
             if not done.retryable:
-                return Served(Kind.FAILED, done, tier, model, calls=calls, fallback_from=skipped)
+                return Served(Outcome.FAILED, done, tier, model, calls=calls, fallback_from=skipped)
             skipped = skipped or target
-            last = Served(Kind.UNAVAILABLE, done, tier, model, calls=calls)
+            last = Served(Outcome.UNAVAILABLE, done, tier, model, calls=calls)
         assert last is not None
         last.fallback_from = skipped
         last.calls = calls
@@ -278,8 +299,9 @@ def _from_cache(
     redelivered task) keeps the cost and attempts it was paid and settled at."""
     cached, own_cost = hit
     if own_cost is not None:
-        served = Served(Kind.OK, cached, tier, model, cost=own_cost, calls=calls + cached.attempts)
+        calls += cached.attempts
+        served = Served(Outcome.OK, cached, tier, model, cost=own_cost, calls=calls)
     else:
-        served = Served(Kind.OK, cached, tier, model, calls=calls, cache_hit=True)
+        served = Served(Outcome.OK, cached, tier, model, calls=calls, cache_hit=True)
     served.fallback_from = skipped
     return served

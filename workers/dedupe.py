@@ -1,16 +1,16 @@
 """Job-wide exact dedupe: a prompt is sent once per job, whichever chunks it is in.
 
 At ingest (:func:`hold_duplicates`), each in-chunk canonical row *claims* its fingerprint
-(:mod:`routing.dedupe`, stable across hosts) for the job: ``SET key claimant NX EX ttl``
-in Redis (one Lua call per chunk), or in a process-wide dict for the local executor. The
-claimant is ``<chunk>:<prompt_id>``, so a redelivered ingest of the same chunk finds its
-own claims and makes the same split. Rows whose fingerprint another chunk holds — with
-their in-chunk duplicates — are *held*: not dispatched, written to the chunk's decision
-record ``_job/dedupe/c<chunk>.parquet`` with the holder's claimant (keys and non-text
-routing marks only: :data:`RECORD_COLUMNS`, no prompt). The record is written for every
-chunk (empty when nothing is held) before the chunk's parts are registered; an
-ingest that finds its record replays it instead of claiming again, so the split survives
-redelivery and ``reconcile`` even when Redis lost the claims.
+(:mod:`routing.dedupe`, stable across hosts) for the job: ``SET key claimant NX EX ttl`` in
+Redis (one Lua call per chunk), or in memory for the local executor (workers/claims.py; the
+Runtime owns the backend). The claimant is ``<chunk>:<prompt_id>``, so a redelivered ingest
+of the same chunk finds its own claims and makes the same split. Rows whose fingerprint
+another chunk holds — with their in-chunk duplicates — are *held*: not dispatched, written
+to the chunk's decision record ``_job/dedupe/c<chunk>.parquet`` with the holder's claimant
+(keys and non-text routing marks only: :data:`RECORD_COLUMNS`, no prompt). The record is
+written for every chunk (empty when nothing is held) before the chunk's parts are
+registered; an ingest that finds its record replays it instead of claiming again, so the
+split survives redelivery and ``reconcile`` even when Redis lost the claims.
 
 At finalize (:func:`fill_duplicates`, before anything is counted), each chunk's held rows
 become a result part ``results/part-c<chunk>-dedupe.parquet`` with its own audit object
@@ -28,13 +28,10 @@ Redis key: ``br:job:{<job_id>}:dedupe:<fingerprint>`` → claimant, TTL ``job_tt
 from __future__ import annotations
 
 import json
-import threading
-import weakref
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import redis
 
 from routing import carried, results
 from routing.cost import ZERO
@@ -43,7 +40,7 @@ from routing.minimise import minimise
 from routing.plan import JobContext, JobPlan
 from routing.policy import Policy
 from routing.router import FINGERPRINT
-from workers import audit, connections, keys, layout
+from workers import audit, keys, layout
 from workers.chunks import part_counts, read_chunk
 from workers.storage import join
 
@@ -66,22 +63,6 @@ RECORD_COLUMNS = (
 )
 HOLDER = "__br_dedupe_holder"  # decision record: the claimant that answers the row
 HELD_STATUS = "duplicate"  # tracker count of held rows until finalize fills them
-_BATCH = 2000  # keys per Lua call
-
-_CLAIM = """
--- KEYS: one claim key per fingerprint; ARGV[1]: TTL (s); ARGV[1 + i]: claimant of KEYS[i]
--- Returns per key the claimant holding it: ARGV[1 + i] when this call set it.
-local out = {}
-for i, key in ipairs(KEYS) do
-  local me = ARGV[i + 1]
-  if redis.call('SET', key, me, 'NX', 'EX', ARGV[1]) then
-    out[i] = me
-  else
-    out[i] = redis.call('GET', key)
-  end
-end
-return out
-"""
 
 
 def claim_key(job_id: str, fingerprint: str) -> str:
@@ -91,58 +72,6 @@ def claim_key(job_id: str, fingerprint: str) -> str:
 def record_uri(root: str, chunk: int) -> str:
     """The chunk's decision record: the rows it holds for other chunks' answers."""
     return join(root, "_job", "dedupe", f"c{chunk:06d}.parquet")
-
-
-class ClaimStore(Protocol):
-    def claim(self, job_id: str, items: list[tuple[str, str]], ttl_s: int) -> list[str]:
-        """Claim each (fingerprint, claimant); return each fingerprint's holder."""
-        ...
-
-
-class MemoryClaims:
-    """The local executor's claims: one dict per process, shared by its threads."""
-
-    def __init__(self) -> None:
-        self._held: dict[tuple[str, str], str] = {}
-        self._lock = threading.Lock()
-
-    def claim(self, job_id: str, items: list[tuple[str, str]], ttl_s: int) -> list[str]:
-        with self._lock:
-            return [self._held.setdefault((job_id, fp), me) for fp, me in items]
-
-
-class RedisClaims:
-    """``SET NX EX`` per fingerprint in one Lua call per batch, shared by every worker."""
-
-    def __init__(self, client: redis.Redis) -> None:
-        self._script = client.register_script(_CLAIM)
-
-    def claim(self, job_id: str, items: list[tuple[str, str]], ttl_s: int) -> list[str]:
-        out: list[str] = []
-        for i in range(0, len(items), _BATCH):
-            batch = items[i : i + _BATCH]
-            got = self._script(
-                keys=[claim_key(job_id, fp) for fp, _ in batch],
-                args=[ttl_s, *(me for _, me in batch)],
-            )
-            out.extend(v.decode() if isinstance(v, bytes) else str(v) for v in got)
-        return out
-
-
-_MEMORY: weakref.WeakKeyDictionary[object, MemoryClaims] = weakref.WeakKeyDictionary()
-_MEMORY_LOCK = threading.Lock()
-_REDIS: dict[str, RedisClaims] = {}
-
-
-def claims_for(rt: Runtime) -> ClaimStore:
-    """Redis for a fleet; for the local executor, a dict per job tracker (one per run)."""
-    if not rt.settings.distributed:
-        with _MEMORY_LOCK:
-            return _MEMORY.setdefault(rt.tracker, MemoryClaims())
-    url = rt.settings.state_redis()
-    if url not in _REDIS:
-        _REDIS[url] = RedisClaims(connections.state_client(rt.settings, decode_responses=False))
-    return _REDIS[url]
 
 
 # ---------------------------------------------------------------- ingest
@@ -157,7 +86,7 @@ def _split(rt: Runtime, ctx: JobContext, chunk: int, routed: pa.Table) -> list[s
     items = [
         (fp, f"{chunk}:{pid}") for pid, fp, d in zip(ids, fps, first, strict=True) if d is None
     ]
-    holders = claims_for(rt).claim(ctx.job_id, items, rt.settings.job_ttl_s)
+    holders = rt.dedupe_claims().claim(ctx.job_id, items, rt.settings.job_ttl_s)
     taken = {fp: h for (fp, me), h in zip(items, holders, strict=True) if h != me}
     return [taken.get(fp_of.get(d or pid, "")) for pid, d in zip(ids, first, strict=True)]
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import re
 import signal
 import sys
 import threading
@@ -18,7 +17,7 @@ from prometheus_client import CollectorRegistry, start_http_server
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from workers import connections
+from workers import connections, keys
 from workers.metrics import DEFAULT_PORT, MULTIPROC_ENV, NAMESPACE, _multiproc_dir
 from workers.queues import FINALIZE_QUEUE, INGEST_QUEUE, TIER_QUEUE_PREFIX, tier_queue
 from workers.settings import Settings
@@ -27,7 +26,6 @@ log = logging.getLogger(__name__)
 
 
 BREAKER_STATES = {"closed": 0, "half_open": 1, "open": 2}
-_BREAKER_KEY = re.compile(r"^br:breaker:\{(.+)\}$")
 # kombu's Redis transport: a queue is a list named after it, plus one list per priority
 # step above 0, named ``<queue>\x06\x16<step>``; delivered, unacked messages are in a hash.
 _PRIORITY_SEP = "\x06\x16"
@@ -76,15 +74,15 @@ class RedisCollector(Collector):
 
     def breakers(self) -> dict[str, str]:
         from routing.resilience import BreakerSpec
-        from workers.breaker import RedisBreaker
+        from workers.guards.breaker import RedisBreaker
 
         breaker = RedisBreaker(self._state, BreakerSpec())
         states: dict[str, str] = {}
-        for key in self._state.scan_iter(match="br:breaker:*", count=500):
+        for key in self._state.scan_iter(match=keys.breaker_states(), count=500):
             text = key.decode() if isinstance(key, bytes) else str(key)
-            match = _BREAKER_KEY.match(text)
-            if match:
-                states[match.group(1)] = breaker.state(match.group(1))
+            target = keys.breaker_target(text)
+            if target is not None:
+                states[target] = breaker.state(target)
         return states
 
     def collect(self) -> Iterator[GaugeMetricFamily]:

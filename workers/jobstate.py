@@ -25,7 +25,7 @@ from typing import Any, Protocol, cast
 import redis
 
 from routing.errors import JobConflictError
-from workers import connections, keys
+from workers import connections, keys, luasource
 from workers.settings import Settings
 
 
@@ -198,51 +198,7 @@ class MemoryJobTracker:
             return list(self._dead[job_id])
 
 
-# KEYS[1] job hash, KEYS[2..] the job's other (stale) keys; ARGV[1] TTL s, ARGV[2..]
-# field, value pairs. 1 if registered, 0 if the job is running (nothing changed): the
-# check and the write are one step, so of two racing registrations exactly one wins.
-_REGISTER_LUA = """
-if redis.call('HGET', KEYS[1], 'state') == 'running' then return 0 end
-for i = 1, #KEYS do redis.call('DEL', KEYS[i]) end
-redis.call('HSET', KEYS[1], unpack(ARGV, 2))
-redis.call('EXPIRE', KEYS[1], tonumber(ARGV[1]))
-return 1
-"""
-
-# KEYS[1] job hash; ARGV[1] TTL s, ARGV[2..] field, value pairs (state=failed, error, …).
-# 1 if the job is now failed by this call, 0 if it had already ended (succeeded, or failed
-# with an earlier reason, which is kept): of racing failures the first one wins.
-_FAIL_LUA = """
-local state = redis.call('HGET', KEYS[1], 'state')
-if state == 'succeeded' or state == 'failed' then return 0 end
-redis.call('HSET', KEYS[1], unpack(ARGV, 2))
-redis.call('EXPIRE', KEYS[1], tonumber(ARGV[1]))
-return 1
-"""
-
-# KEYS[1] chunk expected set, KEYS[2] chunk done set, KEYS[3] job chunks_done set,
-# KEYS[4] job hash, KEYS[5] job parts hash
-# ARGV[1] part name, ARGV[2] counts JSON, ARGV[3] chunk number, ARGV[4] total chunks,
-# ARGV[5] part key (chunk/part), ARGV[6] TTL seconds, ARGV[7] now (unix seconds: updated_at)
-# Returns 1 exactly once: when the last part of the last chunk is recorded.
-_COMPLETE_LUA = """
-redis.call('HSET', KEYS[5], ARGV[5], ARGV[2])
-redis.call('HSET', KEYS[4], 'updated_at', ARGV[7])
-redis.call('SADD', KEYS[2], ARGV[1])
-local expected = redis.call('SMEMBERS', KEYS[1])
-local all_done = true
-for _, name in ipairs(expected) do
-  if redis.call('SISMEMBER', KEYS[2], name) == 0 then all_done = false end
-end
-for i = 2, 5 do redis.call('EXPIRE', KEYS[i], tonumber(ARGV[6])) end
-if not all_done then return 0 end
-redis.call('SADD', KEYS[3], ARGV[3])
-redis.call('EXPIRE', KEYS[3], tonumber(ARGV[6]))
-if redis.call('SCARD', KEYS[3]) >= tonumber(ARGV[4]) then
-  if redis.call('HSETNX', KEYS[4], 'finalize_enqueued', '1') == 1 then return 1 end
-end
-return 0
-"""
+# The scripts: workers/scripts/jobstate_{register,fail,complete}.lua.
 
 
 class RedisJobTracker:
@@ -251,9 +207,9 @@ class RedisJobTracker:
     def __init__(self, client: redis.Redis, ttl_s: int) -> None:
         self._r = client
         self._ttl = ttl_s
-        self._complete = client.register_script(_COMPLETE_LUA)
-        self._register = client.register_script(_REGISTER_LUA)
-        self._fail = client.register_script(_FAIL_LUA)
+        self._complete = client.register_script(luasource.load("jobstate_complete"))
+        self._register = client.register_script(luasource.load("jobstate_register"))
+        self._fail = client.register_script(luasource.load("jobstate_fail"))
 
     @classmethod
     def from_url(cls, url: str, ttl_s: int) -> RedisJobTracker:

@@ -1,7 +1,8 @@
-"""The Redis keys of job state, job-wide dedupe, the drop folder and nightly schedules,
-built here and nowhere else. (The budget ledger, breakers, rate limits, retry budget and
-response cache keep their own ``br:<mechanism>:`` prefixes, configurable per instance:
-workers/ledger.py, breaker.py, ratelimit.py, retry_budget.py, cache.py.)
+"""Every Redis key, built here and nowhere else: job state, job-wide dedupe and prompt ids,
+the drop folder, nightly schedules, and the guards (workers/guards/: budget ledger,
+breakers, rate limits, retry budget, response cache). Each guard's keys start with its own
+``br:<mechanism>:`` prefix (the defaults below), which an instance may replace: the guard
+passes its prefix to the builder.
 
 All keys of a job share the ``{job_id}`` hash tag so a Redis Cluster keeps them in one
 slot (Lua scripts touch several at once).
@@ -68,7 +69,7 @@ def job_dedupe_claim(job_id: str, fingerprint: str) -> str:
 
 
 def watch_file(ident: str, what: str) -> str:
-    """A dropped file's ``lease``, ``job`` or ``done`` record (producer/watch_claims.py)."""
+    """A dropped file's ``lease``, ``job`` or ``done`` record (producer/watch/claims.py)."""
     return f"{PREFIX}:watch:{ident}:{what}"
 
 
@@ -86,3 +87,65 @@ def job_prompt_ids(job_id: str, bucket: int) -> str:
     """Hash: digest of a prompt_id → the claimant (``<chunk>:<input_row>``) that keeps the
     id in the job (workers/prompt_ids.py); one of the job's ``rows_total / 64`` buckets."""
     return f"{job(job_id)}:ids:{bucket}"
+
+
+# ---------------------------------------------------------------- guards (workers/guards/)
+
+LEDGER = f"{PREFIX}:ledger:"
+BREAKER = f"{PREFIX}:breaker:"
+RATELIMIT = f"{PREFIX}:ratelimit:"
+RETRIES = f"{PREFIX}:retries:"
+CACHE = f"{PREFIX}:cache:"
+
+
+def ledger_record(key: str, prefix: str = LEDGER) -> str:
+    """Hash: one ledger key's reservation or settlement (state, usd, tokens, exp, member,
+    scopes and ttls as JSON lists)."""
+    return f"{prefix}res:{key}"
+
+
+def ledger_scope(scope_id: str, prefix: str = LEDGER) -> str:
+    """Hash: a budget scope's settled / reserved / total USD (pico) and tokens."""
+    return f"{prefix}scope:{scope_id}"
+
+
+def ledger_pending(scope_id: str, prefix: str = LEDGER) -> str:
+    """Sorted set: a scope's live reservations ("usd|tokens|key") by expiry (ms)."""
+    return f"{prefix}pending:{scope_id}"
+
+
+def breaker_state(target: str, prefix: str = BREAKER) -> str:
+    """Hash: a breaker's state (``"provider/model"`` as the hash tag: one Cluster slot)."""
+    return f"{prefix}{{{target}}}"
+
+
+def breaker_probes(target: str, prefix: str = BREAKER) -> str:
+    """Sorted set: a half-open breaker's probe leases (token → expiry ms)."""
+    return f"{breaker_state(target, prefix)}:probes"
+
+
+def breaker_states(prefix: str = BREAKER) -> str:
+    """SCAN pattern matching every breaker's state hash (and its probe set)."""
+    return f"{glob_escape(prefix)}*"
+
+
+def breaker_target(key: str, prefix: str = BREAKER) -> str | None:
+    """The target of a breaker state key (None: not one, e.g. a probe set)."""
+    if not (key.startswith(prefix + "{") and key.endswith("}")):
+        return None
+    return key[len(prefix) + 1 : -1]
+
+
+def ratelimit_buckets(target: str, prefix: str = RATELIMIT) -> str:
+    """Hash: a target's request and token buckets."""
+    return f"{prefix}{{{target}}}"
+
+
+def retries(job_id: str, prefix: str = RETRIES) -> str:
+    """Counter: retries taken in the job."""
+    return f"{prefix}{job_id}"
+
+
+def cache_entry(namespace: str, digest: str, prefix: str = CACHE) -> str:
+    """String: a cached answer (JSON) under a tenant's (or the shared) namespace."""
+    return f"{prefix}{namespace}:{digest}"

@@ -48,7 +48,7 @@ from collections.abc import Iterable
 from decimal import Decimal
 
 from routing.resilience import Scope
-from workers.ledger import Ledger
+from workers.guards.ledger import Ledger
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 DEFAULT_PORT = 9808
@@ -206,7 +206,7 @@ def scope_label(scope_id: str) -> str:
 
 
 def set_budget_remaining(scope: str, usd: Decimal | float) -> None:
-    """USD left under ``scope``'s cap (a scope id of ``workers.ledger.budget_scopes``)."""
+    """USD left under ``scope``'s cap (a scope id of ``routing.resilience.budget_scopes``)."""
     BUDGET_REMAINING.labels(scope_label(scope)).set(float(usd))
 
 
@@ -216,7 +216,7 @@ _budget_lock = threading.Lock()
 
 
 def observe_budgets(ledger: Ledger, scopes: Iterable[Scope], now: float | None = None) -> None:
-    """:func:`set_budget_remaining` for each USD-capped ``workers.ledger.Scope``, reading
+    """:func:`set_budget_remaining` for each USD-capped ``routing.resilience.Scope``, reading
     its usage from ``ledger`` at most every ``BUDGET_REFRESH_S`` per scope and process
     (one ``usage`` call each; uncapped scopes cost nothing). Never raises."""
     now = time.monotonic() if now is None else now

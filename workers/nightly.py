@@ -38,31 +38,14 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from routing.errors import ConfigError, InputError, JobConflictError, PermanentError
 from routing.names import validate_job_id, validate_tenant
-from workers import connections, keys
+from workers import connections, keys, luasource
 from workers.jobstate import RedisJobTracker
 from workers.settings import Settings
 
 log = logging.getLogger("batch_router.nightly")
 
 
-# KEYS[1] schedule's last window (epoch s), KEYS[2] this window's key; ARGV[1] window
-# epoch s, ARGV[2] claim record, ARGV[3] TTL s. The previous last window (-1: none) if
-# this call claimed the window, else nil.
-_CLAIM = """
-local last = redis.call('GET', KEYS[1]) or '-1'
-if tonumber(last) >= tonumber(ARGV[1]) then return nil end
-if not redis.call('SET', KEYS[2], ARGV[2], 'NX', 'EX', ARGV[3]) then return nil end
-redis.call('SET', KEYS[1], ARGV[1])
-return last
-"""
-
-# KEYS as _CLAIM; ARGV[1] window epoch s, ARGV[2] the previous last window. Undo a claim
-# whose submission failed for a transient reason, so the next tick tries again.
-_UNCLAIM = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('SET', KEYS[1], ARGV[2]) end
-redis.call('DEL', KEYS[2])
-return 1
-"""
+# The scripts: workers/scripts/nightly_{claim,unclaim}.lua.
 
 
 class Schedule(BaseModel):
@@ -187,7 +170,8 @@ def tick(
     window whose job is already registered (an earlier attempt failed after registering
     it) is adopted, not submitted again."""
     r = client or connections.state_client(settings)
-    claim, unclaim = r.register_script(_CLAIM), r.register_script(_UNCLAIM)
+    claim = r.register_script(luasource.load("nightly_claim"))
+    unclaim = r.register_script(luasource.load("nightly_unclaim"))
     jobs = RedisJobTracker(r, settings.job_ttl_s)
     fired = []
     for schedule in schedules:

@@ -4,7 +4,8 @@ is rejected (``duplicate prompt_id``), whichever chunks they are in.
 ``routing.validate.row_rejections`` rejects the repeats inside one chunk (the first row
 keeps the id). Across chunks, at ingest (:func:`reject_repeats`), each row that keeps its
 id in its chunk *claims* it for the job: ``HSETNX`` in Redis (one Lua call per 2,000
-rows), or a process-wide dict for the local executor. The claimant is
+rows), or in memory for the local executor (workers/claims.py; the Runtime owns the
+backend). The claimant is
 ``<chunk>:<input_row>``, so a redelivered ingest of the same chunk finds its own claims
 and makes the same split; a row whose id another chunk's row holds is rejected. Across
 chunks the first chunk *to claim* keeps the id (inside a chunk, its first row): the job's
@@ -28,16 +29,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import threading
-import weakref
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import redis
 
 from routing.plan import JobContext
-from workers import connections, keys, layout
+from workers import layout
 
 if TYPE_CHECKING:
     from workers.runtime import Runtime
@@ -48,93 +46,11 @@ REASON = "duplicate prompt_id"
 RECORD_FIELD = "duplicate_ids"  # in the chunk's parts manifest: [input row, digest prefix]
 RECORD_DIGEST = 12  # hex characters of the id's digest kept in the record
 IDS_PER_BUCKET = 64
-_BATCH = 2000  # ids per Lua call
-
-_CLAIM = """
--- KEYS[i]: the claims hash of item i's bucket; ARGV[1]: TTL (s);
--- ARGV[2i]: item i's id digest (hash field), ARGV[2i + 1]: its claimant
--- Returns per item the claimant holding the id: ARGV[2i + 1] when this call set it.
-local out, seen = {}, {}
-for i, key in ipairs(KEYS) do
-  local field, me = ARGV[2 * i], ARGV[2 * i + 1]
-  if redis.call('HSETNX', key, field, me) == 1 then
-    out[i] = me
-  else
-    out[i] = redis.call('HGET', key, field)
-  end
-  if not seen[key] then
-    seen[key] = true
-    redis.call('EXPIRE', key, ARGV[1])
-  end
-end
-return out
-"""
 
 
 def digest(prompt_id: str) -> str:
     """128-bit digest of an id (32 hex characters): bounded Redis fields whatever the id."""
     return hashlib.blake2b(prompt_id.encode(), digest_size=16).hexdigest()
-
-
-class IdClaims(Protocol):
-    def claim(
-        self, job_id: str, items: list[tuple[str, str]], ttl_s: int, buckets: int
-    ) -> list[str]:
-        """Claim each (id digest, claimant) for the job; return each id's holder."""
-        ...
-
-
-class MemoryIdClaims:
-    """The local executor's claims: one dict per process, shared by its threads."""
-
-    def __init__(self) -> None:
-        self._held: dict[tuple[str, str], str] = {}
-        self._lock = threading.Lock()
-
-    def claim(
-        self, job_id: str, items: list[tuple[str, str]], ttl_s: int, buckets: int = 1
-    ) -> list[str]:
-        with self._lock:
-            return [self._held.setdefault((job_id, d), me) for d, me in items]
-
-
-class RedisIdClaims:
-    """``HSETNX`` per id in one Lua call per batch, shared by every worker."""
-
-    def __init__(self, client: redis.Redis) -> None:
-        self._script = client.register_script(_CLAIM)
-
-    def claim(
-        self, job_id: str, items: list[tuple[str, str]], ttl_s: int, buckets: int
-    ) -> list[str]:
-        out: list[str] = []
-        for i in range(0, len(items), _BATCH):
-            batch = items[i : i + _BATCH]
-            args: list[Any] = [ttl_s]
-            for d, me in batch:
-                args += [d, me]
-            got = self._script(
-                keys=[keys.job_prompt_ids(job_id, int(d[:8], 16) % buckets) for d, _ in batch],
-                args=args,
-            )
-            out.extend(v.decode() if isinstance(v, bytes) else str(v) for v in got)
-        return out
-
-
-_MEMORY: weakref.WeakKeyDictionary[object, MemoryIdClaims] = weakref.WeakKeyDictionary()
-_MEMORY_LOCK = threading.Lock()
-_REDIS: dict[str, RedisIdClaims] = {}
-
-
-def claims_for(rt: Runtime) -> IdClaims:
-    """Redis for a fleet; for the local executor, a dict per job tracker (one per run)."""
-    if not rt.settings.distributed:
-        with _MEMORY_LOCK:
-            return _MEMORY.setdefault(rt.tracker, MemoryIdClaims())
-    url = rt.settings.state_redis()
-    if url not in _REDIS:
-        _REDIS[url] = RedisIdClaims(connections.state_client(rt.settings, decode_responses=False))
-    return _REDIS[url]
 
 
 def _claiming(chunk: int, table: pa.Table, reasons: pa.Array) -> tuple[list[int], list[Item]]:
@@ -151,7 +67,7 @@ def _claiming(chunk: int, table: pa.Table, reasons: pa.Array) -> tuple[list[int]
 
 def _claim(rt: Runtime, ctx: JobContext, items: list[Item]) -> list[str]:
     buckets = max(1, ctx.rows_total // IDS_PER_BUCKET)
-    return claims_for(rt).claim(ctx.job_id, items, rt.settings.job_ttl_s, buckets)
+    return rt.id_claims().claim(ctx.job_id, items, rt.settings.job_ttl_s, buckets)
 
 
 def _recorded(

@@ -4,21 +4,36 @@ sends what it produces (:class:`Sink`).
 The Celery tasks (workers/tasks.py) and the local executor (workers/local.py) each build
 one Runtime per process and pass it down to the stages (workers/stages.py) and their
 helpers (dedupe, prompt ids, reconcile, finalize); they depend on this module, not on the
-stages that call them.
+stages that call them. The Runtime owns the process's per-process state: the policies and
+scorers read once, the guards (workers/guards/) and the job-wide claim backends
+(workers/claims.py) — no module keeps any in a global.
 """
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
 from typing import Any, Protocol
+
+import redis
 
 from routing.classify import Scorer
 from routing.errors import PolicyError
 from routing.plan import JobContext
 from routing.policy import Policy, parse_policy
+from workers import connections
+from workers.claims import (
+    ClaimStore,
+    IdClaims,
+    MemoryClaims,
+    MemoryIdClaims,
+    RedisClaims,
+    RedisIdClaims,
+)
 from workers.classifier import job_scorer
-from workers.guards import Guards
+from workers.guards.bundle import Guards
 from workers.jobstate import JobTracker
+from workers.memos import RoutingMemos, process_memos
 from workers.settings import Settings
 from workers.storage import Storage
 
@@ -41,12 +56,42 @@ class Runtime:
     _policies: dict[str, Policy] = field(default_factory=dict)
     _scorers: dict[str, Scorer] = field(default_factory=dict)
     _guards: dict[str, Guards] = field(default_factory=dict)
+    memos: RoutingMemos = field(default_factory=process_memos)  # routing memos (text, decision)
+    _dedupe: ClaimStore | None = None
+    _ids: IdClaims | None = None
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def guards(self, policy: Policy) -> Guards:
         """Budget ledger, breakers, rate limits and retry budget (per policy, per process)."""
         if policy.version not in self._guards:
             self._guards[policy.version] = Guards.for_policy(self.settings, policy)
         return self._guards[policy.version]
+
+    def dedupe_claims(self) -> ClaimStore:
+        """Job-wide fingerprint claims (workers/dedupe.py): in the job-state Redis for a
+        fleet; in memory for the local executor (one per Runtime, i.e. per run)."""
+        with self._lock:
+            if self._dedupe is None:
+                self._dedupe = (
+                    RedisClaims(self._state_client())
+                    if self.settings.distributed
+                    else MemoryClaims()
+                )
+            return self._dedupe
+
+    def id_claims(self) -> IdClaims:
+        """Job-wide prompt-id claims (workers/prompt_ids.py), as :meth:`dedupe_claims`."""
+        with self._lock:
+            if self._ids is None:
+                self._ids = (
+                    RedisIdClaims(self._state_client())
+                    if self.settings.distributed
+                    else MemoryIdClaims()
+                )
+            return self._ids
+
+    def _state_client(self) -> redis.Redis:
+        return connections.state_client(self.settings, decode_responses=False)
 
     def scorer_for(self, ctx: JobContext, policy: Policy) -> Scorer:
         """The job's scorer, loaded once per process (a job's model copy never changes)."""

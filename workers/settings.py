@@ -118,7 +118,8 @@ class Settings(BaseSettings):
     job_ttl_s: int = Field(7 * 86400, gt=0)
     http_transport: Literal["aiohttp", "httpx"] = "aiohttp"
     request_timeout_s: float = Field(60.0, gt=0)
-    # drop folder (`batch-router watch`, producer/watch.py) and nightly jobs (workers/nightly.py)
+    # drop folder (`batch-router watch`, producer/watch/watcher.py) and nightly jobs
+    # (workers/nightly.py)
     watch_poll_s: float = Field(10.0, gt=0, description="seconds between inbox listings")
     watch_lease_s: int = Field(
         60, ge=5, description="a watcher's claim on a file expires this long after it dies"

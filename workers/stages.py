@@ -22,11 +22,11 @@ from routing.minimise import minimise
 from routing.plan import ChunkRef, JobContext
 from routing.policy import Policy, TierSpec
 from routing.router import ALLOWED, EST_INPUT_TOKENS, REJECTED_REASON, route_batch
-from routing.schema import CELL_ERROR, DEFAULT_TENANT
+from routing.schema import CELL_ERROR, DEFAULT_TENANT, Status
 from routing.tokens import count_tokens, truncate_tokens
 from routing.validate import row_rejections
 from workers import audit, dedupe, layout, prompt_ids
-from workers.calls import Caller, Kind, Row, Served
+from workers.calls import Caller, Row, Served
 from workers.chunks import part_counts, read_chunk
 from workers.runtime import Runtime, Sink
 from workers.storage import Storage
@@ -71,7 +71,10 @@ def ingest(
     table = _with_tenant(table, tenant)
     valid = pc.is_null(reasons)
     bad, bad_reasons = table.filter(pc.invert(valid)), reasons.filter(pc.invert(valid))
-    routed = route_batch(table.filter(valid), policy, rt.scorer_for(ctx, policy))
+    memos, scorer = rt.memos, rt.scorer_for(ctx, policy)
+    routed = route_batch(
+        table.filter(valid), policy, scorer, memo=memos.text, decisions=memos.decisions
+    )
     routable = pc.not_equal(routed.column("tier"), "")
     unroutable = routed.filter(pc.invert(routable))
     routed = routed.filter(routable)
@@ -222,9 +225,9 @@ def _outcomes(
     cols: dict[str, list[Any]] = {k: [] for k in _OUTCOME_COLUMNS}
     for pid, original, reason in zip(ids, dedupe_of, reasons, strict=True):
         s = by_id[original or pid]
-        done, ok = s.done, s.kind is Kind.OK
+        done, ok = s.done, s.status is Status.OK
         baseline = call_cost(baseline_model, done.input_tokens, done.output_tokens) if ok else ZERO
-        cols["status"].append(s.status)
+        cols["status"].append(s.status.value)
         cols["response"].append(done.text)
         cols["finish_reason"].append(done.finish_reason)
         cols["input_tokens"].append(done.input_tokens if ok else None)

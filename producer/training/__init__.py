@@ -1,3 +1,3 @@
-"""What ``batch-router train`` (:mod:`producer.train_cmd`) works on: the labelled files it
+"""What ``batch-router train`` (:mod:`producer.commands.train`) works on: the labelled files it
 reads (:mod:`~producer.training.labels`) and the held-out metrics it reports
 (:mod:`~producer.training.validation`)."""

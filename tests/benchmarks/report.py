@@ -8,7 +8,7 @@ escalations), one job per night from 2026-11-01, then times, one after the other
 
 - **rollup**: per job, what the finalizer does — read the result columns it needs and
   ``workers.rollup.write`` (build + hive-partitioned Parquet under ``cost/``);
-- **report**: ``producer.report_query.load`` + ``producer.report_data.build`` over the
+- **report**: ``producer.report.query.load`` + ``producer.report.data.build`` over the
   output root (in-process), and ``batch-router report ROOT --json`` as a user runs it
   (a subprocess: interpreter start and imports included; the issue's target is < 10 s);
 - **raw scan**, for comparison: a polars lazy scan of every job's raw result rows that
@@ -37,7 +37,8 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from producer import report_data, report_query
+from producer.report import data as report_data
+from producer.report import query as report_query
 from routing.policy import Policy, load_policy
 from routing.schema import MONEY
 from workers import layout, rollup

@@ -37,12 +37,12 @@ import polars as pl
 import pyarrow as pa
 
 from routing.classify import HeuristicScorer
-from routing.decision_memo import DECISIONS, DecisionMemo
+from routing.decision_memo import DecisionMemo
 from routing.dedupe import mark_duplicates
 from routing.features import compute_features
 from routing.policy import load_policy
 from routing.route import assign_tiers
-from routing.router import MEMO, TextMemo, _Batch, _decide, _scopes, route_batch
+from routing.router import TextMemo, _Batch, _decide, _scopes, route_batch
 from routing.tokens import count_tokens
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -173,17 +173,17 @@ def main() -> None:
     first, tables = _tables(base, args.batch), _tables(prompts, args.batch)
     route_batch(first[0].slice(0, 10), policy, scorer, memo=None, decisions=None)  # warm-up
 
-    MEMO.clear(), DECISIONS.clear()
-    distinct, distinct_cpu = _time(lambda: _route_all(first, policy, scorer, MEMO, DECISIONS))
+    memo, decisions = TextMemo(), DecisionMemo()  # what a worker process owns
+    distinct, distinct_cpu = _time(lambda: _route_all(first, policy, scorer, memo, decisions))
     bare_distinct = _bare(base)
-    MEMO.clear(), DECISIONS.clear()
-    routed, routed_cpu = _time(lambda: _route_all(tables, policy, scorer, MEMO, DECISIONS))
+    memo.clear(), decisions.clear()
+    routed, routed_cpu = _time(lambda: _route_all(tables, policy, scorer, memo, decisions))
     bare = _bare(prompts)
-    decisions_kept = len(DECISIONS)
+    decisions_kept = len(decisions)
     # The same without the decision memo (text memo only), on the first 200,000 prompts.
     some = tables[: max(1, 200_000 // args.batch)]
-    MEMO.clear()
-    text_only = _time(lambda: _route_all(some, policy, scorer, MEMO))[0]
+    memo.clear()
+    text_only = _time(lambda: _route_all(some, policy, scorer, memo))[0]
     text_only_rows = sum(t.num_rows for t in some)
     shares = _stage_shares(first, policy, scorer)  # one pass over the corpus
     print(
@@ -204,7 +204,7 @@ def main() -> None:
                 "prompts_per_cpu_s": round(len(prompts) / routed_cpu, 1),
                 "distinct_prompts_per_cpu_s": round(len(base) / distinct_cpu, 1),
                 "text_memo_only_prompts_per_s": round(text_only_rows / text_only, 1),
-                "memo_texts": len(MEMO),
+                "memo_texts": len(memo),
                 "memo_decisions": decisions_kept,
                 "stage_share_of_route_batch": shares,
                 "polars_threads": pl.thread_pool_size(),

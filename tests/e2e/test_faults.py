@@ -28,7 +28,7 @@ import redis
 from routing.cost import call_cost
 from routing.tokens import count_tokens
 from tests import policies, services
-from workers.ledger import RedisLedger
+from workers.guards.ledger import RedisLedger
 from workers.settings import S3Settings
 from workers.storage import Storage
 

@@ -17,7 +17,7 @@ import yaml
 
 from routing.policy import default_policy_text
 from tests import services
-from workers.ledger import RedisLedger
+from workers.guards.ledger import RedisLedger
 from workers.settings import S3Settings
 from workers.storage import Storage
 

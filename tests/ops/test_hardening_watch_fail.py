@@ -98,7 +98,7 @@ def test_a_watcher_whose_job_state_vanished_ends_on_the_durable_failure_record(
 ) -> None:
     """Redis lost a failed job's state (restarted without persistence, or expired) while
     its file waited in the inbox: ``_job/failed.json`` still ends the wait, as failed."""
-    from producer.watch import Watcher
+    from producer.watch.watcher import Watcher
     from routing.policy import load_policy
     from workers import finalize
     from workers.jobstate import MemoryJobTracker

@@ -151,7 +151,7 @@ def test_observe_functions_count_in_process() -> None:
 
 def test_observe_budgets_reads_capped_scopes_at_most_every_refresh() -> None:
     from routing.resilience import Scope
-    from workers.ledger import MemoryLedger
+    from workers.guards.ledger import MemoryLedger
 
     ledger = MemoryLedger()
     capped = Scope("job:unit-b", Decimal("10"), None, 3600)

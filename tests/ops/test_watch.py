@@ -268,7 +268,7 @@ def _watchers(
 ) -> list[Any]:
     """``count`` watchers in this process (each with its own lease owner), so a test can
     hold one inside planning while another takes its turn."""
-    from producer.watch import Watcher
+    from producer.watch.watcher import Watcher
     from routing.policy import load_policy
     from workers.settings import Settings
 
@@ -528,9 +528,9 @@ def test_sqs_mode_handles_real_s3_notifications_once(
 
 
 def test_event_parsing_and_layout_without_services() -> None:
-    from producer.watch_claims import DropFile
-    from producer.watch_sqs import object_keys
-    from producer.watch_store import DropFolder
+    from producer.watch.claims import DropFile
+    from producer.watch.sqs import object_keys
+    from producer.watch.store import DropFolder
 
     created = {
         "Records": [

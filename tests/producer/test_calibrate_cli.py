@@ -11,7 +11,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from producer.evaluate_cmd import score_prompts
+from producer.commands.evaluate import score_prompts
 from routing.classify import HeuristicScorer
 from routing.policy import load_policy
 from routing.route import assign_tiers

@@ -12,7 +12,7 @@ import polars as pl
 import pytest
 from rich.console import Console
 
-from producer.evaluate_cmd import run_eval
+from producer.commands.evaluate import run_eval
 from routing.errors import ConfigError, InputError
 from tests import data
 

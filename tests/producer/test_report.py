@@ -16,7 +16,7 @@ import polars as pl
 import pytest
 from rich.console import Console
 
-from producer.report import render
+from producer.report.manifest import render
 from tests.cli import SampleJob, assert_clean_error, clean_env, run_cli
 
 pytestmark = pytest.mark.e2e

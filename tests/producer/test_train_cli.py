@@ -12,7 +12,7 @@ import polars as pl
 import pytest
 from rich.console import Console
 
-from producer.train_cmd import DEFAULT_FEEDBACK_WEIGHT, length_warnings, run_train
+from producer.commands.train import DEFAULT_FEEDBACK_WEIGHT, length_warnings, run_train
 from producer.training.labels import load_feedback, parse_spec
 from routing.errors import InputError
 from routing.features import FEATURE_VERSION, compute_features

@@ -354,9 +354,10 @@ FORKED = textwrap.dedent(
     import pyarrow as pa
     from routing.classify import HeuristicScorer
     from routing.policy import load_policy
-    from routing.router import MEMO, route_batch
+    from routing.router import TextMemo, route_batch
+    MEMO = TextMemo()  # any owner's memo: routing.memo clears them all in a forked child
     table = pa.table({"prompt_id": ["a", "b"], "prompt": ["Prove it.", "Hi"]})
-    route_batch(table, load_policy(), HeuristicScorer())
+    route_batch(table, load_policy(), HeuristicScorer(), memo=MEMO)
     assert len(MEMO) == 2
     held = threading.Event()
     def hold():  # another thread is inside the memo when the process forks

@@ -223,9 +223,10 @@ def test_sentinel_tenants_are_refused_by_the_cli(
 
 
 def test_every_sentinel_of_the_code_is_a_reserved_tenant() -> None:
-    from producer import report_data, watch_store
+    from producer.report import data as report_data
+    from producer.watch import store as watch_store
     from routing import names, resilience
-    from workers import cache
+    from workers.guards import cache
 
     sentinels = {
         cache.SHARED,
@@ -243,7 +244,7 @@ def test_every_sentinel_of_the_code_is_a_reserved_tenant() -> None:
 def test_the_cache_namespace_of_no_tenant_equals_the_shared_one() -> None:
     """Defence in depth: even a tenant that got past validation cannot land in ``*``."""
     from routing.policy import CacheSpec
-    from workers.cache import cache_key
+    from workers.guards.cache import cache_key
 
     model = load_policy().tiers[0].models[0]
     shared = cache_key(CacheSpec(shared_across_tenants=True), "acme", model, 10, False, None, "hi")

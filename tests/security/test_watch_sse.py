@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from producer.watch_store import DropFolder, Inbox, s3_client
+from producer.watch.store import DropFolder, Inbox, s3_client
 from tests import services
 from workers.settings import S3Settings, Settings
 

@@ -21,7 +21,7 @@ from routing.tokens import count_one
 from tests import policies
 from tests.cli import clean_env
 from tests.workers.serving import Handler, row, scripted, serve_one, unit_policy, unit_settings
-from workers.calls import Kind, Served
+from workers.calls import Outcome, Served
 from workers.sim.server import SimServer
 
 MODEL = "claude-x"
@@ -54,7 +54,7 @@ def test_messages_call_answers_with_usage_and_stop_reason(sim: SimServer, transp
     one = row("What is the capital of France?", "Answer briefly.", max_output_tokens=512)
     served = call(sim.url, one, transport=transport)
     done = served.done
-    assert served.kind is Kind.OK and served.calls == 1, done.error
+    assert served.outcome is Outcome.OK and served.calls == 1, done.error
     assert done.text and done.finish_reason == "stop"
     assert done.input_tokens == count_one(one.prompt) + count_one("Answer briefly.")
     assert 0 < done.output_tokens <= 512
@@ -66,14 +66,16 @@ def test_same_prompt_costs_the_same_tokens_on_both_protocols(sim: SimServer) -> 
     one = row("Summarise the plot of Hamlet in two sentences.", "Be terse.", 256)
     via_messages = call(sim.url, one)
     via_chat = call(sim.base_url, one, kind="openai")
-    assert via_messages.kind is Kind.OK and via_chat.kind is Kind.OK
+    assert via_messages.outcome is Outcome.OK and via_chat.outcome is Outcome.OK
     assert via_messages.done.input_tokens == via_chat.done.input_tokens
 
 
 def test_max_tokens_truncates_as_length(sim: SimServer) -> None:
     served = call(sim.url, row("Tell me a long story about a lighthouse keeper.", None, 2))
     done = served.done
-    assert served.kind is Kind.OK and done.output_tokens == 2 and done.finish_reason == "length"
+    assert (
+        served.outcome is Outcome.OK and done.output_tokens == 2 and done.finish_reason == "length"
+    )
 
 
 @pytest.mark.parametrize(
@@ -95,7 +97,7 @@ def test_stop_reasons_map_to_finish_reasons(stop_reason: str, finish_reason: str
 
     with scripted(messages(handler)) as url:
         served = call(url, row("hi"))
-    assert served.kind is Kind.OK and served.done.finish_reason == finish_reason
+    assert served.outcome is Outcome.OK and served.done.finish_reason == finish_reason
 
 
 def test_rate_limits_and_outages_are_retried_then_fail_retryable(sim: SimServer) -> None:
@@ -122,7 +124,12 @@ def test_529_overloaded_is_retried() -> None:
 
     with scripted(messages(handler)) as url:
         served = call(url, row("hi"))
-    assert (served.kind, served.done.text, served.calls, calls) == (Kind.OK, "recovered", 2, 2)
+    assert (served.outcome, served.done.text, served.calls, calls) == (
+        Outcome.OK,
+        "recovered",
+        2,
+        2,
+    )
 
     async def always(request: web.Request) -> web.Response:
         return web.json_response(overloaded, status=529)
@@ -137,7 +144,7 @@ def test_a_bad_request_fails_at_once(sim: SimServer) -> None:
     sim.configure(auth_error_rate=1.0)  # 401: the request's own fault, never retried
     served = call(sim.url, row("hi", max_output_tokens=16))
     done = served.done
-    assert served.kind is Kind.FAILED and not done.retryable and done.status == 401
+    assert served.outcome is Outcome.FAILED and not done.retryable and done.status == 401
     assert served.calls == 1 and sim.stats()["requests"] == 1
 
     calls = 0
@@ -150,7 +157,11 @@ def test_a_bad_request_fails_at_once(sim: SimServer) -> None:
 
     with scripted(messages(handler)) as url:
         served = call(url, row("hi"))
-    assert served.kind is Kind.FAILED and served.done.status == 400 and served.calls == calls == 1
+    assert (
+        served.outcome is Outcome.FAILED
+        and served.done.status == 400
+        and served.calls == calls == 1
+    )
     assert "max_tokens" in (served.done.error or "")
 
 
@@ -180,7 +191,7 @@ def test_a_malformed_answer_is_a_permanent_failure() -> None:
 
     with scripted(messages(handler)) as url:
         served = call(url, row("hi", max_output_tokens=8))
-    assert served.kind is Kind.FAILED and served.calls == 1 and not served.done.retryable
+    assert served.outcome is Outcome.FAILED and served.calls == 1 and not served.done.retryable
     assert "malformed messages response" in (served.done.error or "")
 
 

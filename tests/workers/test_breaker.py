@@ -20,7 +20,7 @@ from routing.resilience import BreakerSpec
 from tests.workers.blocking import Blocking
 from tests.workers.clock import FakeClock
 from workers.aio import LoopRedis
-from workers.breaker import MemoryBreaker, RedisBreaker, default_probe_lease_s
+from workers.guards.breaker import MemoryBreaker, RedisBreaker, default_probe_lease_s
 
 Breaker = Blocking  # a breaker driven from this synchronous test code
 

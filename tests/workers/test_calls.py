@@ -229,3 +229,17 @@ def test_manifest_counts_what_the_cache_and_dedupe_saved(tmp_path: Path, sim: Si
         )
         assert Decimal(totals[key]) == expected > 0
     assert Decimal(totals["cost_usd"]) == 0  # nothing was paid for this job
+
+
+def test_every_engine_outcome_ends_as_one_row_status() -> None:
+    """The engine's internal outcomes map to the row vocabulary in one place; a tier that
+    stayed unavailable (no fallback took the row) ends as ``failed``."""
+    from routing.schema import Status
+    from workers.calls import Outcome, final_status
+
+    assert {o: final_status(o) for o in Outcome} == {
+        Outcome.OK: Status.OK,
+        Outcome.FAILED: Status.FAILED,
+        Outcome.UNAVAILABLE: Status.FAILED,
+        Outcome.OVER_BUDGET: Status.OVER_BUDGET,
+    }

@@ -134,7 +134,7 @@ IMPORTS_BUILD_NO_APP = textwrap.dedent(
         raise AssertionError("Settings() built at import time")
 
     workers.settings.Settings.__init__ = refuse
-    import producer.cli, producer.jobs, producer.watch
+    import producer.cli, producer.jobs, producer.watch.watcher
     import workers.app, workers.jobs.submit, workers.nightly, workers.queues, workers.tasks
     apps = list(celery._state._apps)
     assert not apps, apps

@@ -23,12 +23,12 @@ from tests.workers.serving import questions, serve, unit_policy, unit_settings
 from workers import attempts
 from workers.aio import IoLoop, LoopRedis, io_loop
 from workers.attempts import BreakerView
-from workers.breaker import MemoryBreaker, RedisBreaker
-from workers.cache import MemoryCache, RedisCache
-from workers.guards import Guards
-from workers.ledger import MemoryLedger, RedisLedger
-from workers.ratelimit import MemoryRateLimiter, RedisRateLimiter
-from workers.retry_budget import MemoryRetryBudget, RedisRetryBudget
+from workers.guards.breaker import MemoryBreaker, RedisBreaker
+from workers.guards.bundle import Guards
+from workers.guards.cache import MemoryCache, RedisCache
+from workers.guards.ledger import MemoryLedger, RedisLedger
+from workers.guards.ratelimit import MemoryRateLimiter, RedisRateLimiter
+from workers.guards.retry_budget import MemoryRetryBudget, RedisRetryBudget
 from workers.sim.server import SimServer
 
 

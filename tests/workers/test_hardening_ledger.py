@@ -33,6 +33,7 @@ from tests.workers.pipeline import (
     write_input,
 )
 from workers import layout, local, stages
+from workers.claims import MemoryIdClaims, RedisIdClaims
 from workers.jobstate import MemoryJobTracker
 from workers.reconcile import reconcile
 from workers.runtime import Runtime
@@ -314,9 +315,8 @@ def test_a_record_of_other_rows_is_not_replayed(tmp_path: Path, sim: SimServer) 
 
 
 def test_claims_name_chunk_and_row() -> None:
-    from workers import prompt_ids
 
-    claims = prompt_ids.MemoryIdClaims()
+    claims = MemoryIdClaims()
     assert claims.claim("j", [("x", "0:1"), ("y", "0:2")], 60) == ["0:1", "0:2"]
     assert claims.claim("j", [("x", "1:11"), ("y", "0:2")], 60) == ["0:1", "0:2"]
     assert claims.claim("k", [("x", "1:11")], 60) == ["1:11"]
@@ -328,7 +328,7 @@ def test_redis_id_claims_hsetnx_with_ttl(redis_url: str) -> None:
     from workers import keys, prompt_ids
 
     client = redis.Redis.from_url(redis_url)
-    store = prompt_ids.RedisIdClaims(client)
+    store = RedisIdClaims(client)
     job = "id-claims-test"
     items = [(prompt_ids.digest(f"p{i}"), f"0:{i}") for i in range(2500)]  # > one Lua call
     assert store.claim(job, items, 120, buckets=40) == [me for _, me in items]

@@ -22,6 +22,7 @@ from tests.workers.pipeline import (
     write_input,
 )
 from workers import audit, dedupe, layout, local, stages
+from workers.claims import MemoryClaims, RedisClaims
 from workers.finalize import finalize
 from workers.jobstate import MemoryJobTracker
 from workers.reconcile import reconcile
@@ -159,7 +160,7 @@ def test_a_failed_canonical_row_fails_its_duplicates(tmp_path: Path, sim: SimSer
 
 
 def test_memory_claims_recognise_their_claimant() -> None:
-    store = dedupe.MemoryClaims()
+    store = MemoryClaims()
     assert store.claim("j", [("f1", "0:a"), ("f2", "0:b")], 60) == ["0:a", "0:b"]
     assert store.claim("j", [("f1", "1:x"), ("f1", "0:a")], 60) == ["0:a", "0:a"]
     assert store.claim("other-job", [("f1", "1:x")], 60) == ["1:x"]
@@ -167,7 +168,7 @@ def test_memory_claims_recognise_their_claimant() -> None:
 
 def test_redis_claims_set_nx_with_ttl(redis_url: str) -> None:
     client = redis.Redis.from_url(redis_url)
-    store = dedupe.RedisClaims(client)
+    store = RedisClaims(client)
     job = "claims-test"
     items = [(f"fp{i}", f"0:p{i}") for i in range(2500)]  # more than one Lua batch
     assert store.claim(job, items, 120) == [me for _, me in items]
@@ -288,8 +289,7 @@ def test_lost_claims_resolve_a_held_row_by_fingerprint(tmp_path: Path, sim: SimS
     stages.ingest(rt, ctx, chunks[2], sink)
     record = rt.storage.read_parquet(dedupe.record_uri(ctx.job_root, 2))
     assert set(h.split(":")[0] for h in record.column(dedupe.HOLDER).to_pylist()) == {"0"}
-    with dedupe._MEMORY_LOCK:  # Redis restarted without persistence: the claims are gone
-        dedupe._MEMORY[rt.tracker] = dedupe.MemoryClaims()
+    rt._dedupe = MemoryClaims()  # Redis restarted without persistence: the claims are gone
     stages.ingest(rt, ctx, chunks[4], sink)
     stages.ingest(rt, ctx, chunks[0], sink)  # redelivered
     record = rt.storage.read_parquet(dedupe.record_uri(ctx.job_root, 0))

@@ -21,7 +21,7 @@ import redis
 from routing.resilience import PERIOD_MARGIN_S, BudgetLimit, BudgetSpec, Scope, budget_scopes
 from tests.workers.blocking import Blocking
 from workers.aio import LoopRedis
-from workers.ledger import MemoryLedger, RedisLedger, Usage
+from workers.guards.ledger import MemoryLedger, RedisLedger, Usage
 
 Ledger = Blocking  # a ledger driven from this synchronous test code
 

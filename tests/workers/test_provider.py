@@ -28,7 +28,7 @@ from tests.workers.serving import (
     unit_policy,
     unit_settings,
 )
-from workers.calls import Kind
+from workers.calls import Outcome
 from workers.provider import Endpoint, make_client, resolve_endpoint
 from workers.settings import ProviderOverride, Settings
 from workers.sim.server import SimServer
@@ -70,7 +70,7 @@ def test_every_row_is_answered_in_order(sim: SimServer, transport: str) -> None:
     served = serve(policy, cfg, batch)
 
     assert len(served) == len(batch)
-    assert all(s.kind is Kind.OK and s.done.error is None and s.calls == 1 for s in served)
+    assert all(s.outcome is Outcome.OK and s.done.error is None and s.calls == 1 for s in served)
     assert all(s.done.text and s.done.input_tokens and s.done.output_tokens for s in served)
     assert all(s.cost > 0 and s.model.name == MODEL for s in served)
     # the simulator's answer is a function of the prompt: each answer is its own row's
@@ -195,7 +195,7 @@ def test_status_codes_split_into_retryable_and_permanent(status: int, retryable:
         served = serve_one(unit_policy(), unit_settings(f"{url}/v1"), questions(1)[0])
     expected = 3 if retryable else 1
     assert (served.status, served.calls, calls) == ("failed", expected, expected)
-    assert served.kind is (Kind.UNAVAILABLE if retryable else Kind.FAILED)
+    assert served.outcome is (Outcome.UNAVAILABLE if retryable else Outcome.FAILED)
     kind = "retryable" if retryable else "permanent"
     error = served.done.error or ""
     assert error.startswith(f"{kind} provider error (status {status})")
@@ -207,7 +207,7 @@ def test_status_codes_split_into_retryable_and_permanent(status: int, retryable:
 def test_a_permanent_4xx_is_not_retried(sim: SimServer) -> None:
     sim.configure(auth_error_rate=1.0)  # 401: the request's own fault, not the model's
     served = serve_one(unit_policy(), unit_settings(sim.base_url), questions(1)[0])
-    assert served.kind is Kind.FAILED and served.calls == 1
+    assert served.outcome is Outcome.FAILED and served.calls == 1
     error = served.done.error or ""
     assert error.startswith("permanent provider error (status 401)")
     assert sim.stats()["requests"] == 1
@@ -220,7 +220,7 @@ def test_malformed_response_is_a_permanent_failure(body: Any) -> None:
 
     with scripted(chat(handler)) as url:
         served = serve_one(unit_policy(), unit_settings(f"{url}/v1"), questions(1)[0])
-    assert (served.kind, served.calls) == (Kind.FAILED, 1)
+    assert (served.outcome, served.calls) == (Outcome.FAILED, 1)
     assert "malformed chat-completions response" in (served.done.error or "")
 
 
@@ -251,7 +251,7 @@ def test_never_more_than_the_tiers_concurrency_in_flight(concurrency: int) -> No
     policy = unit_policy(concurrency=concurrency)
     with scripted(chat(handler)) as url:
         served = serve(policy, unit_settings(f"{url}/v1"), questions(20))
-    assert all(s.kind is Kind.OK for s in served) and served_n == 20
+    assert all(s.outcome is Outcome.OK for s in served) and served_n == 20
     assert peak == concurrency
 
 

@@ -19,7 +19,7 @@ import redis
 from tests.workers.blocking import Blocking
 from tests.workers.clock import FakeClock
 from workers.aio import LoopRedis, io_loop
-from workers.ratelimit import (
+from workers.guards.ratelimit import (
     DEFAULT_BURST_S,
     MemoryRateLimiter,
     RateLimitTimeout,

@@ -13,7 +13,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from producer.report_query import Filters, find_jobs, scan
+from producer.report.query import Filters, find_jobs, scan
 from routing.policy import Policy, load_policy
 from routing.schema import COST_ROLLUP_SCHEMA, LATENCY_BUCKETS_MS, RESULT_SCHEMA
 from workers import layout, rollup

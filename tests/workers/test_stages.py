@@ -523,3 +523,15 @@ def test_rows_with_different_output_limits_are_not_duplicates(
     long = out.filter(pl.col("prompt_id") == "long").row(0, named=True)
     assert long["dedupe_of"] is None
     assert long["output_tokens"] > 3
+
+
+def test_ingest_routes_with_the_process_memos(tmp_path: Path, sim: SimServer) -> None:
+    """Routing keeps no memo of its own: ingest hands route_batch this process's memos
+    (workers.memos), which a later job of the same policy and scorer reuses."""
+    from workers.memos import process_memos
+
+    memos = process_memos()
+    assert process_memos() is memos
+    memos.text.clear(), memos.decisions.clear()
+    run_mixed(tmp_path, make_settings(sim))
+    assert len(memos.text) > 0 and len(memos.decisions) > 0

@@ -50,9 +50,9 @@ from typing import Literal, Protocol
 import redis
 
 from routing.resilience import BreakerSpec
-from workers import connections
+from workers import connections, keys, luasource
 from workers.aio import LoopRedis
-from workers.lua import Script
+from workers.guards.lua import Script
 
 CLOSED: Literal["closed"] = "closed"
 OPEN: Literal["open"] = "open"
@@ -61,7 +61,7 @@ PROBE: Literal["probe"] = "probe"
 
 WINDOW_BUCKETS = 10
 MIN_PROBE_LEASE_S = 5.0
-DEFAULT_PREFIX = "br:breaker:"
+DEFAULT_PREFIX = keys.BREAKER
 # An idle breaker's keys expire after this long past its window / cool-down (a closed
 # breaker then forgets an old consecutive-failure count; an open one closes).
 IDLE_TTL_S = 3600.0
@@ -193,102 +193,7 @@ class MemoryBreaker:
 
 # ---------------------------------------------------------------------------- in Redis
 
-# Times are integer milliseconds from Redis TIME. The state hash holds ``state`` ("open"
-# or absent = closed), ``open_until`` (ms), ``consec`` (consecutive failures) and, per
-# window bucket i, ``e<i>`` (bucket epoch = floor(now / bucket width)), ``c<i>`` (calls),
-# ``f<i>`` (failures). The probe set maps lease token -> lease expiry (ms).
-_NOW_LUA = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-"""
-
-# KEYS[1] state hash, KEYS[2] probe leases (sorted set)
-# ARGV[1] lease token, ARGV[2] half_open_probes, ARGV[3] probe lease ms
-# Returns 0 open (do not call), 1 closed (call), 2 probe granted (call as a probe).
-_ACQUIRE_LUA = (
-    _NOW_LUA
-    + """
-local h = redis.call('HMGET', KEYS[1], 'state', 'open_until')
-if h[1] ~= 'open' then return 1 end
-if now < tonumber(h[2]) then return 0 end
-redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
-if redis.call('ZCARD', KEYS[2]) >= tonumber(ARGV[2]) then return 0 end
-redis.call('ZADD', KEYS[2], now + tonumber(ARGV[3]), ARGV[1])
-redis.call('PEXPIRE', KEYS[2], tonumber(ARGV[3]) + 1000)
-return 2
-"""
-)
-
-# KEYS[1] state hash, KEYS[2] probe leases (sorted set)
-# ARGV[1] ok (1/0), ARGV[2] probe (1/0), ARGV[3] lease token to release ('' = none),
-# ARGV[4] failures, ARGV[5] failure_rate, ARGV[6] min_calls, ARGV[7] bucket width ms,
-# ARGV[8] number of buckets, ARGV[9] cooldown ms, ARGV[10] state TTL ms
-# Returns the state afterwards: 0 open (or half-open), 1 closed.
-_RECORD_LUA = (
-    _NOW_LUA
-    + """
-local ok = ARGV[1] == '1'
-local probe = ARGV[2] == '1'
-local ttl = tonumber(ARGV[10])
-if ARGV[3] ~= '' then redis.call('ZREM', KEYS[2], ARGV[3]) end
-local function open()
-  redis.call('DEL', KEYS[1])
-  redis.call('HSET', KEYS[1], 'state', 'open', 'open_until', now + tonumber(ARGV[9]))
-  redis.call('PEXPIRE', KEYS[1], ttl)
-  return 0
-end
-local h = redis.call('HMGET', KEYS[1], 'state', 'open_until')
-if h[1] == 'open' then
-  if probe and now >= tonumber(h[2]) then
-    if ok then
-      redis.call('DEL', KEYS[1])
-      return 1
-    end
-    return open()
-  end
-  return 0
-end
-local consec = 0
-if ok then
-  redis.call('HSET', KEYS[1], 'consec', 0)
-else
-  consec = redis.call('HINCRBY', KEYS[1], 'consec', 1)
-end
-local n = tonumber(ARGV[8])
-local epoch = math.floor(now / tonumber(ARGV[7]))
-local i = epoch % n
-if tonumber(redis.call('HGET', KEYS[1], 'e' .. i)) ~= epoch then
-  redis.call('HSET', KEYS[1], 'e' .. i, epoch, 'c' .. i, 0, 'f' .. i, 0)
-end
-redis.call('HINCRBY', KEYS[1], 'c' .. i, 1)
-if not ok then redis.call('HINCRBY', KEYS[1], 'f' .. i, 1) end
-redis.call('PEXPIRE', KEYS[1], ttl)
-if ok then return 1 end
-if consec >= tonumber(ARGV[4]) then return open() end
-local calls, fails = 0, 0
-for j = 0, n - 1 do
-  local b = redis.call('HMGET', KEYS[1], 'e' .. j, 'c' .. j, 'f' .. j)
-  if b[1] and tonumber(b[1]) > epoch - n then
-    calls = calls + tonumber(b[2])
-    fails = fails + tonumber(b[3])
-  end
-end
-if calls >= tonumber(ARGV[6]) and fails >= tonumber(ARGV[5]) * calls then return open() end
-return 1
-"""
-)
-
-# KEYS[1] state hash. Returns 0 closed, 1 open, 2 half-open.
-_STATE_LUA = (
-    _NOW_LUA
-    + """
-local h = redis.call('HMGET', KEYS[1], 'state', 'open_until')
-if h[1] ~= 'open' then return 0 end
-if now < tonumber(h[2]) then return 1 end
-return 2
-"""
-)
-
+# The scripts: workers/scripts/breaker_{acquire,record,state}.lua.
 _STATES = {0: CLOSED, 1: OPEN, 2: HALF_OPEN}
 
 
@@ -299,12 +204,12 @@ class RedisBreaker:
     running loop); ``state`` on ``client`` (synchronous, for operators).
 
     Keys per target (one hash tag, so a Redis Cluster keeps them in one slot):
-    ``{prefix}{target}`` (state hash) and ``{prefix}{target}:probes`` (probe leases).
+    ``keys.breaker_state`` (state hash) and ``keys.breaker_probes`` (probe leases).
     Probe lease tokens are remembered in this object, so a probe's ``record`` releases a
     lease this process took, never another worker's."""
 
-    _ACQUIRE = Script(_ACQUIRE_LUA)
-    _RECORD = Script(_RECORD_LUA)
+    _ACQUIRE = Script.load("breaker_acquire")
+    _RECORD = Script.load("breaker_record")
 
     def __init__(
         self,
@@ -322,7 +227,8 @@ class RedisBreaker:
         self._lease_ms = _ms(lease)
         self._width_ms = _ms(spec.window_s / WINDOW_BUCKETS)
         self._ttl_ms = _ms(max(spec.window_s, spec.cooldown_s + lease) + IDLE_TTL_S)
-        self._state = client.register_script(_STATE_LUA) if client is not None else None
+        state = luasource.load("breaker_state")
+        self._state = client.register_script(state) if client is not None else None
         self._lock = threading.Lock()
         self._tokens: dict[str, list[str]] = defaultdict(list)
 
@@ -337,8 +243,7 @@ class RedisBreaker:
         return cls(connections.client(url), spec, prefix, probe_lease_s, aio=LoopRedis(url))
 
     def _keys(self, target: str) -> list[str]:
-        base = f"{self._prefix}{{{target}}}"
-        return [base, f"{base}:probes"]
+        return [keys.breaker_state(target, self._prefix), keys.breaker_probes(target, self._prefix)]
 
     def _client(self) -> redis.asyncio.Redis:
         if self._aio is None:

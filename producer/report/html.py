@@ -17,8 +17,8 @@ import polars as pl
 from plotly.colors import qualitative
 from plotly.offline import get_plotlyjs
 
-from producer.report import usd
-from producer.report_data import BUCKETS, grouped, label, latency
+from producer.report.data import BUCKETS, grouped, label, latency
+from producer.report.manifest import usd
 from routing.schema import LATENCY_BUCKETS_MS
 
 _LAYOUT: dict[str, Any] = {

@@ -1,4 +1,4 @@
-"""``batch-router watch``: the S3 drop folder as a service (``producer/watch.py``)."""
+"""``batch-router watch``: the S3 drop folder as a service (``producer/watch/watcher.py``)."""
 
 from __future__ import annotations
 
@@ -47,7 +47,7 @@ def watch(
     url = queue_url or settings.watch_queue_url
     if mode == "sqs" and not url:
         raise typer.BadParameter("give --queue-url or BATCH_ROUTER_WATCH_QUEUE_URL")
-    from producer.watch import Watcher
+    from producer.watch.watcher import Watcher
 
     try:
         watcher = Watcher(
@@ -69,7 +69,7 @@ def watch(
     how: Literal["poll", "sqs"] = "sqs" if mode == "sqs" else "poll"
     err.print(f"watching {escape(watcher.folder.uri)} ({how}{', once' if once else ''})")
     if how == "sqs":
-        from producer.watch_sqs import SqsSource, sqs_client
+        from producer.watch.sqs import SqsSource, sqs_client
 
         SqsSource(watcher, sqs_client(settings), str(url)).run(once)
     else:

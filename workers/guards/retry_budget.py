@@ -3,7 +3,8 @@ provider calls in the whole job, every worker together, so a provider failing ev
 cannot multiply a night's calls (docs/resilience.md).
 
 Two backends implement :class:`RetryBudget`: :class:`RedisRetryBudget` (a counter per job,
-``br:retries:<job>``, on this process's ``redis.asyncio`` client of the running loop) and
+``br:retries:<job>`` built by ``keys.retries``, on this process's ``redis.asyncio`` client
+of the running loop) and
 :class:`MemoryRetryBudget` (one process: the local executor, tests). Both are awaited on
 the I/O loop; neither blocks it.
 """
@@ -13,6 +14,7 @@ from __future__ import annotations
 import threading
 from typing import Protocol
 
+from workers import keys
 from workers.aio import LoopRedis
 
 
@@ -39,12 +41,13 @@ class MemoryRetryBudget:
 class RedisRetryBudget:
     """``INCR br:retries:<job>``; over the limit the increment is undone and refused."""
 
-    def __init__(self, aio: LoopRedis, ttl_s: int = 7 * 86400) -> None:
+    def __init__(self, aio: LoopRedis, ttl_s: int = 7 * 86400, prefix: str = keys.RETRIES) -> None:
         self._aio = aio
         self._ttl = ttl_s
+        self._prefix = prefix
 
     async def take(self, job_id: str, limit: int) -> bool:
-        key = f"br:retries:{job_id}"
+        key = keys.retries(job_id, self._prefix)
         client = self._aio.client()
         async with client.pipeline() as pipe:
             pipe.incr(key)

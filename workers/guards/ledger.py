@@ -38,9 +38,9 @@ from typing import Any, Protocol
 import redis
 
 from routing.resilience import Scope
-from workers import connections, ledger_lua
+from workers import connections, keys, luasource
 from workers.aio import LoopRedis
-from workers.lua import Script
+from workers.guards.lua import Script
 
 PICO = 12  # amounts are integers in units of 10**-PICO USD
 RECORD_TTL_S = 7 * 86400  # how long a settled/released key is remembered (idempotency)
@@ -247,14 +247,14 @@ class RedisLedger:
     script checks them and asks for a retry when the stored ones differ."""
 
     _RETRIES = 8
-    _RESERVE = Script(ledger_lua.RESERVE)
-    _SETTLE = Script(ledger_lua.SETTLE)
-    _RELEASE = Script(ledger_lua.RELEASE)
+    _RESERVE = Script.load("ledger_reserve")
+    _SETTLE = Script.load("ledger_settle")
+    _RELEASE = Script.load("ledger_release")
 
     def __init__(
         self,
         client: redis.Redis | None,
-        prefix: str = "br:ledger:",
+        prefix: str = keys.LEDGER,
         reservation_ttl_s: float = 3600,
         *,
         record_ttl_s: int = RECORD_TTL_S,
@@ -265,7 +265,8 @@ class RedisLedger:
         self._prefix = prefix
         self._ttl_ms = int(reservation_ttl_s * 1000)
         self._record_ttl = max(record_ttl_s, int(-(-reservation_ttl_s // 1)))
-        self._usage = client.register_script(ledger_lua.USAGE) if client is not None else None
+        usage = luasource.load("ledger_usage")
+        self._usage = client.register_script(usage) if client is not None else None
 
     @classmethod
     def from_url(cls, url: str, **kwargs: Any) -> RedisLedger:
@@ -274,15 +275,15 @@ class RedisLedger:
     def record_key(self, key: str) -> str:
         """Hash: one key's reservation or settlement (state, usd, tokens, exp, member,
         scopes and ttls as JSON lists)."""
-        return f"{self._prefix}res:{key}"
+        return keys.ledger_record(key, self._prefix)
 
     def scope_key(self, scope_id: str) -> str:
         """Hash: a scope's settled / reserved / total USD (pico) and tokens."""
-        return f"{self._prefix}scope:{scope_id}"
+        return keys.ledger_scope(scope_id, self._prefix)
 
     def pending_key(self, scope_id: str) -> str:
         """Sorted set: a scope's live reservations ("usd|tokens|key") by expiry (ms)."""
-        return f"{self._prefix}pending:{scope_id}"
+        return keys.ledger_pending(scope_id, self._prefix)
 
     def _keys(self, key: str, scope_ids: Sequence[str]) -> list[str]:
         return [

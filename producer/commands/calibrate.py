@@ -24,7 +24,7 @@ import polars as pl
 from rich.console import Console
 from rich.table import Table
 
-from producer.evaluate_cmd import load_router, read_labels, score_prompts
+from producer.commands.evaluate import load_router, read_labels, score_prompts
 from routing.calibrate import Outcome, Target, calibrate, outcome
 from routing.errors import ConfigError, InputError
 from routing.policy import Policy

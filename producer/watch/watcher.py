@@ -1,16 +1,16 @@
 """The drop-folder watcher: every file dropped in the inbox becomes one job on the fleet.
 
 For each file version ``(key, ETag, size)`` a watcher takes the file's lease in Redis
-(``producer/watch_claims.py``), records or adopts its job id, plans and submits the job
+(``producer/watch/claims.py``), records or adopts its job id, plans and submits the job
 exactly as ``batch-router submit`` does (tenant from the folder ``inbox/<tenant>/``),
 renews the lease while the job is planned and while it runs, and once the job has ended
 moves the file to ``processed/`` or, with an ``error.json``, to ``failed/``
-(``producer/watch_store.py``). The input stays in the inbox, readable by the fleet, until
+(``producer/watch/store.py``). The input stays in the inbox, readable by the fleet, until
 its job has ended. Should two watchers still both submit the file's job (a lease lost
 during planning), registration is atomic: one registers it, the other waits for it.
 
 Files are found by listing the inbox (:meth:`Watcher.poll`) or from S3 event
-notifications on SQS (``producer/watch_sqs.py``). On ``stop`` (SIGTERM) a watcher takes
+notifications on SQS (``producer/watch/sqs.py``). On ``stop`` (SIGTERM) a watcher takes
 nothing new and hands back what is in flight: it gives up its leases, the jobs keep
 running on the fleet, and the next watcher adopts them and moves their files.
 """
@@ -26,8 +26,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from producer.watch_claims import Claims, DropFile
-from producer.watch_store import DropFolder, Inbox, ReplacedError, s3_client
+from producer.watch.claims import Claims, DropFile
+from producer.watch.store import DropFolder, Inbox, ReplacedError, s3_client
 from routing.errors import InputError, JobConflictError
 from routing.policy import Policy
 from workers.jobs.plan import build_plan, new_job_id

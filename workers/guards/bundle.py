@@ -16,11 +16,11 @@ from dataclasses import dataclass
 from routing.policy import Policy
 from workers import connections
 from workers.aio import LoopRedis
-from workers.breaker import Breaker, MemoryBreaker, RedisBreaker
-from workers.cache import MemoryCache, RedisCache, ResponseCache
-from workers.ledger import Ledger, MemoryLedger, RedisLedger
-from workers.ratelimit import MemoryRateLimiter, RateLimiter, RedisRateLimiter
-from workers.retry_budget import MemoryRetryBudget, RedisRetryBudget, RetryBudget
+from workers.guards.breaker import Breaker, MemoryBreaker, RedisBreaker
+from workers.guards.cache import MemoryCache, RedisCache, ResponseCache
+from workers.guards.ledger import Ledger, MemoryLedger, RedisLedger
+from workers.guards.ratelimit import MemoryRateLimiter, RateLimiter, RedisRateLimiter
+from workers.guards.retry_budget import MemoryRetryBudget, RedisRetryBudget, RetryBudget
 from workers.settings import Settings
 
 

@@ -24,24 +24,10 @@ from typing import Any
 
 import redis
 
-from workers import connections, keys
+from workers import connections, keys, luasource
 from workers.settings import Settings
 
-# KEYS[1] lease key; ARGV[1] owner token, ARGV[2] lease ms. 1 if still ours (renewed).
-_RENEW = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
-end
-return 0
-"""
-
-# KEYS[1] lease key; ARGV[1] owner token. 1 if it was ours (deleted).
-_RELEASE = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('DEL', KEYS[1])
-end
-return 0
-"""
+# The scripts: workers/scripts/watch_{renew,release}.lua.
 
 
 @dataclass(frozen=True)
@@ -91,8 +77,8 @@ class Claims:
         self._lease_ms = lease_s * 1000
         self._ttl = ttl_s
         self.owner = secrets.token_hex(8)
-        self._renew = client.register_script(_RENEW)
-        self._release = client.register_script(_RELEASE)
+        self._renew = client.register_script(luasource.load("watch_renew"))
+        self._release = client.register_script(luasource.load("watch_release"))
 
     @classmethod
     def for_settings(cls, settings: Settings) -> Claims:

@@ -17,7 +17,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from producer.watch_claims import DropFile
+from producer.watch.claims import DropFile
 from routing.names import NO_TENANT_FOLDER
 from workers.settings import Settings
 

@@ -23,8 +23,8 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 from urllib.parse import unquote_plus
 
-from producer.watch import FINAL, Result, Watcher
-from producer.watch_store import _hidden
+from producer.watch.store import _hidden
+from producer.watch.watcher import FINAL, Result, Watcher
 from workers.settings import Settings
 
 Offer = Future[Result] | Literal["done", "busy"]

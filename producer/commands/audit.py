@@ -7,7 +7,7 @@ import json
 from rich.console import Console
 from rich.markup import escape
 
-from producer.report import find_job_root
+from producer.report.manifest import find_job_root
 from workers.audit import AuditReport, verify_job
 from workers.storage import Storage
 

@@ -54,7 +54,8 @@ def report(
 
     Example: `batch-router report s3://out/ --tenant acme --since 2026-11-01 --html nov.html`
     """
-    from producer import report_data, report_query
+    from producer.report import data as report_data
+    from producer.report import query as report_query
 
     filters = report_query.Filters(tenant, _day(since, "--since"), _day(until, "--until"))
     if filters.since and filters.until and filters.since > filters.until:
@@ -74,14 +75,14 @@ def report(
 
 
 def _write_html(storage: Storage, path: str, frame: pl.DataFrame, result: dict[str, Any]) -> None:
-    from producer.report_html import render_html
+    from producer.report.html import render_html
 
     storage.write_bytes(path, render_html(frame, result).encode())
     err.print(f"html report: {path}")
 
 
 def _print_report(result: dict[str, Any], as_json: bool) -> None:
-    from producer.report import render_report
+    from producer.report.manifest import render_report
 
     if as_json:
         console.print_json(json.dumps(result))
@@ -91,7 +92,7 @@ def _print_report(result: dict[str, Any], as_json: bool) -> None:
 
 def _print_manifest(manifest: dict[str, object], as_json: bool) -> None:
     """One job's report from its manifest (what `run` and `submit --wait` print)."""
-    from producer.report import render
+    from producer.report.manifest import render
 
     if as_json:
         console.print_json(json.dumps(manifest))

@@ -27,10 +27,10 @@ from typing import Any, Protocol
 
 from routing.names import SHARED_CACHE, encoded
 from routing.policy import CacheSpec, ModelSpec
+from workers import keys
 from workers.aio import LoopRedis
 
 _SPACE = re.compile(r"\s+")
-PREFIX = "br:cache:"
 SHARED = SHARED_CACHE
 
 
@@ -56,7 +56,7 @@ def cache_key(
         ensure_ascii=False,
         separators=(",", ":"),
     )
-    return f"{PREFIX}{namespace}:{hashlib.sha256(body.encode()).hexdigest()}"
+    return keys.cache_entry(namespace, hashlib.sha256(body.encode()).hexdigest())
 
 
 class ResponseCache(Protocol):

@@ -37,12 +37,13 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Protocol
 
+from workers import keys
 from workers.aio import LoopRedis
-from workers.lua import Script
+from workers.guards.lua import Script
 
 DEFAULT_BURST_S = 5.0
 DEFAULT_MAX_WAIT_S = 120.0
-DEFAULT_PREFIX = "br:ratelimit:"
+DEFAULT_PREFIX = keys.RATELIMIT
 MIN_WAIT_S = 0.001
 
 
@@ -144,61 +145,14 @@ class MemoryRateLimiter:
 
 # ---------------------------------------------------------------------------- in Redis
 
-# KEYS[1] bucket hash: r, rts (request level and its time, ms), t, tts (tokens likewise);
-# a bucket without fields is full.
-# ARGV[1] request rate per s, ARGV[2] request capacity (ARGV[1] = 0: no request limit),
-# ARGV[3] token rate per s, ARGV[4] token capacity (ARGV[3] = 0: no token limit),
-# ARGV[5] tokens wanted
-# Returns "0" when taken, else the seconds to wait, ≥ 0.001 (a string: a Lua number would
-# become an integer).
-_ACQUIRE_LUA = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local h = redis.call('HMGET', KEYS[1], 'r', 'rts', 't', 'tts')
-local r_rate, r_cap = tonumber(ARGV[1]), tonumber(ARGV[2])
-local t_rate, t_cap = tonumber(ARGV[3]), tonumber(ARGV[4])
-local want = tonumber(ARGV[5])
-local function level(stored, at, rate, cap)
-  if not stored then return cap end
-  local elapsed = math.max(0, now - tonumber(at)) / 1000
-  return math.min(cap, tonumber(stored) + elapsed * rate)
-end
-local wait = 0
-local r, tk
-if r_rate > 0 then
-  r = level(h[1], h[2], r_rate, r_cap)
-  if r < 1 then wait = (1 - r) / r_rate end
-end
-if t_rate > 0 then
-  tk = level(h[3], h[4], t_rate, t_cap)
-  local need = math.min(want, t_cap)
-  if tk < need then wait = math.max(wait, (need - tk) / t_rate) end
-end
--- never round a wait down to "0" (that reads as taken): at least 1 ms
-if wait > 0 then return string.format('%.6f', math.max(wait, 0.001)) end
-local refill = 0
-if r_rate > 0 then
-  r = r - 1
-  redis.call('HSET', KEYS[1], 'r', string.format('%.17g', r), 'rts', now)
-  refill = (r_cap - r) / r_rate
-end
-if t_rate > 0 then
-  tk = tk - want
-  redis.call('HSET', KEYS[1], 't', string.format('%.17g', tk), 'tts', now)
-  refill = math.max(refill, (t_cap - tk) / t_rate)
-end
-local ttl = redis.call('PTTL', KEYS[1])
-local keep = math.ceil(refill * 1000) + 1000
-if ttl < keep then redis.call('PEXPIRE', KEYS[1], keep) end
-return '0'
-"""
+# The script: workers/scripts/ratelimit_acquire.lua.
 
 
 class RedisRateLimiter:
-    """Buckets in Redis, shared by every worker: ``{prefix}{target}`` holds both (a hash that
+    """Buckets in Redis, shared by every worker: ``keys.ratelimit_buckets`` holds both (a hash that
     expires once both buckets would be full again, which is the same as absent)."""
 
-    _ACQUIRE = Script(_ACQUIRE_LUA)
+    _ACQUIRE = Script.load("ratelimit_acquire")
 
     def __init__(
         self, aio: LoopRedis, burst_s: float = DEFAULT_BURST_S, prefix: str = DEFAULT_PREFIX
@@ -224,8 +178,8 @@ class RedisRateLimiter:
             repr(tok.capacity) if tok else 0,
             max(0, tokens),
         ]
-        keys = [f"{self._prefix}{{{target}}}"]
-        wait = float(await self._ACQUIRE.run(self._aio.client(), keys, args))
+        bucket = [keys.ratelimit_buckets(target, self._prefix)]
+        wait = float(await self._ACQUIRE.run(self._aio.client(), bucket, args))
         return max(wait, MIN_WAIT_S) if wait > 0 else 0.0
 
 

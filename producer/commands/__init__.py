@@ -1,0 +1,1 @@
+"""The glue of `batch-router audit`, `calibrate`, `eval`, `status`/`reconcile` and `train`."""

@@ -1,0 +1,1 @@
+"""Cost reports: `batch-router report` (cmd), the rollup query, its data, text and HTML."""

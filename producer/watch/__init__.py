@@ -1,0 +1,1 @@
+"""The S3 drop folder as a service: `batch-router watch` (cmd), the watcher, claims, store, SQS."""
