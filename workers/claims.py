@@ -24,15 +24,18 @@ class ClaimStore(Protocol):
 
 
 class MemoryClaims:
-    """The local executor's fingerprint claims: one per Runtime, shared by its threads."""
+    """The local executor's claims, of fingerprints or of prompt ids (one store each per
+    Runtime, shared by its threads); ``buckets`` shapes only the Redis layout of id claims."""
 
     def __init__(self) -> None:
         self._held: dict[tuple[str, str], str] = {}
         self._lock = threading.Lock()
 
-    def claim(self, job_id: str, items: list[tuple[str, str]], ttl_s: int) -> list[str]:
+    def claim(
+        self, job_id: str, items: list[tuple[str, str]], ttl_s: int, buckets: int = 1
+    ) -> list[str]:
         with self._lock:
-            return [self._held.setdefault((job_id, fp), me) for fp, me in items]
+            return [self._held.setdefault((job_id, key), me) for key, me in items]
 
 
 class RedisClaims:
@@ -59,20 +62,6 @@ class IdClaims(Protocol):
     ) -> list[str]:
         """Claim each (id digest, claimant) for the job; return each id's holder."""
         ...
-
-
-class MemoryIdClaims:
-    """The local executor's prompt-id claims: one per Runtime, shared by its threads."""
-
-    def __init__(self) -> None:
-        self._held: dict[tuple[str, str], str] = {}
-        self._lock = threading.Lock()
-
-    def claim(
-        self, job_id: str, items: list[tuple[str, str]], ttl_s: int, buckets: int = 1
-    ) -> list[str]:
-        with self._lock:
-            return [self._held.setdefault((job_id, d), me) for d, me in items]
 
 
 class RedisIdClaims:

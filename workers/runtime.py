@@ -26,7 +26,6 @@ from workers.claims import (
     ClaimStore,
     IdClaims,
     MemoryClaims,
-    MemoryIdClaims,
     RedisClaims,
     RedisIdClaims,
 )
@@ -86,7 +85,7 @@ class Runtime:
                 self._ids = (
                     RedisIdClaims(self._state_client())
                     if self.settings.distributed
-                    else MemoryIdClaims()
+                    else MemoryClaims()
                 )
             return self._ids
 
