@@ -17,8 +17,8 @@ never share decisions; the memo holds a reference to it, so its id is not reused
 its decisions are kept. At most ``max_namespaces`` are kept, each bounded by
 ``max_entries`` (oldest first out); an entry holds ~0.6 KB (its tuple and strings: route
 reason, fingerprint, …; measured with tracemalloc on the corpus), so a full namespace
-takes ~60 MB. Thread-safe (one lock); a forked child starts empty with a new lock (routing.memo
-:func:`~routing.memo.clear_after_fork`). No instance lives here: the caller owns it
+takes ~60 MB. Thread-safe (one lock); a forked child starts empty with a new lock
+(routing/forks.py). No instance lives here: the caller owns it
 (workers/memos.py for a worker process) and passes it to ``route_batch``.
 """
 
@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from routing.memo import clear_after_fork
+from routing import forks
 
 # The values kept per request, in this order (routing.router builds and reads them).
 FIELDS = (
@@ -54,12 +54,16 @@ class DecisionMemo:
     def __init__(self, max_entries: int = 100_000, max_namespaces: int = 4) -> None:
         self.max_entries, self.max_namespaces = max_entries, max_namespaces
         self.clear()
-        clear_after_fork(self)
+        forks.register(self)
 
     def clear(self) -> None:
         self._lock = threading.Lock()
         self._spaces: dict[tuple[str, str, int], dict[int, tuple[int, Decision]]] = {}
         self._owners: dict[tuple[str, str, int], object] = {}  # keeps each scorer's id taken
+
+    def reset_after_fork(self) -> None:
+        """In a forked child (routing/forks.py): empty, with a new lock."""
+        self.clear()
 
     def __len__(self) -> int:
         return sum(len(space) for space in self._spaces.values())

@@ -1,25 +1,24 @@
 """The values of a text alone — o200k token count, features, PII kinds, gaming flags —
 computed once per distinct text and kept across batches in a bounded, fork-safe
-:class:`TextMemo` (nightly jobs repeat prompts, templates and system prompts across chunks).
+:class:`TextMemo` (nightly jobs repeat prompts, templates and system prompts across chunks;
+a forked child finds every memo empty: routing/forks.py).
 Used by :mod:`routing.router`; no instance lives here: the caller owns its memos (a worker
 process's are in workers/memos.py) and passes them to ``route_batch``.
 """
 
 from __future__ import annotations
 
-import os
 import sys
 import threading
-import weakref
 from collections import OrderedDict, deque
 from collections.abc import Hashable, Sequence
 from functools import cache
 from itertools import compress, repeat
-from typing import Protocol
 
 import numpy as np
 import polars as pl
 
+from routing import forks
 from routing.features import FEATURES, compute_features
 from routing.gaming import GamingSpec, detect_gaming
 from routing.pii.detector import PII_COLUMN, PiiDetector
@@ -92,7 +91,7 @@ class TextMemo:
     def __init__(self, max_entries: int = 100_000, max_bytes: int = 64 << 20) -> None:
         self.max_entries, self.max_bytes = max_entries, max_bytes
         self.clear()
-        clear_after_fork(self)
+        forks.register(self)
 
     def clear(self) -> None:
         self._lock = threading.Lock()
@@ -103,6 +102,10 @@ class TextMemo:
         self._features = np.zeros((0, len(FEATURES)), np.float64)  # NaN: not computed
         self._kinds: dict[Hashable, np.ndarray] = {}  # per PII spec: tuple, None: unknown
         self._gaming: dict[Hashable, np.ndarray] = {}  # per gaming spec: str ("": none), None
+
+    def reset_after_fork(self) -> None:
+        """In a forked child (routing/forks.py): empty, with a new lock."""
+        self.clear()
 
     def __len__(self) -> int:
         return len(self._slots)
@@ -257,25 +260,3 @@ def _kinds(found: np.ndarray) -> pl.Series:
     ids: dict[tuple[str, ...], int] = {}
     rows = [ids.setdefault(k, len(ids)) for k in found]
     return pl.Series(PII_COLUMN, [list(k) for k in ids], dtype=_KINDS).gather(rows)
-
-
-class Clearable(Protocol):
-    def clear(self) -> None: ...
-
-
-# Every routing memo of the process (TextMemo, routing.decision_memo.DecisionMemo), whoever
-# owns it: the one place where they are reset in a forked child.
-_MEMOS: weakref.WeakSet[Clearable] = weakref.WeakSet()
-
-
-def clear_after_fork(memo: Clearable) -> None:
-    """Have ``memo`` cleared (``memo.clear()``: empty, a new lock) in a forked child."""
-    _MEMOS.add(memo)
-
-
-def _clear_after_fork() -> None:
-    for memo in list(_MEMOS):  # another thread may have held a lock, or been halfway through
-        memo.clear()
-
-
-os.register_at_fork(after_in_child=_clear_after_fork)

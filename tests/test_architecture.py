@@ -9,12 +9,14 @@ the top of the module):
 2. **layers** — dependencies point one way, ``producer → workers → routing``: ``routing/``
    imports neither ``workers/`` nor ``producer/``, and ``workers/`` does not import
    ``producer/``;
-3. **cycles** — no import cycle between modules.
+3. **cycles** — no import cycle between modules;
+4. **fork safety in one place** — one ``os.register_at_fork`` call (routing/forks.py: what
+   a forked child must reset registers with it).
 
 Each rule has an allow-list of today's debt (:data:`OVERSIZED`, :data:`LAYER_VIOLATIONS`,
-:data:`CYCLE_EDGES`). The lists only shrink: nothing new may join them, a module on
-:data:`OVERSIZED` may not grow, and an entry that is no longer needed fails the test as well,
-so whoever pays a debt off deletes its line in the same change.
+:data:`CYCLE_EDGES`, :data:`OTHER_FORK_HOOKS`). The lists only shrink: nothing new may join
+them, a module on :data:`OVERSIZED` may not grow, and an entry that is no longer needed fails
+the test as well, so whoever pays a debt off deletes its line in the same change.
 """
 
 from __future__ import annotations
@@ -40,6 +42,13 @@ LAYER_VIOLATIONS: dict[tuple[str, str], str] = {}
 # Imports that close an import cycle, as (importer, imported) modules: the graph without
 # them must be acyclic. Each names the cycle it closes today.
 CYCLE_EDGES: dict[tuple[str, str], str] = {}
+
+# The one module that calls ``os.register_at_fork``, and modules that still call it too
+# (each with what it should do instead).
+FORK_HOOK = "routing/forks.py"
+OTHER_FORK_HOOKS: dict[str, str] = {
+    "routing/embedding.py": "renews its cache lock: register with routing.forks instead",
+}
 
 Edge = tuple[str, str]
 
@@ -210,3 +219,36 @@ def test_cycle_allow_list_only_shrinks() -> None:
                 "its entry from CYCLE_EDGES."
             )
     assert not stale, "\n".join(stale)
+
+
+def _fork_hooks() -> dict[str, int]:
+    """Module file → how many ``register_at_fork`` calls it makes (only those that do)."""
+    found = {}
+    for path in modules().values():
+        calls = sum(
+            isinstance(node, ast.Call)
+            and (
+                (isinstance(node.func, ast.Attribute) and node.func.attr == "register_at_fork")
+                or (isinstance(node.func, ast.Name) and node.func.id == "register_at_fork")
+            )
+            for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), str(path)))
+        )
+        if calls:
+            found[str(path.relative_to(ROOT))] = calls
+    return found
+
+
+def test_fork_safety_lives_in_one_hook() -> None:
+    hooks = _fork_hooks()
+    assert hooks.get(FORK_HOOK) == 1, f"{FORK_HOOK}: expected one register_at_fork call"
+    others = sorted(set(hooks) - {FORK_HOOK} - set(OTHER_FORK_HOOKS))
+    assert not others, "\n".join(
+        f"{name} calls os.register_at_fork: register what a forked child must reset with "
+        f"routing.forks (a reset_after_fork method) instead; the process has one hook."
+        for name in others
+    )
+    stale = sorted(set(OTHER_FORK_HOOKS) - set(hooks))
+    assert not stale, "\n".join(
+        f"{name} no longer calls register_at_fork: delete its entry from OTHER_FORK_HOOKS."
+        for name in stale
+    )

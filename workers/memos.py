@@ -2,14 +2,14 @@
 (routing.decision_memo), handed to ``route_batch`` by the ingest stage (workers/stages.py).
 
 Routing keeps no memo of its own: whoever routes owns them. A worker process (and a local
-run) shares one :class:`RoutingMemos`, built on first use — nothing at import time. Both
-memos are bounded, keyed by policy and scorer version, and fork-safe by themselves: a
-forked child (Celery's prefork pool) finds them empty, with new locks
-(routing.memo.clear_after_fork, the one place they are reset).
+run) shares one :class:`RoutingMemos`, kept with the process's resources
+(workers/process.py) and built on first use — nothing at import time. Both memos are
+bounded, keyed by policy and scorer version, and fork-safe by themselves: a forked child
+(Celery's prefork pool) finds them empty, with new locks (routing/forks.py, the process's
+one after-fork hook).
 
-The process's :class:`~workers.runtime.Runtime` holds them (its ``memos`` field, built by
-:func:`process_memos`, so local runs in one process share them); the stages read
-``rt.memos``.
+The :class:`~workers.runtime.Runtime` hands them down (``rt.memos``: its process's, so
+local runs in one process share them); the stages read ``rt.memos``.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 
 from routing.decision_memo import DecisionMemo
 from routing.memo import TextMemo
+from workers.process import ProcessResources, this_process
 
 
 @dataclass(frozen=True)
@@ -28,12 +29,7 @@ class RoutingMemos:
     decisions: DecisionMemo = field(default_factory=DecisionMemo)
 
 
-_process: list[RoutingMemos] = []  # this process's, first (no lock: one a fork could keep)
-
-
-def process_memos() -> RoutingMemos:
-    """This process's routing memos (built on first use, then the same every time: two
-    threads racing to build them both get the first one appended)."""
-    if not _process:
-        _process.append(RoutingMemos())
-    return _process[0]
+def process_memos(process: ProcessResources | None = None) -> RoutingMemos:
+    """The routing memos of ``process`` (this one's by default): built on first use, then
+    the same every time."""
+    return (process or this_process()).shared(RoutingMemos, RoutingMemos)

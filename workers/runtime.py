@@ -6,7 +6,9 @@ one Runtime per process and pass it down to the stages (workers/stages.py) and t
 helpers (dedupe, prompt ids, reconcile, finalize); they depend on this module, not on the
 stages that call them. The Runtime owns the process's per-process state: the policies and
 scorers read once, the guards (workers/guards/) and the job-wide claim backends
-(workers/claims.py) — no module keeps any in a global.
+(workers/claims.py); and it references the process's resources (``process``:
+workers/process.py — the I/O loop, the Redis clients, the routing memos), which outlive a
+Runtime and which a forked child resets in place.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from workers.classifier import job_scorer
 from workers.guards.bundle import Guards
 from workers.jobstate import JobTracker
 from workers.memos import RoutingMemos, process_memos
+from workers.process import ProcessResources, this_process
 from workers.settings import Settings
 from workers.storage import Storage
 
@@ -55,10 +58,15 @@ class Runtime:
     _policies: dict[str, Policy] = field(default_factory=dict)
     _scorers: dict[str, Scorer] = field(default_factory=dict)
     _guards: dict[str, Guards] = field(default_factory=dict)
-    memos: RoutingMemos = field(default_factory=process_memos)  # routing memos (text, decision)
+    process: ProcessResources = field(default_factory=this_process, repr=False)
     _dedupe: ClaimStore | None = None
     _ids: IdClaims | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    @property
+    def memos(self) -> RoutingMemos:
+        """The process's routing memos (text, decision): shared by every Runtime of it."""
+        return process_memos(self.process)
 
     def guards(self, policy: Policy) -> Guards:
         """Budget ledger, breakers, rate limits and retry budget (per policy, per process)."""
@@ -90,7 +98,7 @@ class Runtime:
             return self._ids
 
     def _state_client(self) -> redis.Redis:
-        return connections.state_client(self.settings, decode_responses=False)
+        return connections.state_client(self.settings, decode_responses=False, process=self.process)
 
     def scorer_for(self, ctx: JobContext, policy: Policy) -> Scorer:
         """The job's scorer, loaded once per process (a job's model copy never changes)."""
