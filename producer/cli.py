@@ -307,25 +307,41 @@ def sim_provider(
     hang_rate: Annotated[float, typer.Option(help="share of requests that hang")] = 0.0,
     hang_s: Annotated[float, typer.Option(help="how long a hang lasts, s")] = 30.0,
     seed: Annotated[int, typer.Option(help="random seed")] = 0,
+    batch_processing_s: Annotated[
+        float, typer.Option(help="a provider batch ends this long after its creation, s")
+    ] = 0.0,
+    batch_error_rate: Annotated[
+        float, typer.Option(help="share of batch requests answered with an error line")
+    ] = 0.0,
+    batch_expire_rate: Annotated[
+        float, typer.Option(help="share of batch requests not reached (the batch expires)")
+    ] = 0.0,
 ) -> None:
-    """Serve the simulated OpenAI-compatible provider (chat completions, logprobs,
-    latency and error injection, counters at /_sim/stats).
+    """Serve the simulated provider: OpenAI-compatible chat completions and Anthropic
+    Messages (logprobs, latency and error injection), their batch APIs (OpenAI Files +
+    Batches, Anthropic Message Batches), counters at /_sim/stats.
 
     Example: `batch-router sim-provider --port 8000 --latency-ms 50 --rate-limit-rate 0.02`
     """
     from workers.sim.config import SimConfig
     from workers.sim.server import serve
 
-    config = SimConfig(
-        latency_ms_mean=latency_ms,
-        latency_ms_jitter=latency_jitter_ms,
-        error_rate=error_rate,
-        rate_limit_rate=rate_limit_rate,
-        retry_after_s=retry_after,
-        hang_rate=hang_rate,
-        hang_s=hang_s,
-        seed=seed,
-    )
+    try:
+        config = SimConfig(
+            latency_ms_mean=latency_ms,
+            latency_ms_jitter=latency_jitter_ms,
+            error_rate=error_rate,
+            rate_limit_rate=rate_limit_rate,
+            retry_after_s=retry_after,
+            hang_rate=hang_rate,
+            hang_s=hang_s,
+            seed=seed,
+            batch_processing_s=batch_processing_s,
+            batch_error_rate=batch_error_rate,
+            batch_expire_rate=batch_expire_rate,
+        )
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from exc
     err.print(f"simulated provider on http://{host}:{port}/v1")
     serve(host, port, config)
 

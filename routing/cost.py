@@ -6,9 +6,11 @@ Parquet type), so sums over millions of rows do not drift.
 Attribution rules:
 
 - ``cost_usd`` = input tokens × the serving model's input price + output tokens × its
-  output price, from the provider's reported usage.
-- ``baseline_cost_usd`` = the same tokens at the prices of the policy's most expensive
-  tier (its primary model): what sending this prompt to the expert tier would have cost.
+  output price, from the provider's reported usage — at the model's batch prices for a
+  request answered through a provider batch API (``mode = batch``).
+- ``baseline_cost_usd`` = the same tokens at the *realtime* prices of the policy's most
+  expensive tier (its primary model): what sending this prompt to the expert tier would
+  have cost, so the saving shown includes the batch discount.
   Output tokens are those of the answer actually received (a documented estimate: an
   expert answer may be longer or shorter).
 - A duplicate row (``dedupe_of`` set) costs 0; its baseline is its canonical row's
@@ -26,7 +28,10 @@ QUANTUM = Decimal("1e-12")
 ZERO = Decimal(0).quantize(QUANTUM)
 
 
-def call_cost(model: ModelSpec, input_tokens: int, output_tokens: int) -> Decimal:
-    """USD for one call of ``model`` with the given usage."""
-    raw = model.input_per_token * input_tokens + model.output_per_token * output_tokens
+def call_cost(
+    model: ModelSpec, input_tokens: int, output_tokens: int, *, batch: bool = False
+) -> Decimal:
+    """USD for one call of ``model`` with the given usage (at its batch price if ``batch``)."""
+    per_in, per_out = model.per_token(batch=batch)
+    raw = per_in * input_tokens + per_out * output_tokens
     return raw.quantize(QUANTUM)

@@ -19,6 +19,7 @@ from typing import Literal
 import yaml
 from pydantic import Field, ValidationError, model_validator
 
+from routing.batching import BatchSpec
 from routing.dedupe import DedupeSpec
 from routing.errors import PolicyError
 from routing.frozen import Frozen
@@ -60,6 +61,12 @@ class ModelSpec(Frozen):
     price_key: str | None = None
     input_per_mtok: Decimal = Field(ge=0)
     output_per_mtok: Decimal = Field(ge=0)
+    batch_input_per_mtok: Decimal | None = Field(
+        None, ge=0, description="the batch API's input price (default: the price table's)"
+    )
+    batch_output_per_mtok: Decimal | None = Field(
+        None, ge=0, description="the batch API's output price (default: the price table's)"
+    )
     rpm: int | None = Field(None, gt=0, description="requests per minute, all workers together")
     tpm: int | None = Field(None, gt=0, description="tokens per minute, all workers together")
 
@@ -70,6 +77,18 @@ class ModelSpec(Frozen):
     @property
     def output_per_token(self) -> Decimal:
         return self.output_per_mtok / _MTOK
+
+    @property
+    def has_batch_prices(self) -> bool:
+        return self.batch_input_per_mtok is not None and self.batch_output_per_mtok is not None
+
+    def per_token(self, *, batch: bool = False) -> tuple[Decimal, Decimal]:
+        """(input, output) USD per token, at the batch API's prices when ``batch``."""
+        if not batch:
+            return self.input_per_token, self.output_per_token
+        if self.batch_input_per_mtok is None or self.batch_output_per_mtok is None:
+            raise PolicyError(f"model {self.name!r} has no batch price")
+        return self.batch_input_per_mtok / _MTOK, self.batch_output_per_mtok / _MTOK
 
 
 class TierSpec(Frozen):
@@ -89,10 +108,20 @@ class TierSpec(Frozen):
         (), description="tiers that serve this tier's prompts while all its models are down"
     )
     cascade: CascadeSpec | None = None
+    mode: Literal["realtime", "batch"] = Field(
+        "realtime",
+        description="batch: the tier's prompts go through the provider's batch API "
+        "(the first model's, at its batch price; answers within 24 h)",
+    )
+    batch: BatchSpec = BatchSpec()
 
     @property
     def primary(self) -> ModelSpec:
         return self.models[0]
+
+    @property
+    def batched(self) -> bool:
+        return self.mode == "batch"
 
 
 class RetrySpec(Frozen):
@@ -191,6 +220,13 @@ class Policy(Frozen):
                 raise ValueError(f"tier {tier.name}: fallback {unknown} is not another tier")
             if tier.cascade is not None and i == len(self.tiers) - 1:
                 raise ValueError(f"tier {tier.name}: the last tier has no next tier to cascade to")
+            if tier.batched and not tier.primary.has_batch_prices:
+                raise ValueError(
+                    f"tier {tier.name} is mode: batch but its model {tier.primary.name!r} has no "
+                    "batch price: set batch_input_per_mtok and batch_output_per_mtok, or name "
+                    "a price table (prices: {table: ...}) whose entry has "
+                    "input_cost_per_token_batches / output_cost_per_token_batches"
+                )
         unknown = sorted(set(self.budgets.tier) - set(names))
         if unknown:
             raise ValueError(f"budgets.tier: unknown tiers {unknown}")

@@ -76,18 +76,33 @@ def load_price_table(path: str | Path) -> dict[str, ModelPrice]:
     return table
 
 
+def _missing_realtime(model: dict[str, Any]) -> bool:
+    return "input_per_mtok" not in model or "output_per_mtok" not in model
+
+
+def _missing(model: dict[str, Any], batch: bool) -> bool:
+    batched = "batch_input_per_mtok" not in model or "batch_output_per_mtok" not in model
+    return _missing_realtime(model) or (batch and batched)
+
+
 def fill_prices(data: dict[str, Any], base_dir: Path | None, source: str) -> dict[str, Any]:
-    """The policy mapping with missing model prices taken from its price table."""
+    """The policy mapping with missing model prices taken from its price table: realtime
+    prices for every model, and batch prices too for the models of ``mode: batch`` tiers
+    (when the table has them; a batch tier's model without any is a policy error)."""
     spec = data.get("prices")
     tiers = data.get("tiers")
     if not isinstance(spec, dict) or not spec.get("table") or not isinstance(tiers, list):
         return data
+    # (model, batch tier?, must be in the table?): a model with its realtime prices written
+    # needs a table entry only if it is a batch tier's primary (the one whose batch price
+    # the policy requires); another model of a batch tier just takes what the table has.
     missing = [
-        m
+        (m, batch, _missing_realtime(m) or (batch and i == 0))
         for t in tiers
         if isinstance(t, dict)
-        for m in t.get("models", [])
-        if isinstance(m, dict) and ("input_per_mtok" not in m or "output_per_mtok" not in m)
+        for batch in [t.get("mode") == "batch"]
+        for i, m in enumerate(t.get("models") or [])
+        if isinstance(m, dict) and _missing(m, batch)
     ]
     if not missing:
         return data
@@ -95,13 +110,19 @@ def fill_prices(data: dict[str, Any], base_dir: Path | None, source: str) -> dic
     if not path.is_absolute() and base_dir is not None:
         path = base_dir / path
     table = load_price_table(path)
-    for model in missing:
+    for model, batch, required in missing:
         key = model.get("price_key") or model.get("name")
         price = table.get(str(key))
+        if price is None and not required:
+            continue
         if price is None:
             close = sorted(k for k in table if str(key).lower() in k.lower())[:5]
             hint = f"; similar: {close}" if close else ""
             raise PolicyError(f"{source}: model {key!r} is not in the price table {path}{hint}")
         model.setdefault("input_per_mtok", str(price.input_per_mtok))
         model.setdefault("output_per_mtok", str(price.output_per_mtok))
+        if batch and price.batch_input_per_mtok is not None:
+            model.setdefault("batch_input_per_mtok", str(price.batch_input_per_mtok))
+        if batch and price.batch_output_per_mtok is not None:
+            model.setdefault("batch_output_per_mtok", str(price.batch_output_per_mtok))
     return data

@@ -55,6 +55,7 @@ def rejected(base: pa.Table, reasons: Sequence[str], job_id: str, policy_version
             "error": list(reasons),
             "cost_usd": [ZERO] * n,
             "baseline_cost_usd": [ZERO] * n,
+            "batch_saved_usd": [ZERO] * n,
             "tier": [None] * n,
             "complexity_score": [None] * n,
             "route_reason": [None] * n,

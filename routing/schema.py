@@ -75,6 +75,10 @@ RESULT_FIELDS: list[pa.Field] = [
     pa.field("gaming_flags", pa.string()),  # routing.gaming kinds, comma-separated; null: none
     pa.field("minimised", pa.string()),  # fields not stored (policy minimise): "prompt,response"
     pa.field("fallback_from", pa.string()),
+    pa.field("mode", pa.string()),  # how the answer was obtained: realtime | batch (null: none)
+    pa.field("batch_id", pa.string()),  # the provider batch that answered (mode = batch)
+    pa.field("round", pa.int32()),  # the job round of the answer: 1, or 2 for an escalation
+    pa.field("batch_saved_usd", MONEY),  # realtime − batch price of the row's batch calls
     pa.field("near_dup_of", pa.string()),  # prompt_id of a near-duplicate (routing.neardup)
     pa.field("input_file", pa.string()),
     pa.field("input_row", pa.int64()),
@@ -85,19 +89,24 @@ RESULT_COLUMNS: tuple[str, ...] = tuple(f.name for f in RESULT_FIELDS)
 # Output names an input column may not keep: such a column is carried through as src_<name>.
 RESERVED = frozenset(RESULT_COLUMNS) - set(REQUIRED_INPUT) - {"tenant"}
 
-# What every cost aggregate carries per group (tier, model, status).
+# What every cost aggregate carries per group (tier, model, status, mode). ``mode`` is the
+# rows' ``mode`` (realtime | batch; null: no call made); ``batch_saved_usd`` the exact sum
+# of their ``batch_saved_usd`` (0 when none). Files written before batch mode lack both.
 _COST_FIELDS = [
     pa.field("tier", pa.string()),
     pa.field("model", pa.string()),
     pa.field("status", pa.string()),
+    pa.field("mode", pa.string()),
     pa.field("rows", pa.int64()),
     pa.field("input_tokens", pa.int64()),
     pa.field("output_tokens", pa.int64()),
     pa.field("cost_usd", MONEY),
     pa.field("baseline_cost_usd", MONEY),
+    pa.field("batch_saved_usd", MONEY),
 ]
 
-# Columns of the cost summary written by the finalizer under cost/.
+# Columns of the cost summary written by the finalizer under cost/ (one row per tenant,
+# tier, model, status and mode).
 COST_SUMMARY_SCHEMA = pa.schema(
     [pa.field("job_id", pa.string()), pa.field("tenant", pa.string()), *_COST_FIELDS]
 )
@@ -106,7 +115,7 @@ COST_SUMMARY_SCHEMA = pa.schema(
 LATENCY_BUCKETS_MS = (50, 100, 250, 500, 1000, 2000, 5000, 10000, 30000, 60000, 120000)
 
 # Columns of a cost rollup file, cost/day=<YYYY-MM-DD>/tenant=<t>/part-0.parquet: one row
-# per tier, model and status; job_id, day and tenant are the hive path (docs/reports.md).
+# per tier, model, status and mode; job_id, day and tenant are the hive path (docs/reports.md).
 COST_ROLLUP_SCHEMA = pa.schema(
     [
         *_COST_FIELDS,

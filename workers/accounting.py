@@ -1,6 +1,6 @@
 """What a provider call asks, costs and leaves behind, however it is made: the part of the
-serving engine that realtime calls (``workers/calls.py``) and provider batch mode (issue 15)
-share.
+serving engine that realtime calls (``workers/calls.py``) and provider batch mode
+(``workers/batches/``) share.
 
 Per row and model: the request (:meth:`Accounting.request`: the row's output capped at the
 tier's); a cached answer (``workers/cache.py``; a tier batch's first model is read for every
@@ -151,20 +151,41 @@ class Accounting:
 
     # ------------------------------------------------------------ budget
 
-    async def reserve(
-        self, row: Prompt, tier: TierSpec, model: ModelSpec, request: ChatRequest
-    ) -> tuple[Reservation, bool]:
-        """The call's reservation, and whether it fit every budget cap."""
-        scopes = budget_scopes(
-            self.policy.budgets, row.tenant, self.ctx.job_id, tier.name, datetime.now(UTC)
-        )
-        held = Reservation(
+    def reservation(
+        self,
+        row: Prompt,
+        tier: TierSpec,
+        model: ModelSpec,
+        request: ChatRequest,
+        at: datetime,
+        *,
+        batch: bool = False,
+    ) -> Reservation:
+        """The reservation a call made at ``at`` holds (its key and scopes are a function of
+        the row, tier, model and time: a provider batch's collector rebuilds them)."""
+        scopes = budget_scopes(self.policy.budgets, row.tenant, self.ctx.job_id, tier.name, at)
+        return Reservation(
             key=f"{self.ctx.job_id}/{row.ref}/{tier.name}/{model.name}",  # never the id
             scopes=scopes,
-            estimate=call_cost(model, row.input_tokens, request.max_tokens),
+            estimate=call_cost(model, row.input_tokens, request.max_tokens, batch=batch),
             tokens=row.input_tokens + request.max_tokens,
         )
-        fits = await self.guards.ledger.reserve(held.key, scopes, held.estimate, held.tokens)
+
+    async def reserve(
+        self,
+        row: Prompt,
+        tier: TierSpec,
+        model: ModelSpec,
+        request: ChatRequest,
+        *,
+        batch: bool = False,
+        ttl_s: float | None = None,
+    ) -> tuple[Reservation, bool]:
+        """The call's reservation (at the batch price when ``batch``, held ``ttl_s``), and
+        whether it fit every budget cap."""
+        held = self.reservation(row, tier, model, request, datetime.now(UTC), batch=batch)
+        ledger = self.guards.ledger
+        fits = await ledger.reserve(held.key, held.scopes, held.estimate, held.tokens, ttl_s)
         return held, fits
 
     async def settle(
@@ -175,10 +196,12 @@ class Accounting:
         model: ModelSpec,
         request: ChatRequest,
         done: Completion,
+        *,
+        batch: bool = False,
     ) -> Decimal:
-        """Settle a successful call at its reported usage and cache its answer (both at
-        once); observe its cost. Returns the cost."""
-        cost = call_cost(model, done.input_tokens, done.output_tokens)
+        """Settle a successful call at its reported usage (at the batch price when
+        ``batch``) and cache its answer (both at once); observe its cost. Returns the cost."""
+        cost = call_cost(model, done.input_tokens, done.output_tokens, batch=batch)
         tokens = done.input_tokens + done.output_tokens
         await asyncio.gather(
             self.guards.ledger.settle(held.key, cost, tokens, scopes=held.scopes),

@@ -116,6 +116,10 @@ class Served:
     confidence: float | None = None
     cache_hit: bool = False
     notes: list[str] = field(default_factory=list)
+    mode: str = "realtime"  # how the answer was obtained: "realtime" or "batch"
+    batch_id: str | None = None  # the provider batch that answered, in batch mode
+    round: int = 1  # the job round of the answer (2: an escalation, a cascade's second call)
+    batch_saved: Decimal = ZERO  # realtime price − batch price of the row's batch calls
 
     @property
     def status(self) -> Status:
@@ -234,23 +238,7 @@ class Caller:
             served.notes.append(f"confidence {conf:.3f}: no dearer tier allowed")
             return served
         better = await self._on_tier(row, self.policy.tier(dearer[0]))
-        if better.outcome is not Outcome.OK:
-            served.notes.append(f"escalation to {dearer[0]} failed: {better.done.error}")
-            served.cost += better.cost
-            served.calls += better.calls
-            return served
-        better.escalated_from = served.tier.name
-        better.confidence = conf
-        better.cost += served.cost
-        better.calls += served.calls
-        better.fallback_from = served.fallback_from or better.fallback_from
-        better.notes = [
-            *served.notes,
-            f"confidence {conf:.3f} < {served.tier.cascade.min_confidence:.2f}: "
-            f"{served.tier.name} → {dearer[0]}",
-            *better.notes,
-        ]
-        return better
+        return escalated(served, better, conf, served.tier.cascade.min_confidence)
 
     async def _on_tier(self, row: Row, tier: TierSpec) -> Served:
         """Try the tier's models in order (the first is primary)."""
@@ -286,6 +274,31 @@ class Caller:
         last.fallback_from = skipped
         last.calls = calls
         return last
+
+
+def escalated(first: Served, better: Served, conf: float, threshold: float) -> Served:
+    """A row's outcome after a cascade asked a dearer tier again (``better``) because its
+    first answer's confidence ``conf`` was below ``threshold``: the better answer with
+    ``escalated_from``, the first confidence, both calls' cost and the rounds added — or,
+    when the second call did not succeed, the first answer with a note (and any cost)."""
+    if better.outcome is not Outcome.OK:
+        first.notes.append(f"escalation to {better.tier.name} failed: {better.done.error}")
+        first.cost += better.cost
+        first.calls += better.calls
+        return first
+    better.escalated_from = first.tier.name
+    better.confidence = conf
+    better.cost += first.cost
+    better.calls += first.calls
+    better.round += first.round
+    better.batch_saved += first.batch_saved
+    better.fallback_from = first.fallback_from or better.fallback_from
+    better.notes = [
+        *first.notes,
+        f"confidence {conf:.3f} < {threshold:.2f}: {first.tier.name} → {better.tier.name}",
+        *better.notes,
+    ]
+    return better
 
 
 def _from_cache(

@@ -163,6 +163,9 @@ _COPIED = (
     "route_reason",
     "error",
     "fallback_from",
+    "mode",
+    "batch_id",
+    "round",
 )
 
 
@@ -252,6 +255,7 @@ def _filled(
         policy_version=[ctx.policy_version] * n,
         dedupe_of=[h.split(":", 1)[1] for h in holders],
         cost_usd=[ZERO] * n,
+        batch_saved_usd=[ZERO] * n,
         latency_ms=[0.0] * n,
         attempts=[0] * n,
     )

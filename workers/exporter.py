@@ -1,16 +1,21 @@
 """The Prometheus exporter, ``python -m workers.exporter``: on every scrape it adds up the
 worker processes' counters (``workers/metrics.py``, prometheus_client multiprocess mode,
 ``PROMETHEUS_MULTIPROC_DIR``) and reads what only Redis knows at that moment — queue depths
-(kombu's lists, priority steps included) and breaker states."""
+(kombu's lists, priority steps included), breaker states, and the provider batches in
+flight of running jobs (``keys.job_batches``, written by workers/batches/record.py)."""
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import signal
 import sys
 import threading
+import time
+from collections import Counter
 from collections.abc import Iterator, Sequence
+from typing import Any
 
 import redis
 from prometheus_client import CollectorRegistry, start_http_server
@@ -32,6 +37,15 @@ _PRIORITY_SEP = "\x06\x16"
 _PRIORITY_STEPS = (3, 6, 9)
 _UNACKED_KEY = "unacked"
 _BINDINGS = "_kombu.binding.*"
+# Bounded work per scrape: the provider batches of the newest running jobs only, found
+# among the newest entries of the jobs index (which also holds finished jobs).
+MAX_RUNNING_JOBS = 200
+_INDEX_PAGE = 500
+_INDEX_MAX = 5000
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def queue_keys(queue: str) -> list[str]:
@@ -85,12 +99,61 @@ class RedisCollector(Collector):
                 states[target] = breaker.state(target)
         return states
 
+    def running_jobs(self) -> list[str]:
+        """The newest running jobs (at most ``MAX_RUNNING_JOBS``), looked for among the
+        newest ``_INDEX_MAX`` entries of the jobs index."""
+        running: list[str] = []
+        for start in range(0, _INDEX_MAX, _INDEX_PAGE):
+            ids = [
+                _text(j)
+                for j in self._state.zrevrange(keys.jobs_index(), start, start + _INDEX_PAGE - 1)
+            ]
+            pipe = self._state.pipeline(transaction=False)
+            for job_id in ids:
+                pipe.hget(keys.job(job_id), "state")
+            for job_id, state in zip(ids, pipe.execute(), strict=True):
+                if state is not None and _text(state) == "running":
+                    running.append(job_id)
+                    if len(running) == MAX_RUNNING_JOBS:
+                        return running
+            if len(ids) < _INDEX_PAGE:
+                break
+        return running
+
+    def provider_batches(
+        self, now: float | None = None
+    ) -> tuple[dict[tuple[str, str], int], dict[str, float]]:
+        """Of the running jobs' provider batches not yet collected: how many per
+        (provider, status), and per provider the age (s) of the oldest one submitted."""
+        now = time.time() if now is None else now
+        jobs = self.running_jobs()
+        pipe = self._state.pipeline(transaction=False)
+        for job_id in jobs:
+            pipe.hvals(keys.job_batches(job_id))
+        in_flight: Counter[tuple[str, str]] = Counter()
+        oldest: dict[str, float] = {}
+        for values in pipe.execute() if jobs else []:
+            for raw in values:
+                try:
+                    summary = json.loads(raw)
+                except ValueError:
+                    continue
+                if not isinstance(summary, dict) or summary.get("collected"):
+                    continue
+                provider = str(summary.get("provider") or "unknown")
+                in_flight[provider, str(summary.get("status") or "unknown")] += 1
+                submitted = summary.get("submitted_at")
+                if isinstance(submitted, int | float):
+                    oldest[provider] = max(oldest.get(provider, 0.0), now - submitted)
+        return dict(in_flight), oldest
+
     def collect(self) -> Iterator[GaugeMetricFamily]:
         up = GaugeMetricFamily(f"{NAMESPACE}_redis_up", "1 when this scrape could read Redis")
         try:
             depths = self.depths()
             unacked = int(self._broker.hlen(_UNACKED_KEY))
             breakers = self.breakers()
+            in_flight, oldest = self.provider_batches()
         except Exception as exc:
             log.warning("redis metrics unavailable: %s", exc)
             up.add_metric([], 0)
@@ -117,6 +180,28 @@ class RedisCollector(Collector):
         for target, name in sorted(breakers.items()):
             state.add_metric([target], BREAKER_STATES.get(name, 0))
         yield state
+        yield from _batch_gauges(in_flight, oldest)
+
+
+def _batch_gauges(
+    in_flight: dict[tuple[str, str], int], oldest: dict[str, float]
+) -> Iterator[GaugeMetricFamily]:
+    batches = GaugeMetricFamily(
+        f"{NAMESPACE}_provider_batches",
+        "Provider batches of running jobs not yet collected, by provider and provider status",
+        labels=["provider", "status"],
+    )
+    for (provider, status), n in sorted(in_flight.items()):
+        batches.add_metric([provider, status], n)
+    yield batches
+    age = GaugeMetricFamily(
+        f"{NAMESPACE}_provider_batch_oldest_age_seconds",
+        "Seconds since the oldest provider batch not yet collected was submitted",
+        labels=["provider"],
+    )
+    for provider, seconds in sorted(oldest.items()):
+        age.add_metric([provider], round(seconds, 3))
+    yield age
 
 
 def default_queues() -> list[str]:

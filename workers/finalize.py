@@ -1,6 +1,7 @@
 """The job finalizer: runs once all chunks are written (and is safe to run again).
 
-It reads the result parts (only the columns it needs), checks that row count out equals
+It reads the result parts (only the columns it needs; a part written before a column
+existed reads it as nulls: :func:`read_results`), checks that row count out equals
 row count in, writes the cost summary and the cost rollup (workers.rollup), then
 ``manifest.json``, then ``_SUCCESS`` —
 in that order, so a reader that sees ``_SUCCESS`` sees a complete job. The manifest
@@ -26,7 +27,7 @@ from routing.cost import call_cost
 from routing.errors import StorageError
 from routing.plan import JobContext
 from routing.policy import Policy
-from routing.schema import COST_SUMMARY_SCHEMA, Status
+from routing.schema import COST_SUMMARY_SCHEMA, RESULT_SCHEMA, Status
 from workers import audit, dedupe, layout, rollup
 from workers.redact import redact_error
 from workers.runtime import Runtime
@@ -35,11 +36,39 @@ from workers.storage import Storage, join
 
 _COLUMNS = [*rollup.INPUTS, rollup.ATTEMPTS]  # what the rollup, summary and savings read
 NOT_ROUTED = "(not routed)"  # breakdown label of rows that never reached a tier (rejected)
+NO_CALL = rollup.NO_CALL  # by_mode label of rows that made no call (mode null)
+
+
+def read_results(storage: Storage, parts: list[str]) -> pa.Table:
+    """``_COLUMNS`` of every result part, typed as in ``RESULT_SCHEMA``: what a part has is
+    read, a column it lacks (a part written before an upgrade added it) is nulls."""
+    schema = pa.schema([pa.field(c, RESULT_SCHEMA.field(c).type) for c in _COLUMNS])
+    tables = []
+    for uri in parts:
+        with storage.parquet_file(uri) as source:
+            present = [c for c in _COLUMNS if c in source.schema_arrow.names]
+            try:
+                table = source.read(columns=present)
+            except OSError as exc:
+                raise StorageError(f"cannot read {uri}: {exc}") from exc
+        tables.append(
+            pa.table(
+                [
+                    table.column(f.name).cast(f.type)
+                    if f.name in present
+                    else pa.nulls(table.num_rows, f.type)
+                    for f in schema
+                ],
+                schema=schema,
+            )
+        )
+    return pa.concat_tables(tables) if tables else schema.empty_table()
 
 
 def cost_summary(built: pa.Table, job_id: str) -> pa.Table:
-    """Rows, tokens, cost and baseline by tenant, tier, model and status: the job's cost
-    rollup (workers.rollup, already grouped and sorted that way) without its extra columns."""
+    """Rows, tokens, cost, baseline and batch saving by tenant, tier, model, status and
+    mode: the job's cost rollup (workers.rollup, already grouped and sorted that way)
+    without its extra columns."""
     columns = {"job_id": pa.array([job_id] * built.num_rows, pa.string())}
     columns.update({name: built.column(name) for name in COST_SUMMARY_SCHEMA.names[1:]})
     return pa.table(columns).cast(COST_SUMMARY_SCHEMA)
@@ -50,20 +79,19 @@ def _money(table: pa.Table, column: str) -> Decimal:
     return value if value is not None else Decimal(0)
 
 
-def _breakdown(summary: pa.Table, key: str) -> dict[str, dict[str, Any]]:
+def _breakdown(
+    summary: pa.Table, key: str, unset: str = NOT_ROUTED, money: tuple[str, ...] = ()
+) -> dict[str, dict[str, Any]]:
+    """Rows and exact money by ``key`` (``unset``: the label of a null), money as strings."""
+    columns = ("cost_usd", "baseline_cost_usd", *money)
     out: dict[str, dict[str, Any]] = {}
     for row in summary.to_pylist():
-        name = row[key] if row[key] is not None else NOT_ROUTED
-        entry = out.setdefault(
-            name, {"rows": 0, "cost_usd": Decimal(0), "baseline_cost_usd": Decimal(0)}
-        )
+        name = row[key] if row[key] is not None else unset
+        entry = out.setdefault(name, {"rows": 0, **{c: Decimal(0) for c in columns}})
         entry["rows"] += row["rows"]
-        entry["cost_usd"] += row["cost_usd"] or 0
-        entry["baseline_cost_usd"] += row["baseline_cost_usd"] or 0
-    return {
-        k: {**v, "cost_usd": str(v["cost_usd"]), "baseline_cost_usd": str(v["baseline_cost_usd"])}
-        for k, v in out.items()
-    }
+        for column in columns:
+            entry[column] += row[column] or 0
+    return {k: {**v, **{c: str(v[c]) for c in columns}} for k, v in out.items()}
 
 
 def build_manifest(
@@ -90,10 +118,12 @@ def build_manifest(
             "baseline_cost_usd": str(baseline),
             "saving_usd": str(saving),
             "saving_pct": float(saving / baseline * 100) if baseline else 0.0,
+            "batch_saved_usd": str(_money(table, "batch_saved_usd")),
         },
         "by_tier": _breakdown(summary, "tier"),
         "by_model": _breakdown(summary, "model"),
         "by_tenant": _breakdown(summary, "tenant"),
+        "by_mode": _breakdown(summary, "mode", NO_CALL, ("batch_saved_usd",)),
         "parts": [p.rsplit("/", 1)[-1] for p in parts],
         "cost_summary": "cost/summary.parquet",
     }
@@ -147,8 +177,7 @@ def finalize(rt: Runtime, ctx: JobContext) -> dict[str, Any]:
     dedupe.fill_duplicates(rt, ctx, rt.policy(ctx))  # job-wide duplicates' result parts
     drop_staging(rt, ctx, rt.policy(ctx))  # under minimise: no staged prompt text remains
     parts = storage.list_files(layout.results_dir(root), ".parquet")
-    tables = [storage.read_parquet(p, columns=_COLUMNS) for p in parts]
-    table = pa.concat_tables(tables) if tables else pa.table({c: [] for c in _COLUMNS})
+    table = read_results(storage, parts)
     policy = rt.policy(ctx)
     built = rollup.build(table, policy)  # the one aggregation: summary and rollup files
     summary = cost_summary(built, ctx.job_id)

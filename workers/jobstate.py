@@ -79,6 +79,11 @@ class JobTracker(Protocol):
     ) -> bool: ...
     def set_state(self, job_id: str, state: str, **fields: Any) -> None: ...
     def fail(self, job_id: str, error: str, **fields: Any) -> bool: ...
+    def touch(self, job_id: str) -> bool:
+        """A running job is still at work (``updated_at`` now): beat's stalled-job sweep
+        leaves it. False when the job has ended or its state is gone."""
+        ...
+
     def state(self, job_id: str) -> str | None: ...
     def status(self, job_id: str) -> JobStatus | None: ...
     def list_jobs(self, limit: int = 20) -> list[str]: ...
@@ -172,6 +177,14 @@ class MemoryJobTracker:
             meta.update(state="failed", error=error)
             return True
 
+    def touch(self, job_id: str) -> bool:
+        with self._lock:
+            meta = self._meta.get(job_id)
+            if meta is None or meta.get("state") != "running":
+                return False
+            meta["updated_at"] = f"{time.time():.3f}"
+            return True
+
     def state(self, job_id: str) -> str | None:
         with self._lock:
             return self._meta.get(job_id, {}).get("state")
@@ -210,6 +223,7 @@ class RedisJobTracker:
         self._complete = client.register_script(luasource.load("jobstate_complete"))
         self._register = client.register_script(luasource.load("jobstate_register"))
         self._fail = client.register_script(luasource.load("jobstate_fail"))
+        self._touch = client.register_script(luasource.load("jobstate_touch"))
 
     @classmethod
     def from_url(cls, url: str, ttl_s: int) -> RedisJobTracker:
@@ -282,6 +296,9 @@ class RedisJobTracker:
         }
         pairs = [x for item in mapping.items() for x in item]
         return bool(self._fail(keys=[keys.job(job_id)], args=[self._ttl, *pairs]) == 1)
+
+    def touch(self, job_id: str) -> bool:
+        return bool(self._touch(keys=[keys.job(job_id)], args=[f"{time.time():.3f}"]) == 1)
 
     def state(self, job_id: str) -> str | None:
         """The job's state alone (one HGET: what a task checks before working)."""

@@ -48,6 +48,18 @@ def job_dead_letters(job_id: str) -> str:
     return f"{PREFIX}:job:{{{job_id}}}:dead"
 
 
+def job_batches(job_id: str) -> str:
+    """Hash: provider batch id → JSON summary (chunk, tier, round, provider, model, status,
+    request counts, submitted_at): what ``status`` and the metrics show of batch mode."""
+    return f"{PREFIX}:job:{{{job_id}}}:batches"
+
+
+def batch_poll(job_id: str, chunk: int, tier: str) -> str:
+    """String: the id of the poll chain that owns a tier batch's polling (a chain that
+    finds another id here stops: reconcile can start a new one without doubling polls)."""
+    return f"{PREFIX}:job:{{{job_id}}}:poll:{chunk}:{tier}"
+
+
 _GLOB_SPECIAL = frozenset("\\*?[]")
 
 

@@ -40,6 +40,22 @@ def staged_batch(root: str, chunk: int, tier: str) -> str:
     return join(staging_dir(root), "routed", f"c{chunk:06d}-{tier}.parquet")
 
 
+def batches_dir(root: str) -> str:
+    """Provider batch mode's durable state (workers/batches/): one record per tier batch
+    and the outcomes of its rounds."""
+    return join(root, "_job", "batches")
+
+
+def batch_record(root: str, chunk: int, tier: str) -> str:
+    """The record of a tier batch in batch mode: its rounds and provider batch ids."""
+    return join(batches_dir(root), f"c{chunk:06d}-{tier}.json")
+
+
+def batch_outcomes(root: str, chunk: int, tier: str, name: str) -> str:
+    """Outcomes of one step of a tier batch (a provider batch collected, cache hits, …)."""
+    return join(batches_dir(root), f"c{chunk:06d}-{tier}", f"{name}.parquet")
+
+
 def results_dir(root: str) -> str:
     return join(root, "results")
 

@@ -1,9 +1,10 @@
 """The local (embedded) executor: the same stages in-process, no broker.
 
 Chunks run on a small thread pool (provider calls are async inside each dispatch); a
-routed batch is dispatched in the thread that routed it. When the policy's providers are
-the simulated one and no URL is configured, a simulated provider is started in-process
-for the duration of the job.
+routed batch is dispatched in the thread that routed it. Tier batches in batch mode are
+then polled here until their parts are written (``_InlineSink.collect_all``). When the
+policy's providers are the simulated one and no URL is configured, a simulated provider
+is started in-process for the duration of the job.
 
 A job that cannot finish — any exception in a chunk or in finalize; there are no retries
 here — is failed once (``workers.finalize.fail_job``: the tracker, ``_job/failed.json`` and
@@ -14,7 +15,10 @@ a ``manifest.json`` saying why), the chunks not yet started are cancelled, and
 from __future__ import annotations
 
 import contextlib
+import heapq
 import logging
+import threading
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from typing import Any
@@ -23,6 +27,7 @@ from routing.errors import JobFailedError
 from routing.plan import JobContext, JobPlan
 from routing.policy import Policy
 from workers import stages
+from workers.batches import stage as batch_stage
 from workers.finalize import fail_job, failure_reason, finalize
 from workers.runtime import Runtime
 from workers.settings import ProviderOverride, Settings
@@ -44,12 +49,31 @@ class _InlineSink:
     def __init__(self, rt: Runtime) -> None:
         self._rt = rt
         self.finalize_due = False
+        self.polls: list[tuple[float, int, str]] = []  # (due, chunk, tier): a heap
+        self._lock = threading.Lock()
 
     def dispatch(self, ctx: JobContext, batch: dict[str, Any]) -> None:
         stages.dispatch(self._rt, ctx, batch, self)
 
     def finalize(self, ctx: JobContext) -> None:
         self.finalize_due = True
+
+    def poll(self, ctx: JobContext, chunk: int, tier: str, delay_s: float) -> None:
+        with self._lock:
+            heapq.heappush(self.polls, (time.monotonic() + delay_s, chunk, tier))
+
+    def collect_all(self, ctx: JobContext) -> None:
+        """Poll every tier batch in batch mode until its part is written (this process is
+        the job: it may wait between looks)."""
+        while self.polls:
+            due, chunk, tier = heapq.heappop(self.polls)
+            time.sleep(max(0.0, due - time.monotonic()))
+            try:
+                delay = batch_stage.collect(self._rt, ctx, chunk, tier, self)
+            except Exception as exc:
+                raise _Failed({"task": "collect", "chunk": chunk, "tier": tier}, exc) from exc
+            if delay is not None:
+                self.poll(ctx, chunk, tier, delay)
 
 
 @contextlib.contextmanager
@@ -88,7 +112,8 @@ def run_job(
         {"total_chunks": ctx.total_chunks, "rows_total": plan.rows_total, "job_root": ctx.job_root},
     )
     try:
-        _run_chunks(rt, plan, threads, on_chunk)
+        sink = _run_chunks(rt, plan, threads, on_chunk)
+        sink.collect_all(ctx)
         try:
             return finalize(rt, ctx)
         except Exception as exc:
@@ -99,9 +124,10 @@ def run_job(
 
 def _run_chunks(
     rt: Runtime, plan: JobPlan, threads: int, on_chunk: Callable[[int], None] | None
-) -> None:
+) -> _InlineSink:
     """Ingest (and dispatch, inline) every chunk; on the first failure the chunks not yet
-    started are cancelled and it is raised as :class:`_Failed`."""
+    started are cancelled and it is raised as :class:`_Failed`. Returns the sink, holding
+    the polls of any tier batches in batch mode."""
     ctx, sink = plan.context, _InlineSink(rt)
 
     def one(chunk_index: int) -> int:
@@ -123,6 +149,7 @@ def _run_chunks(
             for future in futures:
                 future.cancel()
             raise
+    return sink
 
 
 def _fail(rt: Runtime, ctx: JobContext, failed: _Failed) -> str:

@@ -135,7 +135,8 @@ def task_fields(
     name: str, args: Sequence[object] | None, kwargs: Mapping[str, object] | None
 ) -> TaskFields:
     """job_id / chunk / tier of a batch-router task call (``ingest``, ``dispatch``,
-    ``finalize``: the job context first, then the chunk ref or the routed batch)."""
+    ``collect``, ``finalize``: the job context first, then the chunk ref, the routed batch
+    or the tier batch polled)."""
     args = list(args or ())
     kwargs = dict(kwargs or {})
     ctx = args[0] if args else kwargs.get("ctx")
@@ -146,7 +147,7 @@ def task_fields(
     if isinstance(detail, Mapping):
         if detail.get("chunk") is not None:
             out["chunk"] = detail["chunk"]
-        if name == "dispatch" and detail.get("tier") is not None:
+        if name in ("dispatch", "collect") and detail.get("tier") is not None:
             out["tier"] = detail["tier"]
     return out
 

@@ -65,6 +65,32 @@ class Completion:
     status: int | None = None  # the HTTP status of a failure, when there was one
     logprobs: tuple[float, ...] | None = None  # per output token, when asked for
 
+    @classmethod
+    def failure(
+        cls,
+        error: str,
+        *,
+        retryable: bool,
+        status: int | None = None,
+        latency_ms: float = 0.0,
+        attempts: int = 1,
+        retry_after: float | None = None,
+    ) -> Completion:
+        """A failed call: no text, no tokens, the (already redacted) error."""
+        return cls(
+            ok=False,
+            text=None,
+            finish_reason=None,
+            input_tokens=0,
+            output_tokens=0,
+            latency_ms=latency_ms,
+            attempts=attempts,
+            error=error,
+            retryable=retryable,
+            retry_after=retry_after,
+            status=status,
+        )
+
 
 @dataclass(frozen=True)
 class Endpoint:
@@ -155,18 +181,18 @@ async def call_once(
     try:
         if isinstance(client, anthropic.AsyncAnthropic):
             answer = await client.post(
-                "/v1/messages", body=_messages_body(model, request), cast_to=object
+                "/v1/messages", body=messages_body(model, request), cast_to=object
             )
-            return _parse_messages(answer, attempt, start)
+            return parse_messages(answer, attempt, start)
         answer = await client.post(
-            "/chat/completions", body=_chat_body(model, request), cast_to=object
+            "/chat/completions", body=chat_body(model, request), cast_to=object
         )
     except Exception as exc:  # classified here, re-raised never
         return _failure(classify(exc), attempt, start)
-    return _parse(answer, attempt, start)
+    return parse_chat(answer, attempt, start)
 
 
-def _chat_body(model: str, request: ChatRequest) -> dict[str, Any]:
+def chat_body(model: str, request: ChatRequest) -> dict[str, Any]:
     messages = [{"role": "system", "content": request.system}] if request.system else []
     messages.append({"role": "user", "content": request.prompt})
     body: dict[str, Any] = {"model": model, "messages": messages, "max_tokens": request.max_tokens}
@@ -175,7 +201,7 @@ def _chat_body(model: str, request: ChatRequest) -> dict[str, Any]:
     return body
 
 
-def _messages_body(model: str, request: ChatRequest) -> dict[str, Any]:
+def messages_body(model: str, request: ChatRequest) -> dict[str, Any]:
     """An Anthropic Messages request: the system prompt is a top-level field, and there are
     no logprobs (a cascade on such a model uses its other signals: routing.confidence)."""
     body: dict[str, Any] = {
@@ -188,7 +214,7 @@ def _messages_body(model: str, request: ChatRequest) -> dict[str, Any]:
     return body
 
 
-def _parse(body: Any, attempts: int, start: float) -> Completion:
+def parse_chat(body: Any, attempts: int, start: float) -> Completion:
     """A chat-completions response body (a plain dict) as a :class:`Completion`."""
     try:
         choice = body["choices"][0]
@@ -211,7 +237,7 @@ def _parse(body: Any, attempts: int, start: float) -> Completion:
         return _failure(error, attempts, start)
 
 
-def _parse_messages(body: Any, attempts: int, start: float) -> Completion:
+def parse_messages(body: Any, attempts: int, start: float) -> Completion:
     """An Anthropic Messages response body (a plain dict) as a :class:`Completion`: the
     text blocks joined, the stop reason mapped (``_STOP_REASONS``), the reported usage
     (prompt-cache reads and writes count as input tokens)."""
@@ -246,18 +272,13 @@ def _failure(error: Exception, attempts: int, start: float) -> Completion:
     # the one place provider and exception text becomes ``Completion.error`` (stored in the
     # results and the audit trail): secrets redacted, then cut (routing.redact)
     error_text = redact.redact_error(f"{kind} provider error (status {status}): {error}")
-    return Completion(
-        ok=False,
-        text=None,
-        finish_reason=None,
-        input_tokens=0,
-        output_tokens=0,
+    return Completion.failure(
+        error_text,
+        retryable=retryable,
+        status=status,
         latency_ms=(time.perf_counter() - start) * 1000,
         attempts=attempts,
-        error=error_text,
-        retryable=retryable,
         retry_after=getattr(error, "retry_after", None),
-        status=status,
     )
 
 

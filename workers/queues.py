@@ -19,6 +19,7 @@ TIER_QUEUE_PREFIX = "tier."
 # ``dispatch[<tier>]``: workers/tasks.py).
 INGEST_TASK = "ingest"
 DISPATCH_TASK = "dispatch"
+COLLECT_TASK = "collect"  # a poll of a tier batch in batch mode, on its tier's queue
 FINALIZE_TASK = "finalize"
 RECONCILE_TASK = "reconcile"
 RECONCILE_STALLED_TASK = "reconcile_stalled"
@@ -34,8 +35,8 @@ def tier_queue(tier: str) -> str:
 def route_task(
     name: str, args: Any, kwargs: Any, options: Any, task: Any = None, **kw: Any
 ) -> dict[str, str] | None:
-    """``task_routes`` router: dispatch goes to its batch's tier queue."""
-    if name == DISPATCH_TASK:
+    """``task_routes`` router: dispatch and collect go to their batch's tier queue."""
+    if name in (DISPATCH_TASK, COLLECT_TASK):
         batch = kwargs.get("batch") if kwargs else args[1]
         return {"queue": tier_queue(batch["tier"])}
     queue = _QUEUE_OF.get(name)

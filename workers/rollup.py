@@ -1,11 +1,13 @@
-"""The job's cost rollup: result rows aggregated by tenant, tier, model and status, written
-by the finalizer as hive-partitioned Parquet under ``cost/day=<YYYY-MM-DD>/tenant=<t>/``.
+"""The job's cost rollup: result rows aggregated by tenant, tier, model, status and mode
+(``realtime`` | ``batch``; null when no call was made), written by the finalizer as
+hive-partitioned Parquet under ``cost/day=<YYYY-MM-DD>/tenant=<t>/``.
 
 The rollup carries everything the report needs so it never reads result rows: rows,
-tokens, exact cost and baseline (``decimal(24,12)``: the sums of the rollup equal the sums
-of the rows exactly), cache and dedupe savings, escalations, and latency as a count, sum,
-max and cumulative buckets (``routing.schema.LATENCY_BUCKETS_MS``) over the rows that made
-a provider call (not a duplicate, not a cache hit, ``attempts`` > 0 when the table has it).
+tokens, exact cost, baseline and batch saving (``decimal(24,12)``: the sums of the rollup
+equal the sums of the rows exactly), cache and dedupe savings, escalations, and latency as
+a count, sum, max and cumulative buckets (``routing.schema.LATENCY_BUCKETS_MS``) over the
+rows that made a provider call (not a duplicate, not a cache hit, ``attempts`` > 0 when
+the table has it).
 
 ``day`` is the UTC calendar date of the job's ``created_at`` (when it was planned): a
 nightly job is one day; every row of a job is in its day. Definitions match the
@@ -49,9 +51,12 @@ INPUTS = [  # the result columns the rollup reads
     "dedupe_of",
     "cache_hit",
     "escalated_from",
+    "mode",
+    "batch_saved_usd",
 ]
 ATTEMPTS = "attempts"  # read when the table has it: a row with 0 attempts made no call
-KEYS = ["tenant", "tier", "model", "status"]
+KEYS = ["tenant", "tier", "model", "status", "mode"]
+NO_CALL = "(no call)"  # the breakdown label of rows whose ``mode`` is null: no call made
 _SAVED = ("cache", "dedupe")
 
 
@@ -72,7 +77,8 @@ def day_of(created_at: str) -> date:
 
 def _typed(table: pa.Table) -> pl.DataFrame:
     """The input columns with their result types (an empty job's columns are untyped);
-    ``attempts`` is optional (null when absent)."""
+    a column the table lacks (``attempts``; ``mode`` and ``batch_saved_usd`` of result
+    parts written before batch mode) reads as nulls."""
     names = [*INPUTS, ATTEMPTS]
     fields = [pa.field(c, RESULT_SCHEMA.field(c).type) for c in names]
     columns = [
@@ -97,6 +103,7 @@ def _aggregations() -> list[pl.Expr]:
         pl.col("output_tokens").sum(),
         pl.col("cost_usd").sum(),
         pl.col("baseline_cost_usd").sum(),
+        pl.col("batch_saved_usd").sum(),
         masks["cache"].sum().alias("cache_hits"),
         masks["dedupe"].sum().alias("duplicates"),
         *(
@@ -126,13 +133,14 @@ def _saved(grouped: pl.DataFrame, policy: Policy) -> dict[str, list[Decimal]]:
 
 def build(table: pa.Table, policy: Policy) -> pa.Table:
     """The rollup of a job's result rows: ``tenant`` plus ``COST_ROLLUP_SCHEMA``, one row
-    per tenant, tier, model and status, sorted (so a re-run writes the same bytes)."""
+    per tenant, tier, model, status and mode, sorted (so a re-run writes the same bytes)."""
     grouped = (
         _typed(table)
         .group_by(KEYS)
         .agg(_aggregations())
         .sort(KEYS, nulls_last=True)
         .with_columns(pl.col("input_tokens", "output_tokens").fill_null(0))
+        .with_columns(pl.col("batch_saved_usd").fill_null(ZERO))
     )
     saved = _saved(grouped, policy)
     arrow = grouped.to_arrow()

@@ -45,6 +45,9 @@ class Sink(Protocol):
 
     def dispatch(self, ctx: JobContext, batch: dict[str, Any]) -> None: ...
     def finalize(self, ctx: JobContext) -> None: ...
+    def poll(self, ctx: JobContext, chunk: int, tier: str, delay_s: float) -> None:
+        """Look at a tier batch in batch mode again in ``delay_s`` (workers/batches/)."""
+        ...
 
 
 @dataclass

@@ -9,7 +9,6 @@ recorded as set members.
 from __future__ import annotations
 
 import base64
-import io
 import json
 from typing import Any
 
@@ -17,31 +16,29 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from routing import carried, results
-from routing.cost import ZERO, call_cost
-from routing.minimise import minimise
 from routing.plan import ChunkRef, JobContext
-from routing.policy import Policy, TierSpec
-from routing.router import ALLOWED, EST_INPUT_TOKENS, REJECTED_REASON, route_batch
-from routing.schema import CELL_ERROR, DEFAULT_TENANT, Status
-from routing.tokens import count_tokens, truncate_tokens
+from routing.policy import Policy
+from routing.router import REJECTED_REASON, route_batch
+from routing.schema import CELL_ERROR
 from routing.validate import row_rejections
-from workers import audit, dedupe, layout, prompt_ids
-from workers.calls import Caller, Row, Served
-from workers.chunks import part_counts, read_chunk
+from workers import dedupe, layout, prompt_ids
+from workers.batches import stage as batch_stage
+from workers.calls import Caller
+from workers.chunks import read_chunk
 from workers.runtime import Runtime, Sink
-from workers.storage import Storage
+from workers.tierbatch import (
+    canonical_mask,
+    job_tenant,
+    load_batch,
+    outcomes,
+    publish,
+    serving_rows,
+)
 
 REJECTED_PART = "rejected"
 
 
 # ---------------------------------------------------------------- ingest
-
-
-def job_tenant(ctx: JobContext) -> str:
-    """The job's tenant — from how it was submitted (``--tenant``, the drop folder, the
-    schedule), else ``default`` — and the only tenant of its rows: billing, rules, budget
-    scopes and the cache namespace. A row naming another is rejected (routing.validate)."""
-    return ctx.tenant or DEFAULT_TENANT
 
 
 def _with_tenant(table: pa.Table, tenant: str) -> pa.Table:
@@ -105,7 +102,7 @@ def ingest(
             ],
             promote_options="permissive",
         )
-        _publish(rt, ctx, chunk.chunk, REJECTED_PART, out, sink)
+        publish(rt, ctx, chunk.chunk, REJECTED_PART, out, sink)
     dedupe.complete_held(rt, ctx, chunk.chunk, held, sink)
 
 
@@ -127,13 +124,6 @@ def _make_batch(
     return batch
 
 
-def load_batch(storage: Storage, batch: dict[str, Any]) -> pa.Table:
-    if batch.get("inline") is not None:
-        data = base64.b64decode(batch["inline"])
-        return pa.ipc.open_stream(io.BytesIO(data)).read_all()
-    return storage.read_parquet(batch["staged"])
-
-
 # ---------------------------------------------------------------- dispatch
 
 
@@ -143,17 +133,16 @@ def dispatch(rt: Runtime, ctx: JobContext, batch: dict[str, Any], sink: Sink) ->
     tier = policy.tier(batch["tier"])
     if _already_done(rt, ctx, batch):
         return
+    if tier.batched:  # provider batch mode: submitted now, collected by poll tasks
+        batch_stage.submit(rt, ctx, batch, sink)
+        return
     table = load_batch(rt.storage, batch)
-    canonical = pc.is_null(table.column("dedupe_of")).to_pylist()
+    canonical = canonical_mask(table)
     chunk, tenant = batch["chunk"], job_tenant(ctx)
-    rows = [
-        _row(r, tier, chunk, tenant)
-        for r, first in zip(_rows(table), canonical, strict=True)
-        if first
-    ]
+    rows = serving_rows(table, canonical, tier, chunk, tenant)
     served = Caller(policy, rt.settings, rt.guards(policy), ctx, tier).run(rows)
-    values = _outcomes(table, canonical, served, policy, ctx)
-    _publish(rt, ctx, batch["chunk"], tier.name, results.assemble(table, values), sink)
+    values = outcomes(table, canonical, served, policy, ctx)
+    publish(rt, ctx, batch["chunk"], tier.name, results.assemble(table, values), sink)
     if batch.get("staged") and policy.minimise:  # the staged copy holds the prompt text
         rt.storage.delete(batch["staged"])
 
@@ -173,113 +162,3 @@ def drop_staging(rt: Runtime, ctx: JobContext, policy: Policy) -> None:
     if policy.minimise:
         for uri in rt.storage.list_files(layout.staging_dir(ctx.job_root)):
             rt.storage.delete(uri)
-
-
-_ROW_COLUMNS = ("prompt", "system", "max_output_tokens", "input_row")
-
-
-def _rows(table: pa.Table) -> list[dict[str, Any]]:
-    names = [n for n in (*_ROW_COLUMNS, EST_INPUT_TOKENS, ALLOWED) if n in table.column_names]
-    rows: list[dict[str, Any]] = table.select(names).to_pylist()
-    return rows
-
-
-def _row(row: dict[str, Any], tier: TierSpec, chunk: int, tenant: str) -> Row:
-    prompt, system = row["prompt"], row.get("system")
-    tokens = row.get(EST_INPUT_TOKENS)
-    if tier.truncate_input and tokens is not None and tokens > tier.max_input_tokens:
-        prompt, system, tokens = _truncate(prompt, system, tier.max_input_tokens)
-    return Row(
-        ref=f"c{chunk}/r{row['input_row']}",  # the job's own name for the row
-        prompt=prompt,
-        system=system,
-        max_output_tokens=row.get("max_output_tokens"),
-        tenant=tenant,
-        input_tokens=int(tokens or 0),
-        allowed=row.get(ALLOWED),
-    )
-
-
-def _truncate(prompt: str, system: str | None, limit: int) -> tuple[str, str | None, int]:
-    """Keep the system prompt whole and the end of the prompt (where the question is)."""
-    used = int(count_tokens([system])[0]) if system else 0
-    if used >= limit:  # the system prompt alone does not fit: keep the end of both
-        return "", truncate_tokens(system or "", limit), limit
-    kept = truncate_tokens(prompt, limit - used)
-    return kept, system, used + int(count_tokens([kept])[0])
-
-
-def _outcomes(
-    table: pa.Table,
-    canonical: list[bool],
-    served: list[Served],
-    policy: Policy,
-    ctx: JobContext,
-) -> dict[str, list[Any]]:
-    """Result columns for every row; duplicates reuse their canonical row's answer."""
-    baseline_model = policy.baseline_tier.primary
-    ids = table.column("prompt_id").to_pylist()
-    dedupe_of = table.column("dedupe_of").to_pylist()
-    reasons = table.column("route_reason").to_pylist()
-    by_id = dict(zip((i for i, c in zip(ids, canonical, strict=True) if c), served, strict=True))
-    cols: dict[str, list[Any]] = {k: [] for k in _OUTCOME_COLUMNS}
-    for pid, original, reason in zip(ids, dedupe_of, reasons, strict=True):
-        s = by_id[original or pid]
-        done, ok = s.done, s.status is Status.OK
-        baseline = call_cost(baseline_model, done.input_tokens, done.output_tokens) if ok else ZERO
-        cols["status"].append(s.status.value)
-        cols["response"].append(done.text)
-        cols["finish_reason"].append(done.finish_reason)
-        cols["input_tokens"].append(done.input_tokens if ok else None)
-        cols["output_tokens"].append(done.output_tokens if ok else None)
-        cols["cost_usd"].append(ZERO if original else s.cost)
-        cols["baseline_cost_usd"].append(baseline)
-        cols["latency_ms"].append(0.0 if original else done.latency_ms)
-        cols["attempts"].append(0 if original else s.calls)
-        cols["error"].append(None if ok else done.error)
-        cols["cache_hit"].append(s.cache_hit)
-        cols["tier"].append(s.tier.name)
-        cols["model"].append(s.model.name)
-        cols["provider"].append(s.model.provider)
-        cols["fallback_from"].append(s.fallback_from)
-        cols["escalated_from"].append(s.escalated_from)
-        cols["confidence"].append(s.confidence)
-        cols["route_reason"].append("; ".join([reason, *s.notes]) if s.notes else reason)
-    n = table.num_rows
-    cols.update(job_id=[ctx.job_id] * n, policy_version=[ctx.policy_version] * n)
-    return cols
-
-
-_OUTCOME_COLUMNS = (
-    "status",
-    "response",
-    "finish_reason",
-    "input_tokens",
-    "output_tokens",
-    "cost_usd",
-    "baseline_cost_usd",
-    "latency_ms",
-    "attempts",
-    "error",
-    "cache_hit",
-    "tier",
-    "model",
-    "provider",
-    "fallback_from",
-    "escalated_from",
-    "confidence",
-    "route_reason",
-)
-
-
-# ---------------------------------------------------------------- publish / finalize
-
-
-def _publish(
-    rt: Runtime, ctx: JobContext, chunk: int, part: str, table: pa.Table, sink: Sink
-) -> None:
-    audit.append_part(rt.storage, ctx, chunk, part, table)  # before the part it describes
-    table = minimise(table, rt.policy(ctx).minimise)  # after: the audit keeps fingerprints
-    rt.storage.write_parquet(layout.result_part(ctx.job_root, chunk, part), table)
-    if rt.tracker.complete(ctx.job_id, chunk, part, part_counts(table), ctx.total_chunks):
-        sink.finalize(ctx)

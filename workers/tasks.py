@@ -35,11 +35,14 @@ from kombu.exceptions import OperationalError
 
 from routing.errors import StorageError
 from routing.plan import ChunkRef, JobContext
-from workers import logs, metrics, stages
+from workers import connections, logs, metrics, stages
+from workers.batches import polls
+from workers.batches import stage as batch_stage
 from workers.finalize import fail_job, failure_reason
 from workers.finalize import finalize as finalize_job
 from workers.jobstate import RedisJobTracker
 from workers.queues import (
+    COLLECT_TASK,
     DISPATCH_TASK,
     FINALIZE_QUEUE,
     FINALIZE_TASK,
@@ -112,6 +115,13 @@ class CelerySink:
 
     def finalize(self, ctx: JobContext) -> None:
         finalize.apply_async(args=[ctx.model_dump()], queue=FINALIZE_QUEUE)
+
+    def poll(self, ctx: JobContext, chunk: int, tier: str, delay_s: float) -> None:
+        """Start a new poll chain for a tier batch in batch mode (it supersedes any other)."""
+        chain = polls.new_chain()
+        s = settings()
+        polls.take(connections.state_client(s), ctx.job_id, chunk, tier, chain, s.job_ttl_s)
+        _send_collect(ctx.model_dump(), {"chunk": chunk, "tier": tier, "chain": chain}, delay_s)
 
     def ingest(self, ctx: JobContext, chunk: ChunkRef, only: list[str] | None) -> None:
         ingest.apply_async(args=[ctx.model_dump(), chunk.model_dump(), only], queue=INGEST_QUEUE)
@@ -186,6 +196,35 @@ def _dispatch_name(task: Task, args: Any, kwargs: Any, options: Any) -> str:
 def dispatch(ctx: dict[str, Any], batch: dict[str, Any]) -> None:
     if not _failed(ctx):
         stages.dispatch(runtime(), JobContext(**ctx), batch, CelerySink())
+
+
+def _send_collect(ctx: dict[str, Any], batch: dict[str, Any], delay_s: float) -> None:
+    collect.apply_async(args=[ctx, batch], countdown=delay_s, queue=tier_queue(batch["tier"]))
+
+
+def _collect_name(task: Task, args: Any, kwargs: Any, options: Any) -> str:
+    """``collect[<tier>]`` in worker logs, events and Flower."""
+    tier = logs.task_fields(COLLECT_TASK, args, kwargs).get("tier")
+    return f"collect[{tier}]" if tier else "collect"
+
+
+@_task(name=COLLECT_TASK, base=_JobTask, shadow_name=_collect_name, **_RETRY)
+def collect(ctx: dict[str, Any], batch: dict[str, Any]) -> None:
+    """One look at a tier batch's provider batches (workers/batches/engine.py); it sends
+    the next look itself, with a countdown, until the result part is written. A chain no
+    longer owning the tier batch (workers/batches/polls.py) stops."""
+    if _failed(ctx):
+        return
+    rt = runtime()
+    chunk, tier, chain = int(batch["chunk"]), str(batch["tier"]), str(batch["chain"])
+    client = connections.state_client(rt.settings)
+    if not polls.owns(client, ctx["job_id"], chunk, tier, chain, rt.settings.job_ttl_s):
+        log.info("job %s chunk %s tier %s: poll chain superseded", ctx["job_id"], chunk, tier)
+        return
+    job = JobContext(**ctx)
+    delay = batch_stage.collect(rt, job, chunk, tier, CelerySink())
+    if delay is not None:
+        _send_collect(ctx, batch, delay)
 
 
 @_task(name=FINALIZE_TASK, base=_JobTask, **_RETRY)

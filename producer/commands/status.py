@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import json
-from typing import Annotated, Any
+import time
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.markup import escape
@@ -12,6 +13,9 @@ from rich.table import Table
 from producer.app import JobIdArg, _duration, _settings, app, console, err
 from routing.errors import ConfigError
 
+if TYPE_CHECKING:
+    from redis import Redis
+
 
 @app.command()
 def status(
@@ -19,14 +23,18 @@ def status(
     job_id: JobIdArg = None,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
-    """Show a job's progress: chunks done / total and rows by status.
+    """Show a job's progress: chunks done / total and rows by status; in batch mode, each
+    provider batch (id, tier, round, provider status, request counts, age, collected).
 
     Example: `batch-router status 20261128T021500Z-3fa2c1d4`
     """
     settings = _settings(ctx)
+    from workers import connections
     from workers.jobs.submit import tracker
 
     jobs = tracker(settings)
+    state = connections.state_client(settings)
+    now = time.time()
     ids = [job_id] if job_id else jobs.list_jobs()
     if not ids and not as_json:
         console.print("no jobs yet (`batch-router submit INPUT --output OUT` starts one)")
@@ -36,6 +44,7 @@ def status(
     )
     rows: list[dict[str, Any]] = []
     dead_letters: dict[str, list[dict[str, Any]]] = {}
+    batches: dict[str, list[dict[str, Any]]] = {}
     for jid in ids:
         st = jobs.status(jid)
         if st is None:
@@ -44,6 +53,8 @@ def status(
             err.print(f"[red]unknown job {escape(jid)}[/]")
             raise typer.Exit(1)
         eta = None if (e := st.eta_s()) is None else round(e, 1)
+        if found := _job_batches(state, jid, now):
+            batches[jid] = found
         rows.append(
             {
                 "job_id": st.job_id,
@@ -56,6 +67,7 @@ def status(
                 "eta_s": eta,
                 "dead_letters": dead_letters.setdefault(jid, jobs.dead_letters(jid)),
                 "error": st.error,
+                **({"batches": batches[jid]} if jid in batches else {}),
             }
         )
         table.add_row(
@@ -72,7 +84,80 @@ def status(
         console.print_json(json.dumps(rows))
     else:
         console.print(table)
+        if batches:
+            console.print(batch_table(batches))
         _print_problems(rows, dead_letters)
+
+
+def _job_batches(state: Redis, job_id: str, now: float) -> list[dict[str, Any]]:
+    """The job's provider batches, if it has any (the batch-mode modules, which import the
+    provider SDKs, are loaded only then: ``status`` of a realtime job stays quick)."""
+    from workers import keys
+
+    if not state.exists(keys.job_batches(job_id)):
+        return []
+    from workers.batches.record import summaries
+
+    try:
+        found = summaries(state, job_id)
+    except ValueError as exc:  # a damaged entry must not hide every other job's status
+        what = escape(f"job {job_id}: unreadable provider batch summaries: {exc}")
+        err.print(f"[yellow]{what}[/]")
+        return []
+    return provider_batches(found, now)
+
+
+def provider_batches(found: dict[str, dict[str, Any]], now: float) -> list[dict[str, Any]]:
+    """A job's provider batches (``workers.batches.record.summaries``) as ``--json`` shows
+    them, in chunk, round, attempt and tier order; ``age_s``: seconds since submitted."""
+    out = []
+    for batch_id, s in found.items():
+        submitted = s.get("submitted_at")
+        out.append(
+            {
+                "batch_id": batch_id,
+                "chunk": s.get("chunk"),
+                "tier": s.get("tier"),
+                "round": s.get("round"),
+                "attempt": s.get("attempt"),
+                "provider": s.get("provider"),
+                "status": s.get("status"),
+                "requests": s.get("requests"),
+                "counts": s.get("counts") or {},
+                "submitted_at": submitted,
+                "age_s": None if submitted is None else round(max(now - submitted, 0.0), 1),
+                "ended": bool(s.get("ended")),
+                "collected": bool(s.get("collected")),
+            }
+        )
+    order = ("chunk", "round", "attempt")
+    return sorted(out, key=lambda b: (*(b[k] or 0 for k in order), str(b["tier"]), b["batch_id"]))
+
+
+def batch_table(batches: dict[str, list[dict[str, Any]]]) -> Table:
+    """The provider batches of the jobs shown, one line each."""
+    table = Table(
+        "job", "provider batch", "chunk", "tier", "round", "provider", "status", "requests",
+        "age", "collected", title="provider batches", title_justify="left",
+    )  # fmt: skip
+    for jid, found in batches.items():
+        for b in found:
+            counts = ", ".join(
+                f"{k} {v:,}" if isinstance(v, int) else f"{k} {v}" for k, v in b["counts"].items()
+            )
+            table.add_row(
+                jid,
+                escape(b["batch_id"]),
+                str(b["chunk"]),
+                escape(str(b["tier"])),
+                str(b["round"]),
+                escape(str(b["provider"])),
+                escape(str(b["status"])),
+                f"{b['requests'] or 0:,}" + (f" ({escape(counts)})" if counts else ""),
+                "—" if b["age_s"] is None else _duration(b["age_s"]),
+                "yes" if b["collected"] else "no",
+            )
+    return table
 
 
 def _print_problems(rows: list[dict[str, Any]], dead_letters: dict[str, list[Any]]) -> None:

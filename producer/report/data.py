@@ -4,6 +4,12 @@ Money is summed as ``decimal(24,12)`` and printed as exact decimal strings with 
 places; latency percentiles are estimated from the rollup's cumulative buckets by linear
 interpolation inside the bucket that holds the rank (as Prometheus' ``histogram_quantile``),
 capped by the observed maximum.
+
+``mode`` splits cost by how rows were answered: ``realtime``, ``batch`` (provider batches,
+at the batch price; ``batch_saved_usd`` is what the batch discount saved), ``(no call)``
+(no call made: rejected, over budget before a call), and ``(not recorded)`` for the rows
+of rollups written before batch mode (no ``mode`` column: their ``batch_saved_usd`` is
+null too, where a newer rollup's is 0).
 """
 
 from __future__ import annotations
@@ -17,14 +23,16 @@ import polars as pl
 from routing.cost import QUANTUM
 from routing.names import NO_TENANT_LABEL, NOT_ROUTED_LABEL
 from routing.schema import LATENCY_BUCKETS_MS
+from workers.rollup import NO_CALL
 
 NOT_ROUTED = NOT_ROUTED_LABEL  # a tier or model of rows that never reached a tier
 NO_TENANT = NO_TENANT_LABEL  # rows without a tenant (no tenant may take the name: routing.names)
 COUNTS = ["rows", "input_tokens", "output_tokens", "cache_hits", "duplicates", "escalated"]
-MONEY = ["cost_usd", "baseline_cost_usd", "cache_saved_usd", "dedupe_saved_usd"]
+NOT_RECORDED = "(not recorded)"  # the mode of rows of rollups written before batch mode
+MONEY = ["cost_usd", "baseline_cost_usd", "cache_saved_usd", "dedupe_saved_usd", "batch_saved_usd"]
 BUCKETS = [f"latency_le_{b}ms" for b in LATENCY_BUCKETS_MS]
 LATENCY = ["latency_count", "latency_ms_sum", *BUCKETS]
-BREAKDOWNS = ("tenant", "tier", "model", "day", "status", "job_id")
+BREAKDOWNS = ("tenant", "tier", "model", "mode", "day", "status", "job_id")
 QUANTILES = (0.5, 0.95, 0.99)
 
 
@@ -81,14 +89,25 @@ def entry(row: dict[str, Any]) -> dict[str, Any]:
         "saving_pct": round(float(saving / baseline * 100), 3) if baseline else 0.0,
         "cache_saved_usd": money(row["cache_saved_usd"]),
         "dedupe_saved_usd": money(row["dedupe_saved_usd"]),
+        "batch_saved_usd": money(row["batch_saved_usd"]),
         "latency_ms": latency(row),
     }
 
 
 def label(key: str, value: Any) -> str:
     if value is None:
-        return NO_TENANT if key == "tenant" else NOT_ROUTED
+        return {"tenant": NO_TENANT, "mode": NO_CALL}.get(key, NOT_ROUTED)
     return str(value)
+
+
+def with_modes(frame: pl.DataFrame) -> pl.DataFrame:
+    """``mode`` of the rows of rollups written before batch mode (no ``mode`` nor
+    ``batch_saved_usd`` column: both read as null) set to ``(not recorded)``; a null
+    ``mode`` with a ``batch_saved_usd`` is a newer rollup's: no call made."""
+    legacy = pl.col("mode").is_null() & pl.col("batch_saved_usd").is_null()
+    return frame.with_columns(
+        pl.when(legacy).then(pl.lit(NOT_RECORDED)).otherwise(pl.col("mode")).alias("mode")
+    )
 
 
 def grouped(frame: pl.DataFrame, keys: Sequence[str]) -> pl.DataFrame:

@@ -4,6 +4,8 @@ Charts, all from the cost rollup rows (never result rows): cost by day stacked b
 model and tenant; cost against the all-expert baseline by day; cache and dedupe savings
 by day; the routing mix (rows by tier and by status); latency (the rollup's buckets, and
 estimated percentiles by tier). Tables carry the exact amounts; charts plot them as floats.
+A card shows what provider batches saved; a table by mode (realtime, batch, no call) when
+batch mode answered rows.
 """
 
 from __future__ import annotations
@@ -178,7 +180,7 @@ def figures(frame: pl.DataFrame) -> list[go.Figure]:
     ]
 
 
-def _cards(totals: dict[str, Any]) -> str:
+def _cards(totals: dict[str, Any], batch_rows: int) -> str:
     cards = [
         ("cost", usd(totals["cost_usd"])),
         ("all-expert baseline", usd(totals["baseline_cost_usd"])),
@@ -186,6 +188,7 @@ def _cards(totals: dict[str, Any]) -> str:
         ("rows", f"{totals['rows']:,}"),
         ("cache saved", f"{usd(totals['cache_saved_usd'])} ({totals['cache_hits']:,} rows)"),
         ("dedupe saved", f"{usd(totals['dedupe_saved_usd'])} ({totals['duplicates']:,} rows)"),
+        ("batch saved", f"{usd(totals['batch_saved_usd'])} ({batch_rows:,} batch rows)"),
     ]
     return "".join(
         f'<div class="card"><div class="v">{html.escape(v)}</div>'
@@ -195,7 +198,9 @@ def _cards(totals: dict[str, Any]) -> str:
 
 
 def _table(key: str, lines: dict[str, dict[str, Any]]) -> str:
-    head = (key, "rows", "cost USD", "baseline USD", "saving USD", "saving %")
+    batch = key == "mode"  # the by-mode table adds what the batch discount saved
+    head = ("cost USD", "baseline USD", "saving USD", "saving %")
+    head = (key, "rows", *head, *(("batch saved USD",) if batch else ()))
     body = "".join(
         "<tr>"
         + "".join(
@@ -207,6 +212,7 @@ def _table(key: str, lines: dict[str, dict[str, Any]]) -> str:
                 e["baseline_cost_usd"],
                 e["saving_usd"],
                 f"{e['saving_pct']:.1f}",
+                *((e["batch_saved_usd"],) if batch else ()),
             )
         )
         + "</tr>"
@@ -238,11 +244,14 @@ def render_html(frame: pl.DataFrame, report: dict[str, Any]) -> str:
             + "</div>"
             for fig in figures(frame)
         )
-    tables = "".join(_table(k, report[f"by_{k}"]) for k in ("tier", "model", "tenant", "day"))
+    by_mode = report["by_mode"]
+    keys = ("tier", "model", "tenant", "day", *(("mode",) if "batch" in by_mode else ()))
+    tables = "".join(_table(k, report[f"by_{k}"]) for k in keys)
+    batch_rows = by_mode.get("batch", {}).get("rows", 0)
     return (
         "<!doctype html><html><head><meta charset='utf-8'><title>batch-router cost report</title>"
         f"<style>{_STYLE}</style><script>{get_plotlyjs()}</script></head><body>"
         f"<h1>batch-router cost report</h1><div class='scope'>{html.escape(scope)}</div>"
-        f"<div class='cards'>{_cards(report['totals'])}</div>"
+        f"<div class='cards'>{_cards(report['totals'], batch_rows)}</div>"
         f"<div class='grid'>{charts}</div>{tables}</body></html>"
     )

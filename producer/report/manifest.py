@@ -39,8 +39,34 @@ def usd(value: str | Decimal) -> str:
     return f"${amount:,.4f}" if amount < 100 else f"${amount:,.2f}"
 
 
+def _by_mode(title: str, lines: dict[str, dict[str, Any]], rows_total: int) -> Table:
+    """Cost by mode (realtime, batch, no call): rows, cost, baseline, batch saved."""
+    table = Table(title=title, title_justify="left")
+    for col in ("mode", "rows", "share", "cost", "all-expert baseline", "batch saved"):
+        table.add_column(col, justify="left" if col == "mode" else "right")
+    for name, entry in lines.items():
+        table.add_row(
+            name,
+            f"{entry['rows']:,}",
+            _pct(entry["rows"], rows_total),
+            usd(entry["cost_usd"]),
+            usd(entry["baseline_cost_usd"]),
+            usd(entry.get("batch_saved_usd", "0")),
+        )
+    return table
+
+
+def _batch_line(totals: dict[str, Any], lines: dict[str, dict[str, Any]]) -> str:
+    rows = lines.get("batch", {}).get("rows", 0)
+    return (
+        f"{usd(totals['batch_saved_usd'])} saved by provider batches vs realtime prices "
+        f"({rows:,} rows answered in batch mode)"
+    )
+
+
 def render(manifest: dict[str, Any]) -> Group:
-    """A terminal report: totals, then cost by tier against the all-expert baseline."""
+    """A terminal report: totals, then cost by tier against the all-expert baseline, and
+    by mode when provider batches answered rows."""
     totals = manifest["totals"]
     by_tier = Table(title=f"job {manifest['job_id']} — cost by tier", title_justify="left")
     for col in ("tier", "rows", "cost", "all-expert baseline"):
@@ -78,8 +104,13 @@ def render(manifest: dict[str, Any]) -> Group:
             f" not spent), {totals['duplicates_answered']:,} duplicates "
             f"({usd(totals['dedupe_saved_usd'])} not spent)",
         )
+    by_mode = manifest.get("by_mode", {})
+    tables: list[Any] = [by_tier]
+    if "batch" in by_mode:  # a manifest from before batch mode has no by_mode
+        tables.append(_by_mode("cost by mode", by_mode, manifest["rows_out"]))
+        summary.add_row("batch", _batch_line(totals, by_mode))
     summary.add_row("policy", manifest["policy_version"])
-    return Group(by_tier, summary)
+    return Group(*tables, summary)
 
 
 def _pct(part: int, whole: int) -> str:
@@ -128,6 +159,9 @@ def render_report(report: dict[str, Any]) -> Group:
         lines = report[f"by_{key}"]
         if len(lines) > 1:
             parts.append(_table(title, key, lines, rows))
+    by_mode = report["by_mode"]
+    if "batch" in by_mode:
+        parts.append(_by_mode("by mode", by_mode, rows))
     summary = Table.grid(padding=(0, 2))
     statuses = ", ".join(f"{k} {v['rows']:,}" for k, v in report["by_status"].items())
     summary.add_row("rows", f"{rows:,} ({statuses})")
@@ -143,6 +177,8 @@ def render_report(report: dict[str, Any]) -> Group:
         f" not spent), {totals['duplicates']:,} duplicates ({usd(totals['dedupe_saved_usd'])}"
         " not spent)",
     )
+    if "batch" in by_mode:
+        summary.add_row("batch", _batch_line(totals, by_mode))
     lat = totals["latency_ms"]
     if lat["count"]:
         summary.add_row(

@@ -15,6 +15,7 @@ from datetime import date
 import polars as pl
 import pyarrow.fs as pafs
 
+from producer.report.data import with_modes
 from routing.errors import StorageError
 from routing.schema import COST_ROLLUP_SCHEMA
 from workers import layout
@@ -142,10 +143,11 @@ def scan(files: Sequence[str], s3: S3Settings) -> pl.LazyFrame:
 
 
 def load(storage: Storage, paths: Sequence[str], filters: Filters) -> tuple[Jobs, pl.DataFrame]:
-    """The rollup rows of every finished job under ``paths`` that match ``filters``."""
+    """The rollup rows of every finished job under ``paths`` that match ``filters`` (the
+    ``mode`` of rows of rollups from before batch mode: ``(not recorded)``)."""
     jobs = find_jobs(storage, paths)
     try:
         frame = scan(jobs.files, storage.s3).filter(filters.expr()).collect()
     except (pl.exceptions.PolarsError, OSError) as exc:
         raise StorageError(f"cannot read the cost rollups: {exc}") from exc
-    return jobs, frame
+    return jobs, with_modes(frame)

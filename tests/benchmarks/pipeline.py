@@ -391,13 +391,16 @@ def sim_stats(sim_url: str) -> dict[str, Any]:
         return dict(json.load(r))
 
 
-def run_pipeline(settings: Any, input_uri: str, deadline: float) -> dict[str, Any]:
-    """Submit the job and wait for it; wall time from submit to ``succeeded``."""
+def run_pipeline(
+    settings: Any, input_uri: str, deadline: float, policy: Any = None
+) -> dict[str, Any]:
+    """Submit the job (the default policy unless ``policy``) and wait for it; wall time from
+    submit to ``succeeded``."""
     from routing.policy import load_policy
     from workers.jobs.submit import submit_job, wait
     from workers.storage import Storage
 
-    policy, job_id = load_policy(), f"bench-{uuid.uuid4().hex[:8]}"
+    policy, job_id = policy or load_policy(), f"bench-{uuid.uuid4().hex[:8]}"
     last = [0.0]
 
     def progress(status: Any) -> None:

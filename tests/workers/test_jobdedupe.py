@@ -21,7 +21,7 @@ from tests.workers.pipeline import (
     runtime,
     write_input,
 )
-from workers import audit, dedupe, layout, local, stages
+from workers import audit, dedupe, layout, local, stages, tierbatch
 from workers.claims import MemoryClaims, RedisClaims
 from workers.finalize import finalize
 from workers.jobstate import MemoryJobTracker
@@ -140,7 +140,7 @@ def test_a_redelivered_ingest_makes_the_same_split(tmp_path: Path, sim: SimServe
     sent = [
         pid
         for b in sink.batches
-        for pid in stages.load_batch(rt.storage, b)["prompt_id"].to_pylist()
+        for pid in tierbatch.load_batch(rt.storage, b)["prompt_id"].to_pylist()
     ]
     assert rt.storage.read_parquet(record).column("prompt_id").to_pylist() == held
     assert not set(sent) & set(held) and len(sent) + len(held) == chunk.take

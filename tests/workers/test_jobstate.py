@@ -6,6 +6,7 @@ from __future__ import annotations
 import multiprocessing
 import random
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -149,6 +150,21 @@ def test_set_state(tracker: JobTracker) -> None:
     assert status.total_chunks == 1  # registration metadata kept
     tracker.set_state(job, "failed", error="row count out != row count in")
     assert tracker.status(job).meta["error"] == "row count out != row count in"  # type: ignore[union-attr]
+
+
+def test_touch_marks_a_running_job_as_progressing_and_nothing_else(tracker: JobTracker) -> None:
+    job = new_job(tracker, total_chunks=1)
+    before = float(tracker.status(job).meta.get("updated_at", 0))  # type: ignore[union-attr]
+    time.sleep(0.01)
+    assert tracker.touch(job) is True
+    status = tracker.status(job)
+    assert status is not None and status.state == "running"
+    assert float(status.meta["updated_at"]) > before
+    tracker.set_state(job, "succeeded")
+    assert tracker.touch(job) is False
+    assert tracker.state(job) == "succeeded"
+    lost = f"never-{uuid.uuid4().hex}"  # state lost with Redis: left for reconcile
+    assert tracker.touch(lost) is False and tracker.status(lost) is None
 
 
 def test_list_jobs_newest_first_with_limit(tracker: JobTracker) -> None:

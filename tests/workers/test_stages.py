@@ -27,7 +27,7 @@ from tests.workers.pipeline import (
     runtime,
     write_input,
 )
-from workers import layout, local, stages
+from workers import layout, local, stages, tierbatch
 from workers.finalize import finalize
 from workers.runtime import Runtime
 from workers.settings import Settings
@@ -391,7 +391,7 @@ def test_routed_batches_inline_or_staged(tmp_path: Path, limit: int, kind: str) 
         assert batch.get(kind) is not None
         assert batch.get("staged" if kind == "inline" else "inline") is None
         json.dumps(batch)  # travels as a JSON message
-        table = stages.load_batch(rt.storage, batch)
+        table = tierbatch.load_batch(rt.storage, batch)
         assert table.num_rows == batch["rows"]
         assert set(table.column("tier").to_pylist()) == {batch["tier"]}
         if kind == "staged":

@@ -27,6 +27,7 @@ tests — made outside that loop.
 
 from __future__ import annotations
 
+import heapq
 import json
 import threading
 import time
@@ -55,10 +56,19 @@ class Usage:
 
 
 class Ledger(Protocol):
-    async def reserve(self, key: str, scopes: Sequence[Scope], usd: Decimal, tokens: int) -> bool:
+    async def reserve(
+        self,
+        key: str,
+        scopes: Sequence[Scope],
+        usd: Decimal,
+        tokens: int,
+        ttl_s: float | None = None,
+    ) -> bool:
         """Reserve on every scope or none; False when a capped scope's settled + reserved +
         this amount would exceed its cap (USD or tokens). Idempotent per key: a key with a
-        live reservation or a settlement returns True and adds nothing."""
+        live reservation or a settlement returns True and adds nothing. ``ttl_s`` overrides
+        ``reservation_ttl_s`` for this reservation (a provider batch is held up to its
+        deadline)."""
         ...
 
     async def settle(
@@ -111,16 +121,26 @@ class _Counters:
     settled_tokens: int = 0
     reserved_tokens: int = 0
     pending: dict[str, tuple[float, int, int]] = field(default_factory=dict)  # key → exp, $, t
+    expiries: list[tuple[float, str]] = field(default_factory=list)  # heap: (exp, key)
 
     def add(self, kind: str, usd: int, tokens: int) -> None:
         setattr(self, f"{kind}_usd", getattr(self, f"{kind}_usd") + usd)
         setattr(self, f"{kind}_tokens", getattr(self, f"{kind}_tokens") + tokens)
 
+    def hold(self, key: str, expires: float, usd: int, tokens: int) -> None:
+        self.add("reserved", usd, tokens)
+        self.pending[key] = (expires, usd, tokens)
+        heapq.heappush(self.expiries, (expires, key))
+
     def purge(self, now: float) -> None:
-        for key, (expires, usd, tokens) in list(self.pending.items()):
-            if expires <= now:
+        """Drop the reservations expired by ``now`` (O(expired · log n): a batch holds
+        thousands at once). Heap entries of keys settled or released since are skipped."""
+        while self.expiries and self.expiries[0][0] <= now:
+            expires, key = heapq.heappop(self.expiries)
+            held = self.pending.get(key)
+            if held is not None and held[0] == expires:
                 del self.pending[key]
-                self.add("reserved", -usd, -tokens)
+                self.add("reserved", -held[1], -held[2])
 
     def unpend(self, key: str) -> None:
         if key in self.pending:
@@ -155,7 +175,14 @@ class MemoryLedger:
         counters.purge(now)
         return counters
 
-    async def reserve(self, key: str, scopes: Sequence[Scope], usd: Decimal, tokens: int) -> bool:
+    async def reserve(
+        self,
+        key: str,
+        scopes: Sequence[Scope],
+        usd: Decimal,
+        tokens: int,
+        ttl_s: float | None = None,
+    ) -> bool:
         _check(scopes, tokens)
         amount = to_pico(usd, ROUND_CEILING)
         with self._lock:
@@ -171,10 +198,9 @@ class MemoryLedger:
                     s.tokens is not None and total_tokens > s.tokens
                 ):
                     return False
-            expires = now + self._ttl
+            expires = now + (self._ttl if ttl_s is None else ttl_s)
             for c in counters:
-                c.add("reserved", amount, tokens)
-                c.pending[key] = (expires, amount, tokens)
+                c.hold(key, expires, amount, tokens)
             ids = tuple(s.id for s in scopes)
             self._records[key] = _Record("reserved", amount, tokens, ids, expires)
             return True
@@ -302,11 +328,21 @@ class RedisLedger:
         ids, ttls = (_text(v) for v in raw)
         return None if ids is None or ttls is None else (json.loads(ids), json.loads(ttls))
 
-    async def reserve(self, key: str, scopes: Sequence[Scope], usd: Decimal, tokens: int) -> bool:
+    async def reserve(
+        self,
+        key: str,
+        scopes: Sequence[Scope],
+        usd: Decimal,
+        tokens: int,
+        ttl_s: float | None = None,
+    ) -> bool:
         _check(scopes, tokens)
         amount = to_pico(usd, ROUND_CEILING)
         ids = [s.id for s in scopes]
-        args: list[Any] = [len(scopes), amount, tokens, self._ttl_ms, self._record_ttl]
+        ttl_ms, record_ttl = self._ttl_ms, self._record_ttl
+        if ttl_s is not None:
+            ttl_ms, record_ttl = int(ttl_s * 1000), max(record_ttl, int(-(-ttl_s // 1)))
+        args: list[Any] = [len(scopes), amount, tokens, ttl_ms, record_ttl]
         args += [_json(ids), _json([s.ttl_s for s in scopes]), f"{amount}|{tokens}|{key}"]
         for s in scopes:
             cap = "" if s.usd is None else to_pico(s.usd, ROUND_FLOOR)

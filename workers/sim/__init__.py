@@ -19,6 +19,15 @@ Modules, one noun each; each imports only modules above it in this list:
 - :mod:`~workers.sim.faults` — the configured faults and delays, drawn per request;
 - :mod:`~workers.sim.openai_chat` — ``POST /v1/chat/completions``;
 - :mod:`~workers.sim.anthropic_messages` — ``POST /v1/messages``;
+- :mod:`~workers.sim.batch_core` — a provider batch's life shared by both batch APIs
+  (requests decided at creation, ended at the first retrieve ``batch_processing_s`` later,
+  duplicate-request counting) and ``POST /_sim/batches/{id}/expire``;
+- :mod:`~workers.sim.openai_batch_lines` — OpenAI batch input lines parsed, output and error
+  lines written;
+- :mod:`~workers.sim.openai_batches` — OpenAI Files (``/v1/files``) and Batches
+  (``/v1/batches``: create, retrieve, cancel, list);
+- :mod:`~workers.sim.anthropic_batches` — Anthropic Message Batches
+  (``/v1/messages/batches``: create, retrieve, results, cancel, list);
 - :mod:`~workers.sim.control` — ``/_sim/config``, ``/_sim/stats``, ``/_sim/reset``,
   ``/healthz``;
 - :mod:`~workers.sim.app` — ``make_app``: the state and every endpoint module's routes;
@@ -26,8 +35,7 @@ Modules, one noun each; each imports only modules above it in this list:
   background thread, for tests);
 - :mod:`~workers.sim.cli` — the ``python -m workers.sim`` command line.
 
-Adding a protocol (for example the batch APIs: OpenAI Files + Batches, Anthropic Message
-Batches) is a new module with an ``install(app)`` that adds its routes and, under an
+Adding a protocol is a new module with an ``install(app)`` that adds its routes and, under an
 ``web.AppKey`` of its own, any state of its own (files, batches), plus its line in
 :data:`workers.sim.app.ENDPOINTS`. It answers each request with :func:`workers.sim.answer.answer`
 on a prompt parsed by :func:`workers.sim.openai_chat.parse` or

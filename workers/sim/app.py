@@ -6,7 +6,14 @@ from collections.abc import Callable
 
 from aiohttp import web
 
-from workers.sim import anthropic_messages, control, openai_chat
+from workers.sim import (
+    anthropic_batches,
+    anthropic_messages,
+    batch_core,
+    control,
+    openai_batches,
+    openai_chat,
+)
 from workers.sim.config import SimConfig
 from workers.sim.prompt import MAX_BODY_BYTES
 from workers.sim.state import STATE, SimState
@@ -17,6 +24,9 @@ __all__ = ["ENDPOINTS", "make_app"]
 ENDPOINTS: tuple[Callable[[web.Application], None], ...] = (
     openai_chat.install,
     anthropic_messages.install,
+    openai_batches.install,
+    anthropic_batches.install,
+    batch_core.install,  # POST /_sim/batches/{id}/expire
     control.install,
 )
 

@@ -32,6 +32,15 @@ def build_arg_parser(parser: argparse.ArgumentParser | None = None) -> argparse.
     p.add_argument(
         "--auth-error-rate", type=float, default=0.0, help="probability of a 401 echoing the key"
     )
+    p.add_argument(
+        "--batch-processing-s", type=float, default=0.0, help="batch ends after this long, s"
+    )
+    p.add_argument(
+        "--batch-error-rate", type=float, default=0.0, help="probability of a batch error line"
+    )
+    p.add_argument(
+        "--batch-expire-rate", type=float, default=0.0, help="probability a batch request expires"
+    )
     return p
 
 
@@ -46,6 +55,9 @@ def config_from_args(args: argparse.Namespace) -> SimConfig:
         hang_s=args.hang_s,
         seed=args.seed,
         auth_error_rate=args.auth_error_rate,
+        batch_processing_s=args.batch_processing_s,
+        batch_error_rate=args.batch_error_rate,
+        batch_expire_rate=args.batch_expire_rate,
     )
 
 

@@ -7,6 +7,14 @@ answer 500 (always for a model in ``fail_models``: an outage); with ``hang_rate`
 ``hang_s`` first (simulates a timeout); then sleep ``latency_ms_mean`` +/- uniform
 ``latency_ms_jitter`` ms and answer. Decisions draw from one ``random.Random(seed)``
 (workers/sim/faults.py).
+
+The batch APIs (workers/sim/openai_batches.py, workers/sim/anthropic_batches.py) answer a
+batch's requests all at once, at the first retrieve ``batch_processing_s`` seconds or more after
+its creation (before that it is in progress). Each request is decided when the batch is created,
+from the same random source: with probability ``batch_expire_rate`` it is not reached (the
+batch then ends as expired, that request ``batch_expired`` / ``expired``), else with
+``batch_error_rate`` it is answered with a 500 error, else with the deterministic answer. The
+realtime faults above do not apply to batch requests.
 """
 
 from __future__ import annotations
@@ -33,6 +41,9 @@ class SimConfig:
     seed: int = 0
     fail_models: tuple[str, ...] = ()  # every request for these models answers 500 (outage)
     auth_error_rate: float = 0.0  # 401 echoing the request's auth headers (a careless provider)
+    batch_processing_s: float = 0.0  # a batch ends at the first retrieve this long after creation
+    batch_error_rate: float = 0.0  # per batch request: answered with a 500 error line
+    batch_expire_rate: float = 0.0  # per batch request: not reached; its batch ends expired
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):

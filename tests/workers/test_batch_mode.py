@@ -1,0 +1,302 @@
+"""Provider batch mode through the local executor: tiers with ``mode: batch`` served by the
+simulated provider's OpenAI Batches API over real HTTP (in-thread), every path of a tier
+batch — submit, poll, collect, per-request errors and retries, expiry (``on_expired``),
+cancellation at the deadline, a batch cascade in two rounds, budgets, redelivery."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+import pyarrow as pa
+import pytest
+
+from routing.cost import call_cost
+from routing.policy import Policy
+from tests import policies
+from tests.workers.pipeline import make_settings, plan_job, results, runtime, write_input
+from workers import layout, local, stages
+from workers.batches import record as rec
+from workers.runtime import Runtime
+from workers.sim.server import SimServer
+
+FAST_BATCH: dict[str, Any] = {"poll_s": 0.05, "deadline_s": 60}
+
+
+@pytest.fixture(scope="module")
+def sim_seed() -> int:
+    return 15
+
+
+def batch_policy(
+    batch: dict[str, Any] | None = None,
+    tiers: dict[str, dict[str, Any]] | None = None,
+    **sections: Any,
+) -> Policy:
+    """The default policy, every tier in batch mode (``batch`` settings), fast retries."""
+    changes = policies.every_tier(mode="batch", batch={**FAST_BATCH, **(batch or {})})
+    for name, fields in (tiers or {}).items():
+        changes[name].update(fields)
+    sections.setdefault(
+        "retry", {"max_attempts": 3, "base_delay_s": 0.001, "max_delay_s": 0.01, "job_budget": 1}
+    )
+    return policies.build(tiers=changes, **sections)
+
+
+def prompts(n: int, offset: int = 0) -> pa.Table:
+    """``n`` distinct prompts of mixed difficulty (every tier gets some)."""
+    texts = []
+    for i in range(offset, offset + n):
+        if i % 3 == 0:
+            texts.append(f"What is {i} plus {i + 1}?")
+        elif i % 3 == 1:
+            texts.append(f"Explain why case {i} of the sky looks blue, compare with sunsets.")
+        else:
+            texts.append(
+                f"Prove theorem {i}: derive a general result, analyse three proof styles and "
+                "design a step by step lesson plan in JSON with exactly 5 parts."
+            )
+    return pa.table({"prompt_id": [f"p{i}" for i in range(offset, offset + n)], "prompt": texts})
+
+
+def run(
+    tmp_path: Path, sim: SimServer, policy: Policy, table: pa.Table, job_id: str = "job-1"
+) -> tuple[Runtime, dict[str, Any], pl.DataFrame]:
+    rt = runtime(make_settings(sim))
+    uri = write_input(tmp_path / job_id / "in.parquet", table)
+    plan = plan_job(
+        rt, uri, tmp_path / job_id / "out", rows_per_chunk=40, job_id=job_id, policy=policy
+    )
+    manifest = local.run_job(rt, plan)
+    return rt, manifest, results(rt, plan)
+
+
+def batch_stats(sim: SimServer) -> dict[str, int]:
+    stats: dict[str, int] = sim.stats().get("openai_batches", {})
+    return stats
+
+
+def total(frame: pl.DataFrame, column: str = "cost_usd") -> Decimal:
+    return sum((v for v in frame[column].to_list() if v is not None), Decimal(0))
+
+
+# ---------------------------------------------------------------- the whole job
+
+
+def test_every_row_answered_through_batches_at_half_the_realtime_cost(
+    tmp_path: Path, sim: SimServer
+) -> None:
+    table = prompts(90)
+    _, manifest, out = run(tmp_path, sim, batch_policy(), table, "batch")
+    stats = batch_stats(sim)
+    _, realtime_manifest, realtime = run(tmp_path, sim, policies.build(), table, "realtime")
+
+    assert out.height == 90 and set(out["status"]) == {"ok"}
+    assert set(out["mode"]) == {"batch"} and out["batch_id"].null_count() == 0
+    assert set(out["round"]) == {1}
+    assert set(realtime["mode"]) == {"realtime"} and realtime["batch_id"].null_count() == 90
+    # the default models' batch prices are half their realtime prices, tokens identical
+    assert total(out) * 2 == total(realtime)
+    assert total(out, "baseline_cost_usd") == total(realtime, "baseline_cost_usd")
+    assert total(out, "batch_saved_usd") == total(out)
+    assert Decimal(manifest["totals"]["cost_usd"]) * 2 == Decimal(
+        realtime_manifest["totals"]["cost_usd"]
+    )
+    # one provider batch per chunk and tier, each request sent once
+    assert stats["requests_submitted"] == 90
+    assert stats["duplicate_requests"] == 0
+    assert stats["batches_created"] == out.select("batch_id").n_unique()
+
+
+def test_each_batch_row_costs_exactly_its_tokens_at_the_batch_price(
+    tmp_path: Path, sim: SimServer
+) -> None:
+    policy = batch_policy()
+    _, _, out = run(tmp_path, sim, policy, prompts(30))
+    for row in out.iter_rows(named=True):
+        model = policy.tier(row["tier"]).primary
+        batch = call_cost(model, row["input_tokens"], row["output_tokens"], batch=True)
+        full = call_cost(model, row["input_tokens"], row["output_tokens"])
+        assert row["cost_usd"] == batch
+        assert row["batch_saved_usd"] == full - batch
+
+
+def test_a_large_tier_batch_becomes_several_provider_batches(
+    tmp_path: Path, sim: SimServer
+) -> None:
+    policy = batch_policy(batch={"max_requests_per_file": 4})
+    _, _, out = run(tmp_path, sim, policy, prompts(40))
+
+    assert set(out["status"]) == {"ok"}
+    sizes = out.group_by("batch_id").len()["len"].to_list()
+    assert max(sizes) <= 4
+    assert batch_stats(sim)["duplicate_requests"] == 0
+
+
+# ---------------------------------------------------------------- errors, expiry, cancel
+
+
+def test_errored_requests_are_retried_in_a_next_batch(tmp_path: Path, sim: SimServer) -> None:
+    sim.configure(batch_error_rate=0.3)
+    _, _, out = run(tmp_path, sim, batch_policy(), prompts(60))
+    stats = batch_stats(sim)
+
+    assert stats["errored"] > 0
+    assert set(out["status"]) <= {"ok", "failed"}
+    retried = out.filter(pl.col("attempts") > 1)
+    assert retried.height > 0 and set(retried["mode"]) == {"batch"}
+    assert stats["duplicate_requests"] == 0  # a retry is another request id
+    assert (
+        stats["requests_submitted"]
+        == 60 + stats["errored"] - out.filter(pl.col("status") == "failed").height
+    )
+
+
+def test_expired_requests_finish_in_realtime(tmp_path: Path, sim: SimServer) -> None:
+    sim.configure(batch_expire_rate=0.5)
+    _, _, out = run(tmp_path, sim, batch_policy(batch={"on_expired": "realtime"}), prompts(60))
+
+    assert set(out["status"]) == {"ok"}
+    assert set(out["mode"]) == {"batch", "realtime"}
+    late = out.filter(pl.col("mode") == "realtime")
+    assert late.height == batch_stats(sim)["expired"] > 0
+    assert all("served in realtime" in r for r in late["route_reason"])
+
+
+def test_expired_requests_fail_when_the_policy_says_so(tmp_path: Path, sim: SimServer) -> None:
+    sim.configure(batch_expire_rate=0.5)
+    _, manifest, out = run(tmp_path, sim, batch_policy(batch={"on_expired": "fail"}), prompts(30))
+
+    failed = out.filter(pl.col("status") == "failed")
+    assert failed.height == batch_stats(sim)["expired"] > 0
+    assert failed["cost_usd"].to_list() == [Decimal(0).quantize(Decimal("1e-12"))] * failed.height
+    assert manifest["rows_out"] == 30
+
+
+def test_a_batch_past_its_deadline_is_cancelled_and_no_row_is_left(
+    tmp_path: Path, sim: SimServer
+) -> None:
+    sim.configure(batch_processing_s=30)
+    policy = batch_policy(batch={"deadline_s": 0.3, "on_expired": "realtime"})
+    _, _, out = run(tmp_path, sim, policy, prompts(20))
+
+    assert batch_stats(sim)["cancels"] > 0
+    assert out.height == 20 and set(out["status"]) == {"ok"}
+    assert set(out["mode"]) == {"realtime"}  # nothing was answered before the cancel
+
+
+# ---------------------------------------------------------------- rounds
+
+
+def test_batch_cascade_sends_exactly_the_unsure_answers_to_round_two(
+    tmp_path: Path, sim: SimServer
+) -> None:
+    threshold = 0.6  # the simulator's answers to these prompts score 0.48-0.75
+    policy = batch_policy(tiers={"fast": {"cascade": {"min_confidence": threshold}}})
+    _, _, out = run(tmp_path, sim, policy, prompts(60))
+    fast = out.filter((pl.col("tier") == "fast") | (pl.col("escalated_from") == "fast"))
+    unsure = fast.filter(pl.col("confidence") < threshold)
+    sure = fast.filter(pl.col("confidence") >= threshold)
+
+    assert unsure.height > 0 and sure.height > 0
+    assert set(unsure["round"]) == {2} and set(unsure["escalated_from"]) == {"fast"}
+    assert set(unsure["tier"]) == {"balanced"} and set(unsure["mode"]) == {"batch"}
+    assert set(sure["round"]) == {1} and sure["escalated_from"].null_count() == sure.height
+    fast_model, balanced = policy.tier("fast").primary, policy.tier("balanced").primary
+    for row in unsure.iter_rows(named=True):  # both calls paid, at batch prices
+        second = call_cost(balanced, row["input_tokens"], row["output_tokens"], batch=True)
+        assert row["cost_usd"] > second
+        first = row["cost_usd"] - second
+        assert first <= call_cost(fast_model, row["input_tokens"], 512, batch=True)
+
+
+# ---------------------------------------------------------------- budgets, redelivery
+
+
+def test_rows_that_do_not_fit_the_budget_are_marked_and_the_cap_holds(
+    tmp_path: Path, sim: SimServer
+) -> None:
+    cap = Decimal("0.002")
+    policy = batch_policy(budgets={"on_exhausted": "over_budget", "job": {"usd": str(cap)}})
+    rt, _, out = run(tmp_path, sim, policy, prompts(60))
+
+    assert "over_budget" in set(out["status"]) and "ok" in set(out["status"])
+    spent = total(out)
+    assert spent <= cap
+    ledger = rt.guards(policy).ledger
+    assert ledger.usage("job:job-1").settled_usd == spent
+
+
+def test_a_redelivered_dispatch_submits_nothing_twice(tmp_path: Path, sim: SimServer) -> None:
+    policy = batch_policy()
+    rt = runtime(make_settings(sim))
+    uri = write_input(tmp_path / "in.parquet", prompts(12))
+    plan = plan_job(rt, uri, tmp_path / "out", rows_per_chunk=40, policy=policy)
+    sink = Recording(rt)
+    stages.ingest(rt, plan.context, plan.chunks[0], sink)
+    for batch in sink.batches:  # the broker delivers every dispatch twice
+        stages.dispatch(rt, plan.context, batch, sink)
+    stats = batch_stats(sim)
+
+    assert stats["requests_submitted"] == 12 and stats["duplicate_requests"] == 0
+    records = rt.storage.list_files(layout.batches_dir(plan.context.job_root), ".json")
+    assert len(records) == len(sink.batches)
+    for uri in records:
+        record = rec.load(rt.storage, uri)
+        assert record is not None and all(b.batch_id for b in record.batches)
+
+
+class Recording:
+    """Keeps the routed batches (dispatched by the test) and the poll requests."""
+
+    def __init__(self, rt: Runtime) -> None:
+        self.rt = rt
+        self.batches: list[dict[str, Any]] = []
+        self.polls: list[tuple[int, str]] = []
+
+    def dispatch(self, ctx: Any, batch: dict[str, Any]) -> None:
+        self.batches.append(batch)
+
+    def finalize(self, ctx: Any) -> None:
+        pass
+
+    def poll(self, ctx: Any, chunk: int, tier: str, delay_s: float) -> None:
+        self.polls.append((chunk, tier))
+
+
+# ---------------------------------------------------------------- Anthropic Message Batches
+
+
+def test_a_tier_on_anthropic_runs_through_message_batches(
+    tmp_path: Path, sim: SimServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The expert tier on an ``anthropic`` provider: its rows go through the simulator's
+    Message Batches API (results in any order, errored requests retried in a next batch),
+    at the batch price; the other tiers still go through OpenAI Batches."""
+    sim.configure(batch_error_rate=0.2)
+    monkeypatch.setenv("CLAUDE_KEY", "sk-ant-test")
+    default = policies.default_data()
+    claude = {"kind": "anthropic", "base_url": sim.url, "api_key_env": "CLAUDE_KEY"}
+    (gpt41,) = next(t for t in default["tiers"] if t["name"] == "expert")["models"]
+    model = {**gpt41, "name": "claude-sim", "provider": "claude"}
+    policy = batch_policy(
+        tiers={"expert": {"models": [model]}},
+        providers={**default["providers"], "claude": claude},
+    )
+    _, _, out = run(tmp_path, sim, policy, prompts(60))
+    anthropic = sim.stats().get("anthropic_batches", {})
+    expert = out.filter(pl.col("tier") == "expert")
+
+    assert out.height == 60 and set(out["status"]) <= {"ok", "failed"}
+    assert expert.height > 0 and set(expert["provider"]) == {"claude"}
+    assert anthropic["errored"] > 0 and anthropic["duplicate_requests"] == 0
+    failed = expert.filter(pl.col("status") == "failed").height
+    assert anthropic["requests_submitted"] == expert.height + anthropic["errored"] - failed
+    served = expert.filter(pl.col("status") == "ok")
+    assert served.height > 0 and set(served["mode"]) == {"batch"}
+    claude_sim = policy.tier("expert").primary
+    for row in served.iter_rows(named=True):
+        cost = call_cost(claude_sim, row["input_tokens"], row["output_tokens"], batch=True)
+        assert row["cost_usd"] == cost

@@ -1,0 +1,320 @@
+"""Collecting a tier batch in batch mode: one look at its provider batches per poll task
+(``workers/batches/engine.py`` explains the whole; this is its second half).
+
+:meth:`Collector.step` reads the state of every provider batch not ended (cancelling one
+past its deadline), collects the ended ones — answers settled at the batch price, errored
+requests retried in a next provider batch within the retry rule and the job's retry budget,
+unanswered ones after ``on_expired`` — closes a finished round (a cascade's unsure answers
+escalated: round 2), and writes the result part when no round is open. A provider that
+cannot be reached during a look (a retryable error) is looked at again at the next poll.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from datetime import UTC, datetime
+from decimal import Decimal
+
+from routing.batching import request_id
+from routing.confidence import confidence
+from routing.cost import call_cost
+from routing.errors import ProviderPermanentError, ProviderRetryableError
+from routing.policy import TierSpec
+from routing.results import assemble
+from routing.rules import allowed_tiers
+from workers.aio import io_loop
+from workers.attempts import no_call
+from workers.batchapi import BatchResult
+from workers.batches import record as rec
+from workers.batches.engine import MIN_POLL_S, SETTLE_CONCURRENCY, TierBatchEngine, lost
+from workers.calls import Caller, Outcome, Row, Served
+from workers.provider import Completion
+from workers.redact import redact_error
+from workers.runtime import Sink
+from workers.tierbatch import canonical_mask, outcomes, publish
+
+
+class Collector:
+    """The collecting half of a :class:`TierBatchEngine`."""
+
+    def __init__(self, engine: TierBatchEngine) -> None:
+        self.e = engine
+
+    # ------------------------------------------------------------ collect
+
+    def step(self, sink: Sink) -> float | None:
+        """One look: the seconds until the next, or None when the result part is written."""
+        self.e.load()
+        if self.e.record.published:
+            return None
+        self.e.submit_planned()
+        if self._poll():
+            return self.delay()
+        for batch in self.e.record.pending():
+            self._collect(batch)
+        self.e.submit_planned()
+        if self.e.record.pending():
+            return self.delay()
+        for round_ in self.e.record.open_rounds():
+            self._close(round_)
+        if self.e.record.pending():
+            self.e.submit_planned()
+            return self.delay()
+        self._publish(sink)
+        return None
+
+    def _poll(self) -> bool:
+        """Read the state of every submitted batch not ended; cancel those past their
+        deadline. True while any batch has not ended (or is yet to be submitted)."""
+        waiting, now = False, time.time()
+        for batch in self.e.record.pending():
+            if batch.ended:
+                continue
+            if batch.batch_id is None:
+                waiting = True
+                continue
+            tier = self.e.policy.tier(batch.tier)
+            try:
+                state = io_loop().run(self.e.api(tier).state(batch.batch_id))
+            except ProviderRetryableError as exc:  # looked at again at the next poll
+                batch.error = redact_error(f"could not read the batch: {exc}")
+                waiting = True
+                continue
+            except ProviderPermanentError as exc:  # the provider does not know it (any more)
+                batch.ended, batch.status = True, "lost"
+                batch.error = redact_error(f"the provider lost the batch: {exc}")
+                continue
+            batch.status, batch.counts, batch.ended = state.status, state.counts, state.ended
+            batch.error = state.error or batch.error
+            overdue = now - (batch.submitted_at or now) > tier.batch.deadline_s
+            if not batch.ended and overdue and not batch.cancel_requested:
+                io_loop().run(self.e.api(tier).cancel(batch.batch_id))
+                batch.cancel_requested = True
+            waiting = waiting or not batch.ended
+            self.e.summary(batch)
+        self.e.save()
+        return waiting
+
+    def delay(self) -> float:
+        """Until the next look: the youngest pending batch's age (doubling), ≤ poll_s."""
+        pending = self.e.record.pending()
+        poll_s = min(self.e.policy.tier(b.tier).batch.poll_s for b in pending)
+        now = time.time()
+        ages = [now - b.submitted_at for b in pending if b.submitted_at is not None]
+        return min(poll_s, max(MIN_POLL_S, min(ages, default=0.0)))
+
+    def _collect(self, batch: rec.ProviderBatch) -> None:
+        """Settle an ended provider batch's rows; retries go into a next provider batch."""
+        tier = self.e.policy.tier(batch.tier)
+        results: dict[str, BatchResult] = {}
+        if batch.batch_id is not None and batch.status not in ("not_submitted", "lost"):
+            try:
+                found = io_loop().run(self.e.api(tier).results(batch.batch_id))
+            except ProviderRetryableError as exc:  # collected at the next poll
+                batch.error = redact_error(f"could not read the results: {exc}")
+                return
+            results = {r.custom_id: r for r in found}
+        round_ = next(
+            r for r in self.e.record.rounds if r.round == batch.round and r.tier == tier.name
+        )
+        settled, retry, realtime = io_loop().run(self._settle(batch, tier, round_, results))
+        if realtime:
+            rows = self.e.rows(tier)
+            served = Caller(self.e.policy, self.e.rt.settings, self.e.guards, self.e.ctx, tier).run(
+                [rows[ref] for ref in realtime]
+            )
+            for ref, s in zip(realtime, served, strict=True):
+                s.notes.append(f"batch {batch.batch_id} did not answer: served in realtime")
+                settled[ref] = s
+        if batch.round > 1:
+            prior = self._prior(batch.round)
+            settled = {ref: self.e.merge(prior[ref], s) for ref, s in settled.items()}
+        uri = rec.outcomes_uri(self.e.ctx.job_root, self.e.record, batch.round, batch.key)
+        rec.write_outcomes(self.e.rt.storage, uri, settled)
+        rows = self.e.rows(tier)
+        self.e.plan([rows[ref] for ref in retry], tier, batch.round, batch.attempt + 1)
+        batch.collected = True
+        self.e.save()
+        self.e.summary(batch)
+
+    async def _settle(
+        self,
+        batch: rec.ProviderBatch,
+        tier: TierSpec,
+        round_: rec.Round,
+        results: dict[str, BatchResult],
+    ) -> tuple[dict[str, Served], list[str], list[str]]:
+        """Per row: (final outcomes, refs to retry in a batch, refs to serve in realtime)."""
+        rows, model, at = (
+            self.e.rows(tier),
+            tier.primary,
+            datetime.fromtimestamp(round_.reserved_at, UTC),
+        )
+        settled: dict[str, Served] = {}
+        retry: list[str] = []
+        realtime: list[str] = []
+        gate = asyncio.Semaphore(SETTLE_CONCURRENCY)
+        retry_limit = self._retry_limit()
+
+        async def one(ref: str) -> None:
+            row = rows[ref]
+            request = self.e.accounts.request(row, tier)
+            held = self.e.accounts.reservation(row, tier, model, request, at, batch=True)
+            custom_id = str(request_id(self.e.ctx.job_id, ref, batch.round, batch.attempt))
+            result = results.get(custom_id)
+            async with gate:
+                if result is not None and result.kind == "succeeded":
+                    done = result.completion
+                    cost = await self.e.accounts.settle(
+                        held, row, tier, model, request, done, batch=True
+                    )
+                    settled[ref] = self._answered(batch, tier, done, cost)
+                    return
+                then = await self._after_failure(batch, tier, result, retry_limit)
+                if then == "realtime":
+                    await self.e.accounts.release(held)
+                    realtime.append(ref)
+                elif then == "retry":
+                    retry.append(ref)
+                else:
+                    await self.e.accounts.release(held)
+                    settled[ref] = self._failed(batch, tier, result)
+
+        await asyncio.gather(*(one(ref) for ref in batch.refs))
+        order = {ref: i for i, ref in enumerate(batch.refs)}
+        retry.sort(key=order.__getitem__)
+        realtime.sort(key=order.__getitem__)
+        return settled, retry, realtime
+
+    def _retry_limit(self) -> int:
+        return max(1, math.ceil(self.e.policy.retry.job_budget * max(self.e.ctx.rows_total, 1)))
+
+    async def _after_failure(
+        self, batch: rec.ProviderBatch, tier: TierSpec, result: BatchResult | None, limit: int
+    ) -> str:
+        """What a request that was not answered becomes: ``retry``, ``realtime`` or ``fail``."""
+        more = batch.attempt < self.e.policy.retry.max_attempts
+        if result is not None and result.kind == "errored":
+            retryable = result.completion.retryable and more
+            if retryable and await self.e.guards.retries.take(self.e.ctx.job_id, limit):
+                return "retry"
+            return "fail"
+        if batch.status == "not_submitted" or (result is None and batch.error and not batch.counts):
+            return "fail"  # the whole batch was refused (validation, submission)
+        policy = tier.batch.on_expired
+        if policy == "resubmit":
+            return "retry" if more else "fail"
+        return policy
+
+    def _answered(
+        self, batch: rec.ProviderBatch, tier: TierSpec, done: Completion, cost: Decimal
+    ) -> Served:
+        model = tier.primary
+        full = call_cost(model, done.input_tokens, done.output_tokens)
+        served = Served(
+            Outcome.OK,
+            done,
+            tier,
+            model,
+            cost,
+            calls=batch.attempt,
+            mode="batch",
+            batch_id=batch.batch_id,
+            batch_saved=full - cost,
+        )
+        if tier.cascade is not None:
+            served.confidence = confidence(done.text, done.finish_reason, done.logprobs)
+        return served
+
+    def _failed(
+        self, batch: rec.ProviderBatch, tier: TierSpec, result: BatchResult | None
+    ) -> Served:
+        if result is not None:
+            done = result.completion
+        else:
+            why = batch.error or f"no result for the request in batch {batch.batch_id}"
+            done = no_call(why, attempts=batch.attempt)
+        return Served(
+            Outcome.FAILED,
+            done,
+            tier,
+            tier.primary,
+            calls=batch.attempt if batch.batch_id else 0,
+            mode="batch",
+            batch_id=batch.batch_id,
+        )
+
+    # ------------------------------------------------------------ rounds
+
+    def _prior(self, round_: int) -> dict[str, Served]:
+        """The outcomes of the rounds before ``round_`` (what an escalation started from)."""
+        return rec.read_outcomes(
+            self.e.rt.storage, self.e.ctx.job_root, self.e.record, self.e.policy, upto=round_ - 1
+        )
+
+    def _close(self, round_: rec.Round) -> None:
+        """A round whose batches are all collected: escalate its unsure answers (cascade)."""
+        tier = self.e.policy.tier(round_.tier)
+        round_.done = True
+        if tier.cascade is None:
+            self.e.save()
+            return
+        mine = rec.read_outcomes(
+            self.e.rt.storage, self.e.ctx.job_root, self.e.record, self.e.policy, upto=round_.round
+        )
+        unsure = [
+            ref
+            for ref in round_.refs
+            if (s := mine.get(ref)) is not None
+            and s.outcome is Outcome.OK
+            and s.mode == "batch"
+            and s.round == round_.round
+            and s.confidence is not None
+            and s.confidence < tier.cascade.min_confidence
+        ]
+        groups: dict[str, list[str]] = {}
+        for ref in unsure:
+            dearer = self._dearer(tier, self.e.rows(tier)[ref])
+            if dearer is not None:
+                groups.setdefault(dearer, []).append(ref)
+        for name, refs in groups.items():
+            target = self.e.policy.tier(name)
+            rows = self.e.rows(target)
+            prior = {ref: mine[ref] for ref in refs}
+            if target.batched:
+                self.e.open_round([rows[r] for r in refs], round_.round + 1, target, prior)
+                continue
+            caller = Caller(self.e.policy, self.e.rt.settings, self.e.guards, self.e.ctx, target)
+            served = caller.run([rows[r] for r in refs])
+            merged = {r: self.e.merge(prior[r], s) for r, s in zip(refs, served, strict=True)}
+            uri = rec.outcomes_uri(
+                self.e.ctx.job_root, self.e.record, round_.round + 1, f"{name}-now"
+            )
+            rec.write_outcomes(self.e.rt.storage, uri, merged)
+        self.e.save()
+
+    def _dearer(self, tier: TierSpec, row: Row) -> str | None:
+        names = self.e.policy.tier_names
+        allowed = names if row.allowed is None else allowed_tiers(row.allowed, names)
+        dearer = [n for n in names[names.index(tier.name) + 1 :] if n in allowed]
+        return dearer[0] if dearer else None
+
+    # ------------------------------------------------------------ publish
+
+    def _publish(self, sink: Sink) -> None:
+        """Every round done: the result part, in the realtime schema; the record says so."""
+        found = rec.read_outcomes(
+            self.e.rt.storage, self.e.ctx.job_root, self.e.record, self.e.policy
+        )
+        table = self.e.staged_table()
+        served = [found.get(ref) or lost(self.e.tier, ref) for ref in self.e.rows(self.e.tier)]
+        values = outcomes(table, canonical_mask(table), served, self.e.policy, self.e.ctx)
+        publish(
+            self.e.rt, self.e.ctx, self.e.chunk, self.e.tier.name, assemble(table, values), sink
+        )
+        self.e.record.published = True
+        self.e.save()
+        if self.e.policy.minimise:  # the staged copy holds the prompt text
+            self.e.rt.storage.delete(self.e.record.staged)

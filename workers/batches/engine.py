@@ -1,0 +1,269 @@
+"""Provider batch mode's engine: a tier batch served through provider batch APIs, in rounds.
+
+``dispatch`` of a ``mode: batch`` tier calls :func:`submit`; no worker ever waits on a
+provider batch. Polling is a chain of short tasks (:func:`collect`, rescheduled with a
+countdown by the executor: ``workers/tasks.py``, ``workers/local.py``), each of which
+looks at the provider batches once and moves the tier batch on. The state between steps
+is the record (``workers/batches/record.py``) in the object store.
+
+**Submit** (round 1 on the routed tier, or a later round on the tier a cascade escalates
+to): rows answered by the response cache are served at once; every other row's budget is
+reserved at the batch price for the whole round before anything is sent (held up to the
+tier's ``deadline_s``); rows that do not fit go to the realtime engine
+(``workers/calls.py``), which downgrades them or marks them ``over_budget`` exactly as in
+realtime mode (an escalation that does not fit keeps its first answer). The rest is split
+into provider batches by the tier's file limits (``routing.batching.split``), each written
+to the record as *planned*, submitted, and recorded with its id.
+
+**Collect**: each provider batch's state is read; one past ``deadline_s`` is cancelled.
+When every batch of the tier batch has ended, each is collected: an answer is settled in
+the ledger at the batch price and cached; an errored request is retried in a next provider
+batch while the policy's retry rule and the job's retry budget allow (else it fails); a
+request the batch did not reach (expired, cancelled) follows ``on_expired`` — served now in
+realtime mode, sent in a new batch, or failed. A round whose tier has a ``cascade`` then
+sends its answers below ``min_confidence`` to the nearest dearer tier the row is allowed —
+round 2, as a provider batch when that tier is in batch mode, else in realtime; both calls
+are paid. When no round is open the result part is written, with the same schema as
+realtime (``mode``, ``batch_id``, ``round`` per row).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+from routing.batching import request_id, split
+from routing.errors import ProviderPermanentError, ProviderRetryableError
+from routing.plan import JobContext
+from routing.policy import TierSpec
+from workers import layout
+from workers.accounting import Accounting
+from workers.aio import io_loop
+from workers.attempts import no_call
+from workers.batchapi import BatchApi, batch_api
+from workers.batches import record as rec
+from workers.calls import Caller, Outcome, Row, Served, escalated
+from workers.provider import Completion
+from workers.redact import redact_error
+from workers.runtime import Runtime
+from workers.tierbatch import (
+    canonical_mask,
+    job_tenant,
+    load_batch,
+    serving_rows,
+)
+
+MIN_POLL_S = 0.05  # the first look at a new batch; the gap doubles with its age, to poll_s
+HOLD_MARGIN_S = 3600.0  # a batch reservation is held deadline_s + this
+SETTLE_CONCURRENCY = 64  # ledger/cache round trips in flight while collecting
+
+
+class TierBatchEngine:
+    """One tier batch of one chunk in batch mode (see the module doc)."""
+
+    def __init__(self, rt: Runtime, ctx: JobContext, chunk: int, tier: str) -> None:
+        self.rt, self.ctx, self.chunk = rt, ctx, chunk
+        self.policy = rt.policy(ctx)
+        self.tier = self.policy.tier(tier)
+        self.guards = rt.guards(self.policy)
+        self.accounts = Accounting(self.policy, self.guards, ctx)
+        self.uri = layout.batch_record(ctx.job_root, chunk, tier)
+        self.index = rec.index(rt.settings)
+        self._apis: dict[str, BatchApi] = {}
+        self._rows: dict[str, dict[str, Row]] = {}
+        self._table: Any = None
+        self._record: rec.TierBatch | None = None
+
+    # ------------------------------------------------------------ the record
+
+    @property
+    def record(self) -> rec.TierBatch:
+        assert self._record is not None
+        return self._record
+
+    def load(self) -> rec.TierBatch:
+        """The tier batch's record, read again (a poll task's first step)."""
+        self._record = rec.load(self.rt.storage, self.uri)
+        if self._record is None:
+            raise FileNotFoundError(f"{self.uri}: no batch record for this tier batch")
+        return self._record
+
+    def save(self) -> None:
+        rec.save(self.rt.storage, self.uri, self.record)
+
+    def staged_table(self) -> Any:
+        if self._table is None:
+            self._table = self.rt.storage.read_parquet(self.record.staged)
+        return self._table
+
+    def rows(self, tier: TierSpec) -> dict[str, Row]:
+        """The distinct prompts of the tier batch, as served on ``tier`` (its truncation)."""
+        if tier.name not in self._rows:
+            table = self.staged_table()
+            served = serving_rows(
+                table, canonical_mask(table), tier, self.chunk, job_tenant(self.ctx)
+            )
+            self._rows[tier.name] = {r.ref: r for r in served}
+        return self._rows[tier.name]
+
+    def api(self, tier: TierSpec) -> BatchApi:
+        if tier.name not in self._apis:
+            self._apis[tier.name] = batch_api(self.policy, tier.primary, self.rt.settings)
+        return self._apis[tier.name]
+
+    # ------------------------------------------------------------ submit
+
+    def start(self, batch: dict[str, Any]) -> None:
+        """Plan round 1 (once: a redelivered message finds the record) and submit it."""
+        self._record = rec.load(self.rt.storage, self.uri)
+        if self._record is None:
+            staged = batch.get("staged")
+            if not staged:
+                staged = layout.staged_batch(self.ctx.job_root, self.chunk, self.tier.name)
+                self.rt.storage.write_parquet(staged, load_batch(self.rt.storage, batch))
+            self._record = rec.TierBatch(chunk=self.chunk, tier=self.tier.name, staged=staged)
+            self.open_round(list(self.rows(self.tier).values()), 1, self.tier, None)
+        self.submit_planned()
+
+    def open_round(
+        self, rows: Sequence[Row], round_: int, tier: TierSpec, prior: dict[str, Served] | None
+    ) -> None:
+        """Serve what can be served now (cache; rows over budget in realtime), reserve the
+        rest at the batch price and plan their provider batches; save the record."""
+        step = rec.Round(round=round_, tier=tier.name, reserved_at=time.time(), refs=[])
+        hits, fitting, over = io_loop().run(self._prepare(rows, tier, step.reserved_at))
+        if prior is None:
+            settled = dict(hits)
+            if over:
+                caller = Caller(self.policy, self.rt.settings, self.guards, self.ctx, tier)
+                settled.update(zip((r.ref for r in over), caller.run(over), strict=True))
+        else:  # an escalation: a hit is merged with the first answer; over budget keeps it
+            settled = {ref: self.merge(prior[ref], s) for ref, s in hits.items()}
+            for row in over:
+                note = f"escalation to {tier.name} over budget: first answer kept"
+                prior[row.ref].notes.append(note)
+                settled[row.ref] = prior[row.ref]
+        step.refs = [r.ref for r in rows]
+        self.record.rounds.append(step)
+        self.plan(fitting, tier, round_, 1)
+        if settled:
+            uri = rec.outcomes_uri(self.ctx.job_root, self.record, round_, f"{tier.name}-now")
+            rec.write_outcomes(self.rt.storage, uri, settled)
+        self.save()
+
+    async def _prepare(
+        self, rows: Sequence[Row], tier: TierSpec, at: float
+    ) -> tuple[dict[str, Served], list[Row], list[Row]]:
+        """(cache hits, rows whose batch-price reservation fit, rows over budget)."""
+        model, hits = tier.primary, {}
+        fitting: list[Row] = []
+        over: list[Row] = []
+        await self.accounts.prefetch(rows, tier)
+        ttl = tier.batch.deadline_s + HOLD_MARGIN_S
+        gate = asyncio.Semaphore(SETTLE_CONCURRENCY)
+
+        async def one(row: Row) -> None:
+            async with gate:
+                request = self.accounts.request(row, tier)
+                hit = await self.accounts.cached(row, model, request)
+                if hit is not None:
+                    hits[row.ref] = _from_cache(hit, tier)
+                    return
+                held = self.accounts.reservation(
+                    row, tier, model, request, datetime.fromtimestamp(at, UTC), batch=True
+                )
+                ledger = self.guards.ledger
+                fits = await ledger.reserve(held.key, held.scopes, held.estimate, held.tokens, ttl)
+                (fitting if fits else over).append(row)
+
+        await asyncio.gather(*(one(r) for r in rows))
+        order = {r.ref: i for i, r in enumerate(rows)}
+        fitting.sort(key=lambda r: order[r.ref])
+        over.sort(key=lambda r: order[r.ref])
+        return hits, fitting, over
+
+    def _request_line(self, row: Row, tier: TierSpec, round_: int, attempt: int) -> bytes:
+        custom_id = str(request_id(self.ctx.job_id, row.ref, round_, attempt))
+        request = self.accounts.request(row, tier)
+        return self.api(tier).encode(custom_id, tier.primary.name, request)
+
+    def plan(self, rows: Sequence[Row], tier: TierSpec, round_: int, attempt: int) -> None:
+        """Provider batches for ``rows`` within the provider's file limits, planned."""
+        if not rows:
+            return
+        sizes = [len(self._request_line(r, tier, round_, attempt)) for r in rows]
+        limits = tier.batch.limits(self.policy.providers[tier.primary.provider].kind)
+        for part in split(sizes, limits):
+            key = f"n{round_}-a{attempt}-f{len(self.record.batches)}"
+            refs = [rows[i].ref for i in part]
+            batch = rec.ProviderBatch(
+                key=key, round=round_, attempt=attempt, tier=tier.name, refs=refs
+            )
+            self.record.batches.append(batch)
+
+    def tag(self, batch: rec.ProviderBatch) -> str:
+        return f"{self.ctx.job_id}/c{self.chunk}/{self.tier.name}/{batch.key}"
+
+    def submit_planned(self) -> None:
+        """Submit every planned provider batch; each recorded with its id right after."""
+        for batch in self.record.batches:
+            if batch.batch_id is None and not batch.ended:
+                self._submit(batch)
+
+    def _submit(self, batch: rec.ProviderBatch) -> None:
+        tier = self.policy.tier(batch.tier)
+        api, rows = self.api(tier), self.rows(tier)
+        lines = [
+            self._request_line(rows[ref], tier, batch.round, batch.attempt) for ref in batch.refs
+        ]
+        tag = self.tag(batch)
+        try:
+            found = None
+            if batch.status == "submitting":  # a crash may have come after the create
+                found = io_loop().run(api.find(tag, self.record.created_at - 300))
+            if found is None:
+                batch.status = "submitting"
+                self.save()
+                found = io_loop().run(api.submit(lines, tag))
+        except ProviderRetryableError as exc:
+            batch.submit_errors += 1
+            batch.error = redact_error(f"could not submit: {exc}")
+            if batch.submit_errors >= self.policy.retry.max_attempts:
+                batch.ended, batch.status = True, "not_submitted"
+            self.save()
+            return
+        except ProviderPermanentError as exc:
+            batch.ended, batch.status = True, "not_submitted"
+            batch.error = redact_error(f"provider refused the batch: {exc}")
+            self.save()
+            return
+        batch.batch_id, batch.submitted_at, batch.status = found, time.time(), "submitted"
+        self.save()
+        self.summary(batch)
+
+    def summary(self, batch: rec.ProviderBatch) -> None:
+        provider = self.policy.tier(batch.tier).primary.provider
+        rec.publish_summary(self.index, self.ctx.job_id, self.chunk, batch, provider)
+
+    def merge(self, first: Served, better: Served) -> Served:
+        """A round-2 outcome merged with the round-1 answer it escalates (workers.calls)."""
+        cascade = first.tier.cascade
+        threshold = cascade.min_confidence if cascade is not None else 0.0
+        return escalated(first, better, first.confidence or 0.0, threshold)
+
+
+def _from_cache(hit: tuple[Completion, Decimal | None], tier: TierSpec) -> Served:
+    """A cached answer: free, or — this very row's own answer from an earlier delivery —
+    at the cost it was settled at."""
+    done, own = hit
+    if own is not None:
+        return Served(Outcome.OK, done, tier, tier.primary, own, done.attempts, mode="batch")
+    return Served(Outcome.OK, done, tier, tier.primary, cache_hit=True, mode="batch")
+
+
+def lost(tier: TierSpec, ref: str) -> Served:
+    return Served(Outcome.FAILED, no_call(f"no outcome recorded for {ref}"), tier, tier.primary)

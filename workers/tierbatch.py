@@ -1,0 +1,180 @@
+"""A routed tier batch, as the serving engines see it: the rows of one chunk routed to one
+tier (Arrow IPC inline in the message, or a staged Parquet file), the :class:`Row` each
+distinct prompt is served as, and the result columns its outcomes become.
+
+Both engines use it: realtime (``workers/stages.py`` dispatch, ``workers/calls.py``) and
+provider batch mode (``workers/batches/``).
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from routing.cost import ZERO, call_cost
+from routing.minimise import minimise
+from routing.plan import JobContext
+from routing.policy import Policy, TierSpec
+from routing.router import ALLOWED, EST_INPUT_TOKENS
+from routing.schema import DEFAULT_TENANT, Status
+from routing.tokens import count_tokens, truncate_tokens
+from workers import audit, layout
+from workers.calls import Row, Served
+from workers.chunks import part_counts
+from workers.runtime import Runtime, Sink
+from workers.storage import Storage
+
+
+def job_tenant(ctx: JobContext) -> str:
+    """The job's tenant — from how it was submitted (``--tenant``, the drop folder, the
+    schedule), else ``default`` — and the only tenant of its rows: billing, rules, budget
+    scopes and the cache namespace. A row naming another is rejected (routing.validate)."""
+    return ctx.tenant or DEFAULT_TENANT
+
+
+def load_batch(storage: Storage, batch: dict[str, Any]) -> pa.Table:
+    if batch.get("inline") is not None:
+        data = base64.b64decode(batch["inline"])
+        return pa.ipc.open_stream(io.BytesIO(data)).read_all()
+    return storage.read_parquet(batch["staged"])
+
+
+def canonical_mask(table: pa.Table) -> list[bool]:
+    """Which rows are served (the first of each in-chunk duplicate group)."""
+    mask: list[bool] = pc.is_null(table.column("dedupe_of")).to_pylist()
+    return mask
+
+
+def serving_rows(
+    table: pa.Table, canonical: list[bool], tier: TierSpec, chunk: int, tenant: str
+) -> list[Row]:
+    """The :class:`Row` of every canonical row of ``table``, in order."""
+    return [
+        _row(r, tier, chunk, tenant)
+        for r, first in zip(_rows(table), canonical, strict=True)
+        if first
+    ]
+
+
+_ROW_COLUMNS = ("prompt", "system", "max_output_tokens", "input_row")
+
+
+def _rows(table: pa.Table) -> list[dict[str, Any]]:
+    names = [n for n in (*_ROW_COLUMNS, EST_INPUT_TOKENS, ALLOWED) if n in table.column_names]
+    rows: list[dict[str, Any]] = table.select(names).to_pylist()
+    return rows
+
+
+def _row(row: dict[str, Any], tier: TierSpec, chunk: int, tenant: str) -> Row:
+    prompt, system = row["prompt"], row.get("system")
+    tokens = row.get(EST_INPUT_TOKENS)
+    if tier.truncate_input and tokens is not None and tokens > tier.max_input_tokens:
+        prompt, system, tokens = _truncate(prompt, system, tier.max_input_tokens)
+    return Row(
+        ref=f"c{chunk}/r{row['input_row']}",  # the job's own name for the row
+        prompt=prompt,
+        system=system,
+        max_output_tokens=row.get("max_output_tokens"),
+        tenant=tenant,
+        input_tokens=int(tokens or 0),
+        allowed=row.get(ALLOWED),
+    )
+
+
+def _truncate(prompt: str, system: str | None, limit: int) -> tuple[str, str | None, int]:
+    """Keep the system prompt whole and the end of the prompt (where the question is)."""
+    used = int(count_tokens([system])[0]) if system else 0
+    if used >= limit:  # the system prompt alone does not fit: keep the end of both
+        return "", truncate_tokens(system or "", limit), limit
+    kept = truncate_tokens(prompt, limit - used)
+    return kept, system, used + int(count_tokens([kept])[0])
+
+
+def outcomes(
+    table: pa.Table,
+    canonical: list[bool],
+    served: list[Served],
+    policy: Policy,
+    ctx: JobContext,
+) -> dict[str, list[Any]]:
+    """Result columns for every row; duplicates reuse their canonical row's answer."""
+    baseline_model = policy.baseline_tier.primary
+    ids = table.column("prompt_id").to_pylist()
+    dedupe_of = table.column("dedupe_of").to_pylist()
+    reasons = table.column("route_reason").to_pylist()
+    by_id = dict(zip((i for i, c in zip(ids, canonical, strict=True) if c), served, strict=True))
+    cols: dict[str, list[Any]] = {k: [] for k in OUTCOME_COLUMNS}
+    for pid, original, reason in zip(ids, dedupe_of, reasons, strict=True):
+        s = by_id[original or pid]
+        done, ok = s.done, s.status is Status.OK
+        baseline = call_cost(baseline_model, done.input_tokens, done.output_tokens) if ok else ZERO
+        cols["status"].append(s.status.value)
+        cols["response"].append(done.text)
+        cols["finish_reason"].append(done.finish_reason)
+        cols["input_tokens"].append(done.input_tokens if ok else None)
+        cols["output_tokens"].append(done.output_tokens if ok else None)
+        cols["cost_usd"].append(ZERO if original else s.cost)
+        cols["baseline_cost_usd"].append(baseline)
+        cols["latency_ms"].append(0.0 if original else done.latency_ms)
+        cols["attempts"].append(0 if original else s.calls)
+        cols["error"].append(None if ok else done.error)
+        cols["cache_hit"].append(s.cache_hit)
+        cols["tier"].append(s.tier.name)
+        cols["model"].append(s.model.name)
+        cols["provider"].append(s.model.provider)
+        cols["fallback_from"].append(s.fallback_from)
+        cols["escalated_from"].append(s.escalated_from)
+        cols["confidence"].append(s.confidence)
+        cols["mode"].append(s.mode if s.calls or s.cache_hit else None)
+        cols["batch_id"].append(s.batch_id)
+        cols["round"].append(s.round)
+        cols["batch_saved_usd"].append(ZERO if original else s.batch_saved)
+        cols["route_reason"].append("; ".join([reason, *s.notes]) if s.notes else reason)
+    n = table.num_rows
+    cols.update(job_id=[ctx.job_id] * n, policy_version=[ctx.policy_version] * n)
+    return cols
+
+
+OUTCOME_COLUMNS = (
+    "status",
+    "response",
+    "finish_reason",
+    "input_tokens",
+    "output_tokens",
+    "cost_usd",
+    "baseline_cost_usd",
+    "latency_ms",
+    "attempts",
+    "error",
+    "cache_hit",
+    "tier",
+    "model",
+    "provider",
+    "fallback_from",
+    "escalated_from",
+    "confidence",
+    "mode",
+    "batch_id",
+    "round",
+    "batch_saved_usd",
+    "route_reason",
+)
+
+
+# ---------------------------------------------------------------- publish / finalize
+
+
+def publish(
+    rt: Runtime, ctx: JobContext, chunk: int, part: str, table: pa.Table, sink: Sink
+) -> None:
+    """Write a result part (its audit part first) and count it done; the last part of the
+    job sends finalize."""
+    audit.append_part(rt.storage, ctx, chunk, part, table)  # before the part it describes
+    table = minimise(table, rt.policy(ctx).minimise)  # after: the audit keeps fingerprints
+    rt.storage.write_parquet(layout.result_part(ctx.job_root, chunk, part), table)
+    if rt.tracker.complete(ctx.job_id, chunk, part, part_counts(table), ctx.total_chunks):
+        sink.finalize(ctx)
