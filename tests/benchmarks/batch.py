@@ -35,20 +35,31 @@ WORKER_PREFIX = "worker-"
 def distinct_input(n: int, corpus: Path, seed: int) -> tuple[Any, str]:
     """``n`` corpus prompts (sampled with repeats), each made unique by a numbered suffix."""
     import pyarrow as pa
-    import pyarrow.compute as pc
 
     table, source = pipe.make_input(n, corpus, seed)
-    suffix = pa.array([f"\n\n(request {i})" for i in range(table.num_rows)])
-    prompts = pc.binary_join_element_wise(table.column("prompt"), suffix, "")
+    texts = [f"{p}\n\n(request {i})" for i, p in enumerate(table.column("prompt").to_pylist())]
+    prompts = pa.array(texts, pa.large_string())
     return table.set_column(table.schema.get_field_index("prompt"), "prompt", prompts), source
 
 
+NO_CACHE = {"enabled": False}  # else the second job is answered from the first one's cache
+
+
+def realtime_policy() -> Any:
+    """The default policy, response cache off."""
+    from tests import policies
+
+    return policies.build(cache=NO_CACHE, source="bench-realtime-policy.yaml")
+
+
 def batch_policy(poll_s: float) -> Any:
-    """The default policy with every tier in batch mode, polled every ``poll_s``."""
+    """The default policy with every tier in batch mode, polled every ``poll_s``, response
+    cache off."""
     from tests import policies
 
     return policies.build(
         tiers=policies.every_tier(mode="batch", batch={"poll_s": poll_s}),
+        cache=NO_CACHE,
         source="bench-batch-policy.yaml",
     )
 
@@ -120,15 +131,13 @@ def per_thousand(seconds: float, rows: int) -> float:
 
 
 def benchmark(args: argparse.Namespace, fleet: pipe.Fleet, deadline: float) -> dict[str, Any]:
-    from routing.policy import load_policy
-
     groups = pipe.worker_groups(pipe.default_concurrency())
     load_start = os.getloadavg()[0]
     table, source = distinct_input(args.prompts, args.corpus, args.seed)
     ends = pipe.start_services(fleet, groups, args.rows_per_chunk)
     input_uri = pipe.upload_input(table, ends, fleet.workdir, args.rows_per_chunk)
     settings = pipe.driver_settings(ends, args.rows_per_chunk)
-    realtime = run_mode("realtime", settings, ends, fleet, input_uri, load_policy(), deadline)
+    realtime = run_mode("realtime", settings, ends, fleet, input_uri, realtime_policy(), deadline)
     batch = run_mode("batch", settings, ends, fleet, input_uri, batch_policy(args.poll_s), deadline)
     rt_cpu = per_thousand(realtime["worker_cpu_s"], realtime["rows"])
     b_cpu = per_thousand(batch["worker_cpu_s"], batch["rows"])
