@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
@@ -41,19 +42,15 @@ def usd(value: str | Decimal) -> str:
 
 def _by_mode(title: str, lines: dict[str, dict[str, Any]], rows_total: int) -> Table:
     """Cost by mode (realtime, batch, no call): rows, cost, baseline, batch saved."""
-    table = Table(title=title, title_justify="left")
-    for col in ("mode", "rows", "share", "cost", "all-expert baseline", "batch saved"):
-        table.add_column(col, justify="left" if col == "mode" else "right")
-    for name, entry in lines.items():
-        table.add_row(
-            name,
-            f"{entry['rows']:,}",
-            _pct(entry["rows"], rows_total),
-            usd(entry["cost_usd"]),
-            usd(entry["baseline_cost_usd"]),
-            usd(entry.get("batch_saved_usd", "0")),
-        )
-    return table
+    return _table(title, "mode", lines, rows_total, "batch saved", _batch_saved)
+
+
+def _batch_saved(entry: dict[str, Any]) -> str:
+    return usd(entry.get("batch_saved_usd", "0"))
+
+
+def _saving(entry: dict[str, Any]) -> str:
+    return f"{usd(entry['saving_usd'])} ({entry['saving_pct']:.1f}%)"
 
 
 def _batch_line(totals: dict[str, Any], lines: dict[str, dict[str, Any]]) -> str:
@@ -117,9 +114,16 @@ def _pct(part: int, whole: int) -> str:
     return f"{part / whole * 100:.1f}%" if whole else "–"
 
 
-def _table(title: str, key: str, lines: dict[str, dict[str, Any]], rows_total: int) -> Table:
+def _table(
+    title: str,
+    key: str,
+    lines: dict[str, dict[str, Any]],
+    rows_total: int,
+    last: str = "saving",
+    last_cell: Callable[[dict[str, Any]], str] = _saving,
+) -> Table:
     table = Table(title=title, title_justify="left")
-    for col in (key, "rows", "share", "cost", "all-expert baseline", "saving"):
+    for col in (key, "rows", "share", "cost", "all-expert baseline", last):
         table.add_column(col, justify="left" if col == key else "right")
     for name, entry in lines.items():
         table.add_row(
@@ -128,7 +132,7 @@ def _table(title: str, key: str, lines: dict[str, dict[str, Any]], rows_total: i
             _pct(entry["rows"], rows_total),
             usd(entry["cost_usd"]),
             usd(entry["baseline_cost_usd"]),
-            f"{usd(entry['saving_usd'])} ({entry['saving_pct']:.1f}%)",
+            last_cell(entry),
         )
     return table
 
