@@ -9,7 +9,9 @@ estimate on every scope of ``policy.budgets`` under a key of the job's own — c
 row, tier, model, never the customer's ``prompt_id``); and after the call, the reservation
 settled at the reported usage, the answer cached and the metrics observed (:meth:`settle`),
 or the reservation released (:meth:`release`). Every Redis round trip here is awaited on the
-engine's I/O loop; the independent writes after a call go concurrently.
+engine's I/O loop; the independent writes after a call go concurrently. Provider batch mode
+reserves and settles a provider batch's rows at once (:meth:`reserve_many`,
+:meth:`settle_many`: one ledger call and one cache round trip per few hundred rows).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from routing.resilience import Scope, budget_scopes
 from workers import metrics
 from workers.guards.bundle import Guards
 from workers.guards.cache import cache_key
+from workers.guards.ledger import Hold
 from workers.provider import ChatRequest, Completion
 
 
@@ -66,6 +69,7 @@ class Accounting:
         self.policy, self.guards, self.ctx = policy, guards, ctx
         self._prefetched: dict[str, dict[str, Any] | None] = {}
         self._budgets_read = float("-inf")  # when the budget metrics were last refreshed
+        self._scopes: dict[tuple[str, str, datetime], list[Scope]] = {}
 
     def request(self, row: Prompt, tier: TierSpec) -> ChatRequest:
         """What ``row`` asks of a model of ``tier``: its output capped at the tier's."""
@@ -130,11 +134,12 @@ class Accounting:
         )
         return done, (Decimal(hit["cost_usd"]) if own and "cost_usd" in hit else None)
 
-    async def _remember(
+    def _entry(
         self, row: Prompt, model: ModelSpec, request: ChatRequest, done: Completion, cost: Decimal
-    ) -> None:
+    ) -> tuple[str, dict[str, Any]] | None:
+        """The cache entry (key, value) an answer leaves, or None when it is not cached."""
         if not self.policy.cache.enabled or done.finish_reason == "length":
-            return  # a truncated answer is not worth reusing
+            return None  # a truncated answer is not worth reusing
         value = {
             "text": done.text,
             "finish_reason": done.finish_reason,
@@ -146,8 +151,14 @@ class Accounting:
             "cost_usd": str(cost),
             "attempts": done.attempts,
         }
-        key = self._cache_key(row, model, request)
-        await self.guards.cache.put(key, value, self.policy.cache.ttl_s)
+        return self._cache_key(row, model, request), value
+
+    async def _remember(
+        self, row: Prompt, model: ModelSpec, request: ChatRequest, done: Completion, cost: Decimal
+    ) -> None:
+        entry = self._entry(row, model, request, done, cost)
+        if entry is not None:
+            await self.guards.cache.put(*entry, self.policy.cache.ttl_s)
 
     # ------------------------------------------------------------ budget
 
@@ -163,13 +174,25 @@ class Accounting:
     ) -> Reservation:
         """The reservation a call made at ``at`` holds (its key and scopes are a function of
         the row, tier, model and time: a provider batch's collector rebuilds them)."""
-        scopes = budget_scopes(self.policy.budgets, row.tenant, self.ctx.job_id, tier.name, at)
+        scopes = self.scopes(row.tenant, tier, at)
         return Reservation(
             key=f"{self.ctx.job_id}/{row.ref}/{tier.name}/{model.name}",  # never the id
             scopes=scopes,
             estimate=call_cost(model, row.input_tokens, request.max_tokens, batch=batch),
             tokens=row.input_tokens + request.max_tokens,
         )
+
+    def scopes(self, tenant: str, tier: TierSpec, at: datetime) -> list[Scope]:
+        """The budget scopes of a call of ``tenant`` on ``tier`` at ``at`` (remembered: a
+        provider batch's rows share one ``at``)."""
+        memo = (tenant, tier.name, at)
+        found = self._scopes.get(memo)
+        if found is None:
+            if len(self._scopes) >= 64:
+                self._scopes.clear()
+            found = budget_scopes(self.policy.budgets, tenant, self.ctx.job_id, tier.name, at)
+            self._scopes[memo] = found
+        return found
 
     async def reserve(
         self,
@@ -211,6 +234,65 @@ class Accounting:
         await self._observe_budgets(held.scopes)
         return cost
 
+    async def reserve_many(
+        self,
+        rows: Sequence[Prompt],
+        tier: TierSpec,
+        model: ModelSpec,
+        at: datetime,
+        *,
+        ttl_s: float,
+    ) -> list[bool]:
+        """Each row's reservation at the batch price as made at ``at`` (held ``ttl_s``), in
+        order — each fits or not after the rows before it: whether it fit every cap."""
+        fits = [False] * len(rows)
+        for tenant, index in _by_tenant(rows).items():
+            holds = [self._hold(rows[i], tier, model, at) for i in index]
+            scopes = self.scopes(tenant, tier, at)
+            done = await self.guards.ledger.reserve_many(holds, scopes, ttl_s)
+            for i, fit in zip(index, done, strict=True):
+                fits[i] = fit
+        return fits
+
+    def _hold(self, row: Prompt, tier: TierSpec, model: ModelSpec, at: datetime) -> Hold:
+        held = self.reservation(row, tier, model, self.request(row, tier), at, batch=True)
+        return Hold(held.key, held.estimate, held.tokens)
+
+    async def settle_many(
+        self,
+        answers: Sequence[tuple[Prompt, Completion]],
+        tier: TierSpec,
+        model: ModelSpec,
+        at: datetime,
+    ) -> list[Decimal]:
+        """:meth:`settle` of provider batch answers reserved at ``at`` (:meth:`reserve_many`),
+        at the batch price: the ledger, the cache and the metrics in a few round trips.
+        Returns each answer's cost."""
+        costs = [call_cost(model, d.input_tokens, d.output_tokens, batch=True) for _, d in answers]
+        entries = []
+        for tenant, index in _by_tenant([row for row, _ in answers]).items():
+            holds = []
+            for i in index:
+                row, done = answers[i]
+                key = self._hold(row, tier, model, at).key
+                holds.append(Hold(key, costs[i], done.input_tokens + done.output_tokens))
+                entry = self._entry(row, model, self.request(row, tier), done, costs[i])
+                if entry is not None:
+                    entries.append(entry)
+            scopes = self.scopes(tenant, tier, at)
+            await self.guards.ledger.settle_many(holds, scopes)
+            metrics.observe_cost(
+                tier.name,
+                tenant,
+                sum((costs[i] for i in index), Decimal(0)),
+                sum(answers[i][1].input_tokens for i in index),
+                sum(answers[i][1].output_tokens for i in index),
+            )
+            await self._observe_budgets(scopes)
+        if entries:
+            await self.guards.cache.put_many(entries, self.policy.cache.ttl_s)
+        return costs
+
     async def release(self, held: Reservation) -> None:
         await self.guards.ledger.release(held.key, held.scopes)
 
@@ -225,3 +307,11 @@ class Accounting:
             return
         self._budgets_read = now
         await asyncio.to_thread(metrics.observe_budgets, self.guards.ledger, scopes)
+
+
+def _by_tenant(rows: Sequence[Prompt]) -> dict[str, list[int]]:
+    """The positions of ``rows`` by tenant, in order."""
+    groups: dict[str, list[int]] = {}
+    for i, row in enumerate(rows):
+        groups.setdefault(row.tenant, []).append(i)
+    return groups

@@ -212,6 +212,25 @@ def test_batch_cascade_sends_exactly_the_unsure_answers_to_round_two(
         assert first <= call_cost(fast_model, row["input_tokens"], 512, batch=True)
 
 
+def test_outcomes_kept_in_memory_equal_the_ones_read_back(tmp_path: Path, sim: SimServer) -> None:
+    """An engine reads the outcomes it wrote itself from memory, not back from the store:
+    what it keeps must be exactly what a later task reads (a cascade job: both rounds)."""
+    policy = batch_policy(tiers={"fast": {"cascade": {"min_confidence": 0.6}}})
+    rt, _, _ = run(tmp_path, sim, policy, prompts(60))
+    root = str(tmp_path / "job-1" / "out" / "job_id=job-1")
+    records = rt.storage.list_files(layout.batches_dir(root), ".json")
+    assert records
+    for uri in records:
+        record = rec.load(rt.storage, uri)
+        assert record is not None
+        stored = rec.read_outcomes(rt.storage, root, record, policy)
+        again = rec.outcomes_uri(root, record, 9, "again")
+        rec.write_outcomes(rt.storage, again, stored)
+        read_back = rec.read_outcomes(rt.storage, root, record, policy)
+        kept = rec.read_outcomes(rt.storage, root, record, policy, known={again: stored})
+        assert stored and read_back == kept == stored
+
+
 # ---------------------------------------------------------------- budgets, redelivery
 
 
@@ -246,6 +265,56 @@ def test_a_redelivered_dispatch_submits_nothing_twice(tmp_path: Path, sim: SimSe
     for uri in records:
         record = rec.load(rt.storage, uri)
         assert record is not None and all(b.batch_id for b in record.batches)
+
+
+class Crash(BaseException):
+    """The worker dies here (not an error the engine handles)."""
+
+
+@pytest.mark.parametrize("when", ["before the create", "after the create"])
+def test_a_worker_killed_around_a_create_submits_each_batch_once(
+    tmp_path: Path, sim: SimServer, monkeypatch: pytest.MonkeyPatch, when: str
+) -> None:
+    """The record says *submitting* (saved with the plan) before any create; the dispatch
+    redelivered after the worker died looks for the batch by its tag first: created once."""
+    from workers.batchapi_openai import OpenAIBatchApi
+
+    real, calls = OpenAIBatchApi.submit, {"submit": 0, "find": 0}
+    real_find = OpenAIBatchApi.find
+
+    async def dying(self: Any, lines: Any, tag: str) -> str:
+        calls["submit"] += 1
+        if calls["submit"] == 1:
+            if when == "after the create":
+                await real(self, lines, tag)
+            raise Crash(when)
+        return await real(self, lines, tag)
+
+    async def counted_find(self: Any, tag: str, since: float) -> str | None:
+        calls["find"] += 1
+        return await real_find(self, tag, since)
+
+    monkeypatch.setattr(OpenAIBatchApi, "submit", dying)
+    monkeypatch.setattr(OpenAIBatchApi, "find", counted_find)
+    policy = batch_policy()
+    rt = runtime(make_settings(sim))
+    uri = write_input(tmp_path / "in.parquet", prompts(12))
+    plan = plan_job(rt, uri, tmp_path / "out", rows_per_chunk=40, policy=policy)
+    sink = Recording(rt)
+    stages.ingest(rt, plan.context, plan.chunks[0], sink)
+    first = sink.batches[0]
+    with pytest.raises(Crash):
+        stages.dispatch(rt, plan.context, first, sink)
+    stored = rec.load(rt.storage, layout.batch_record(plan.context.job_root, 0, first["tier"]))
+    assert stored is not None and [b.status for b in stored.batches] == ["submitting"]
+    for batch in sink.batches:
+        stages.dispatch(rt, plan.context, batch, sink)
+    stats = batch_stats(sim)
+
+    assert stats["requests_submitted"] == 12 and stats["duplicate_requests"] == 0
+    assert calls["find"] == 1  # only the redelivered batch is looked for; fresh ones are not
+    stored = rec.load(rt.storage, layout.batch_record(plan.context.job_root, 0, first["tier"]))
+    assert stored is not None and all(b.batch_id for b in stored.batches)
 
 
 class Recording:

@@ -122,6 +122,14 @@ def test_cache_reads_many_keys_at_once_in_order(kind: str, request: pytest.Fixtu
     assert cache.get_many([]) == []
 
 
+def test_cache_writes_many_entries_at_once(kind: str, request: pytest.FixtureRequest) -> None:
+    cache, tag = make_cache(kind, request), uuid.uuid4().hex
+    keys = [f"br:cache:test:{tag}:{i}" for i in range(3)]
+    cache.put_many([(keys[0], {"n": 0}), (keys[2], {"n": 2, "text": "é"})], 60)
+    cache.put_many([], 60)
+    assert cache.get_many(keys) == [{"n": 0}, None, {"n": 2, "text": "é"}]
+
+
 def test_a_cached_answer_expires(kind: str, request: pytest.FixtureRequest) -> None:
     cache, key = make_cache(kind, request), f"br:cache:test:{uuid.uuid4().hex}"
     cache.put(key, {"text": "soon gone"}, 1)

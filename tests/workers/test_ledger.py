@@ -21,7 +21,7 @@ import redis
 from routing.resilience import PERIOD_MARGIN_S, BudgetLimit, BudgetSpec, Scope, budget_scopes
 from tests.workers.blocking import Blocking
 from workers.aio import LoopRedis
-from workers.guards.ledger import MemoryLedger, RedisLedger, Usage
+from workers.guards.ledger import MANY_PER_CALL, Hold, MemoryLedger, RedisLedger, Usage
 
 Ledger = Blocking  # a ledger driven from this synchronous test code
 
@@ -310,6 +310,66 @@ def test_ten_thousand_small_settles_sum_exactly(ledger: Ledger) -> None:
     assert usage(ledger, "tenant:t:day:d") == usage(ledger, "job:J1") == expected
 
 
+# ---------------------------------------------------------------- many keys at once
+
+
+def test_reserve_many_fits_each_key_after_the_ones_before_it(ledger: Ledger) -> None:
+    scopes = [scope("job:J1", usd="1"), scope("job:J1:tier:fast", tokens=100)]
+    holds = [Hold("a", D("0.5"), 10), Hold("b", D("0.75"), 10), Hold("c", D("0.5"), 10)]
+    assert ledger.reserve_many(holds, scopes) == [True, False, True]  # b would pass the cap
+    assert usage(ledger) == (0, D("1"), 0, 20)
+    too_many = [Hold("d", D("0"), 60), Hold("e", D("0"), 60)]
+    assert ledger.reserve_many(too_many, scopes) == [True, False]  # the token cap: 80 + 60
+    assert usage(ledger, "job:J1:tier:fast") == (0, D("1"), 0, 80)
+
+
+def test_reserve_many_is_idempotent_per_key(ledger: Ledger) -> None:
+    scopes = [scope(usd="1")]
+    assert ledger.reserve("a", scopes, D("0.5"), 10)
+    holds = [Hold("a", D("0.5"), 10), Hold("b", D("0.5"), 10)]
+    assert ledger.reserve_many(holds, scopes) == [True, True]  # a: held already, not again
+    assert ledger.reserve_many(holds, scopes) == [True, True]
+    assert usage(ledger) == (0, D("1"), 0, 20)
+
+
+def test_settle_many_replaces_each_reservation(ledger: Ledger) -> None:
+    scopes = [scope("job:J1"), scope("job:J1:tier:fast")]
+    holds = [Hold(f"k{i}", D("0.01"), 100) for i in range(5)]
+    assert ledger.reserve_many(holds, scopes) == [True] * 5
+    actual = [Hold(f"k{i}", D(i).scaleb(-12), i) for i in range(5)]
+    ledger.settle_many(actual, scopes)
+    ledger.settle_many(actual, scopes)  # a redelivered collect: the last wins, counted once
+    for scope_id in ("job:J1", "job:J1:tier:fast"):
+        assert usage(ledger, scope_id) == (D(10).scaleb(-12), 0, 10, 0)
+
+
+def test_settle_many_keeps_a_key_on_the_scopes_it_was_reserved_on(ledger: Ledger) -> None:
+    assert ledger.reserve("moved", [scope("job:J1"), scope("job:J1:tier:x")], D("0.5"), 10)
+    given = [scope("job:J1"), scope("job:J1:tier:fast")]
+    ledger.settle_many([Hold("moved", D("0.25"), 5), Hold("new", D("0.125"), 1)], given)
+    assert usage(ledger, "job:J1:tier:x") == (D("0.25"), 0, 5, 0)
+    assert usage(ledger, "job:J1:tier:fast") == (D("0.125"), 0, 1, 0)
+    assert usage(ledger, "job:J1") == (D("0.375"), 0, 6, 0)
+
+
+def test_many_keys_span_several_calls_and_sum_exactly(ledger: Ledger) -> None:
+    n = 2 * MANY_PER_CALL + 7
+    rng = random.Random(3)
+    scopes = [scope("tenant:t:day:d", usd="1"), scope("job:J1")]
+    amounts = [D(rng.randint(1, 10**9)).scaleb(-12) for _ in range(n)]
+    holds = [Hold(f"k{i}", a, 1) for i, a in enumerate(amounts)]
+    assert ledger.reserve_many(holds, scopes) == [True] * n
+    assert usage(ledger, "job:J1") == (0, sum(amounts, D(0)), 0, n)
+    ledger.settle_many([Hold(h.key, h.usd / 2, 0) for h in holds], scopes)
+    settled = sum((to_half(a) for a in amounts), D(0))
+    assert usage(ledger, "tenant:t:day:d") == usage(ledger, "job:J1") == (settled, 0, 0, 0)
+
+
+def to_half(amount: Decimal) -> Decimal:
+    """Half an amount as the ledger settles it: to the pico-USD, half-even."""
+    return (amount / 2).quantize(D(1).scaleb(-12), rounding="ROUND_HALF_EVEN")
+
+
 # ---------------------------------------------------------------- races
 
 RACE_CAP = D("1")
@@ -415,15 +475,25 @@ def test_memory_and_redis_ledgers_agree_on_random_operations(redis_url: str) -> 
     pool = [scope("t:day", usd="0.05", tokens=400), scope("job:J"), scope("job:J:fast", usd="0.03")]
     rng = random.Random(11)
     for step in range(600):
-        key, op = f"k{rng.randint(0, 40)}", rng.choice(["reserve", "settle", "release"])
+        key = f"k{rng.randint(0, 40)}"
+        op = rng.choice(["reserve", "settle", "release", "reserve_many", "settle_many"])
         scopes = rng.sample(pool, rng.randint(1, 3))
         usd, tokens = D(rng.randint(0, 5 * 10**9)).scaleb(-12), rng.randint(0, 60)
         given = scopes if rng.random() < 0.5 else None
+        many = [
+            Hold(f"k{rng.randint(0, 40)}", D(rng.randint(0, 2 * 10**9)).scaleb(-12), 10)
+            for _ in range(rng.randint(1, 5))
+        ]
         outcomes: list[object] = []
         for ledger in ledgers:
             try:
                 if op == "reserve":
                     outcomes.append(ledger.reserve(key, scopes, usd, tokens))
+                elif op == "reserve_many":
+                    outcomes.append(ledger.reserve_many(many, scopes))
+                elif op == "settle_many":
+                    ledger.settle_many(many, scopes)
+                    outcomes.append(None)
                 elif op == "settle":
                     ledger.settle(key, usd, tokens, scopes=given)
                     outcomes.append(None)

@@ -11,7 +11,6 @@ cannot be reached during a look (a retryable error) is looked at again at the ne
 
 from __future__ import annotations
 
-import asyncio
 import math
 import time
 from datetime import UTC, datetime
@@ -28,7 +27,7 @@ from workers.aio import io_loop
 from workers.attempts import no_call
 from workers.batchapi import BatchResult
 from workers.batches import record as rec
-from workers.batches.engine import MIN_POLL_S, SETTLE_CONCURRENCY, TierBatchEngine, lost
+from workers.batches.engine import MIN_POLL_S, TierBatchEngine, lost
 from workers.calls import Caller, Outcome, Row, Served
 from workers.provider import Completion
 from workers.redact import redact_error
@@ -67,34 +66,37 @@ class Collector:
 
     def _poll(self) -> bool:
         """Read the state of every submitted batch not ended; cancel those past their
-        deadline. True while any batch has not ended (or is yet to be submitted)."""
-        waiting, now = False, time.time()
+        deadline. True while any batch has not ended (or is yet to be submitted). The
+        record is saved, and a batch's summary published, only when a look changed it."""
+        waiting, now, dirty = False, time.time(), False
         for batch in self.e.record.pending():
             if batch.ended:
                 continue
             if batch.batch_id is None:
                 waiting = True
                 continue
-            tier = self.e.policy.tier(batch.tier)
+            tier, before = self.e.policy.tier(batch.tier), _looks(batch)
             try:
                 state = io_loop().run(self.e.api(tier).state(batch.batch_id))
             except ProviderRetryableError as exc:  # looked at again at the next poll
                 batch.error = redact_error(f"could not read the batch: {exc}")
                 waiting = True
-                continue
             except ProviderPermanentError as exc:  # the provider does not know it (any more)
                 batch.ended, batch.status = True, "lost"
                 batch.error = redact_error(f"the provider lost the batch: {exc}")
-                continue
-            batch.status, batch.counts, batch.ended = state.status, state.counts, state.ended
-            batch.error = state.error or batch.error
-            overdue = now - (batch.submitted_at or now) > tier.batch.deadline_s
-            if not batch.ended and overdue and not batch.cancel_requested:
-                io_loop().run(self.e.api(tier).cancel(batch.batch_id))
-                batch.cancel_requested = True
-            waiting = waiting or not batch.ended
-            self.e.summary(batch)
-        self.e.save()
+            else:
+                batch.status, batch.counts, batch.ended = state.status, state.counts, state.ended
+                batch.error = state.error or batch.error
+                overdue = now - (batch.submitted_at or now) > tier.batch.deadline_s
+                if not batch.ended and overdue and not batch.cancel_requested:
+                    io_loop().run(self.e.api(tier).cancel(batch.batch_id))
+                    batch.cancel_requested = True
+                waiting = waiting or not batch.ended
+                if _looks(batch) != before:
+                    self.e.summary(batch)
+            dirty = dirty or _looks(batch) != before
+        if dirty:
+            self.e.save()
         return waiting
 
     def delay(self) -> float:
@@ -119,9 +121,9 @@ class Collector:
         round_ = next(
             r for r in self.e.record.rounds if r.round == batch.round and r.tier == tier.name
         )
-        settled, retry, realtime = io_loop().run(self._settle(batch, tier, round_, results))
+        rows = self.e.rows(tier)  # built here, not on the I/O loop's thread
+        settled, retry, realtime = io_loop().run(self._settle(batch, tier, round_, rows, results))
         if realtime:
-            rows = self.e.rows(tier)
             served = Caller(self.e.policy, self.e.rt.settings, self.e.guards, self.e.ctx, tier).run(
                 [rows[ref] for ref in realtime]
             )
@@ -131,9 +133,7 @@ class Collector:
         if batch.round > 1:
             prior = self._prior(batch.round)
             settled = {ref: self.e.merge(prior[ref], s) for ref, s in settled.items()}
-        uri = rec.outcomes_uri(self.e.ctx.job_root, self.e.record, batch.round, batch.key)
-        rec.write_outcomes(self.e.rt.storage, uri, settled)
-        rows = self.e.rows(tier)
+        self.e.write_outcomes(batch.round, batch.key, settled)
         self.e.plan([rows[ref] for ref in retry], tier, batch.round, batch.attempt + 1)
         batch.collected = True
         self.e.save()
@@ -144,49 +144,44 @@ class Collector:
         batch: rec.ProviderBatch,
         tier: TierSpec,
         round_: rec.Round,
+        rows: dict[str, Row],
         results: dict[str, BatchResult],
     ) -> tuple[dict[str, Served], list[str], list[str]]:
-        """Per row: (final outcomes, refs to retry in a batch, refs to serve in realtime)."""
-        rows, model, at = (
-            self.e.rows(tier),
-            tier.primary,
-            datetime.fromtimestamp(round_.reserved_at, UTC),
-        )
+        """Per row: (final outcomes, refs to retry in a batch, refs to serve in realtime).
+        The answers are settled together (:meth:`Accounting.settle_many`)."""
+        model = tier.primary
+        at = datetime.fromtimestamp(round_.reserved_at, UTC)
         settled: dict[str, Served] = {}
+        answered: list[str] = []
         retry: list[str] = []
         realtime: list[str] = []
-        gate = asyncio.Semaphore(SETTLE_CONCURRENCY)
         retry_limit = self._retry_limit()
-
-        async def one(ref: str) -> None:
+        for ref in batch.refs:
+            result = results.get(self._custom_id(batch, ref))
+            if result is not None and result.kind == "succeeded":
+                answered.append(ref)
+                continue
+            then = await self._after_failure(batch, tier, result, retry_limit)
+            if then == "retry":
+                retry.append(ref)
+                continue
             row = rows[ref]
             request = self.e.accounts.request(row, tier)
-            held = self.e.accounts.reservation(row, tier, model, request, at, batch=True)
-            custom_id = str(request_id(self.e.ctx.job_id, ref, batch.round, batch.attempt))
-            result = results.get(custom_id)
-            async with gate:
-                if result is not None and result.kind == "succeeded":
-                    done = result.completion
-                    cost = await self.e.accounts.settle(
-                        held, row, tier, model, request, done, batch=True
-                    )
-                    settled[ref] = self._answered(batch, tier, done, cost)
-                    return
-                then = await self._after_failure(batch, tier, result, retry_limit)
-                if then == "realtime":
-                    await self.e.accounts.release(held)
-                    realtime.append(ref)
-                elif then == "retry":
-                    retry.append(ref)
-                else:
-                    await self.e.accounts.release(held)
-                    settled[ref] = self._failed(batch, tier, result)
-
-        await asyncio.gather(*(one(ref) for ref in batch.refs))
-        order = {ref: i for i, ref in enumerate(batch.refs)}
-        retry.sort(key=order.__getitem__)
-        realtime.sort(key=order.__getitem__)
+            await self.e.accounts.release(
+                self.e.accounts.reservation(row, tier, model, request, at, batch=True)
+            )
+            if then == "realtime":
+                realtime.append(ref)
+            else:
+                settled[ref] = self._failed(batch, tier, result)
+        answers = [(rows[ref], results[self._custom_id(batch, ref)].completion) for ref in answered]
+        costs = await self.e.accounts.settle_many(answers, tier, model, at)
+        for ref, (_, done), cost in zip(answered, answers, costs, strict=True):
+            settled[ref] = self._answered(batch, tier, done, cost)
         return settled, retry, realtime
+
+    def _custom_id(self, batch: rec.ProviderBatch, ref: str) -> str:
+        return str(request_id(self.e.ctx.job_id, ref, batch.round, batch.attempt))
 
     def _retry_limit(self) -> int:
         return max(1, math.ceil(self.e.policy.retry.job_budget * max(self.e.ctx.rows_total, 1)))
@@ -250,20 +245,15 @@ class Collector:
 
     def _prior(self, round_: int) -> dict[str, Served]:
         """The outcomes of the rounds before ``round_`` (what an escalation started from)."""
-        return rec.read_outcomes(
-            self.e.rt.storage, self.e.ctx.job_root, self.e.record, self.e.policy, upto=round_ - 1
-        )
+        return self.e.read_outcomes(upto=round_ - 1)
 
     def _close(self, round_: rec.Round) -> None:
         """A round whose batches are all collected: escalate its unsure answers (cascade)."""
         tier = self.e.policy.tier(round_.tier)
         round_.done = True
-        if tier.cascade is None:
-            self.e.save()
+        if tier.cascade is None:  # nothing more to send: the publish that follows saves
             return
-        mine = rec.read_outcomes(
-            self.e.rt.storage, self.e.ctx.job_root, self.e.record, self.e.policy, upto=round_.round
-        )
+        mine = self.e.read_outcomes(upto=round_.round)
         unsure = [
             ref
             for ref in round_.refs
@@ -289,10 +279,7 @@ class Collector:
             caller = Caller(self.e.policy, self.e.rt.settings, self.e.guards, self.e.ctx, target)
             served = caller.run([rows[r] for r in refs])
             merged = {r: self.e.merge(prior[r], s) for r, s in zip(refs, served, strict=True)}
-            uri = rec.outcomes_uri(
-                self.e.ctx.job_root, self.e.record, round_.round + 1, f"{name}-now"
-            )
-            rec.write_outcomes(self.e.rt.storage, uri, merged)
+            self.e.write_outcomes(round_.round + 1, f"{name}-now", merged)
         self.e.save()
 
     def _dearer(self, tier: TierSpec, row: Row) -> str | None:
@@ -305,9 +292,7 @@ class Collector:
 
     def _publish(self, sink: Sink) -> None:
         """Every round done: the result part, in the realtime schema; the record says so."""
-        found = rec.read_outcomes(
-            self.e.rt.storage, self.e.ctx.job_root, self.e.record, self.e.policy
-        )
+        found = self.e.read_outcomes()
         table = self.e.staged_table()
         served = [found.get(ref) or lost(self.e.tier, ref) for ref in self.e.rows(self.e.tier)]
         values = outcomes(table, canonical_mask(table), served, self.e.policy, self.e.ctx)
@@ -318,3 +303,8 @@ class Collector:
         self.e.save()
         if self.e.policy.minimise:  # the staged copy holds the prompt text
             self.e.rt.storage.delete(self.e.record.staged)
+
+
+def _looks(batch: rec.ProviderBatch) -> tuple[object, ...]:
+    """What a look at a provider batch may change."""
+    return (batch.status, batch.counts, batch.ended, batch.error, batch.cancel_requested)

@@ -29,7 +29,7 @@ realtime (``mode``, ``batch_id``, ``round`` per row).
 
 from __future__ import annotations
 
-import asyncio
+import secrets
 import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -59,7 +59,6 @@ from workers.tierbatch import (
 
 MIN_POLL_S = 0.05  # the first look at a new batch; the gap doubles with its age, to poll_s
 HOLD_MARGIN_S = 3600.0  # a batch reservation is held deadline_s + this
-SETTLE_CONCURRENCY = 64  # ledger/cache round trips in flight while collecting
 
 
 class TierBatchEngine:
@@ -77,6 +76,10 @@ class TierBatchEngine:
         self._rows: dict[str, dict[str, Row]] = {}
         self._table: Any = None
         self._record: rec.TierBatch | None = None
+        self._lines: dict[tuple[str, str, int, int], bytes] = {}  # see _request_line
+        self._written: dict[str, dict[str, Served]] = {}  # outcomes this engine wrote
+        self._fresh: set[str] = set()  # batches planned here and not yet sent: none created
+        self._unsaved = False  # a plan not yet in the saved record
 
     # ------------------------------------------------------------ the record
 
@@ -94,6 +97,19 @@ class TierBatchEngine:
 
     def save(self) -> None:
         rec.save(self.rt.storage, self.uri, self.record)
+        self._unsaved = False
+
+    def write_outcomes(self, round_: int, step: str, served: dict[str, Served]) -> None:
+        """Keep a step's outcomes (``_job/batches/c<chunk>-<tier>/n<round>-<step>``)."""
+        uri = rec.outcomes_uri(self.ctx.job_root, self.record, round_, step)
+        rec.write_outcomes(self.rt.storage, uri, served)
+        self._written[uri] = dict(served)
+
+    def read_outcomes(self, upto: int | None = None) -> dict[str, Served]:
+        """Every step's outcomes so far (of rounds ≤ ``upto``): the ones this engine wrote
+        as they are, the others read back."""
+        root, storage = self.ctx.job_root, self.rt.storage
+        return rec.read_outcomes(storage, root, self.record, self.policy, upto, self._written)
 
     def staged_table(self) -> Any:
         if self._table is None:
@@ -125,7 +141,9 @@ class TierBatchEngine:
             if not staged:
                 staged = layout.staged_batch(self.ctx.job_root, self.chunk, self.tier.name)
                 self.rt.storage.write_parquet(staged, load_batch(self.rt.storage, batch))
-            self._record = rec.TierBatch(chunk=self.chunk, tier=self.tier.name, staged=staged)
+            self._record = rec.TierBatch(
+                chunk=self.chunk, tier=self.tier.name, staged=staged, nonce=secrets.token_hex(4)
+            )
             self.open_round(list(self.rows(self.tier).values()), 1, self.tier, None)
         self.submit_planned()
 
@@ -151,8 +169,7 @@ class TierBatchEngine:
         self.record.rounds.append(step)
         self.plan(fitting, tier, round_, 1)
         if settled:
-            uri = rec.outcomes_uri(self.ctx.job_root, self.record, round_, f"{tier.name}-now")
-            rec.write_outcomes(self.rt.storage, uri, settled)
+            self.write_outcomes(round_, f"{tier.name}-now", settled)
         self.save()
 
     async def _prepare(
@@ -160,42 +177,45 @@ class TierBatchEngine:
     ) -> tuple[dict[str, Served], list[Row], list[Row]]:
         """(cache hits, rows whose batch-price reservation fit, rows over budget)."""
         model, hits = tier.primary, {}
-        fitting: list[Row] = []
-        over: list[Row] = []
         await self.accounts.prefetch(rows, tier)
-        ttl = tier.batch.deadline_s + HOLD_MARGIN_S
-        gate = asyncio.Semaphore(SETTLE_CONCURRENCY)
-
-        async def one(row: Row) -> None:
-            async with gate:
-                request = self.accounts.request(row, tier)
-                hit = await self.accounts.cached(row, model, request)
-                if hit is not None:
-                    hits[row.ref] = _from_cache(hit, tier)
-                    return
-                held = self.accounts.reservation(
-                    row, tier, model, request, datetime.fromtimestamp(at, UTC), batch=True
-                )
-                ledger = self.guards.ledger
-                fits = await ledger.reserve(held.key, held.scopes, held.estimate, held.tokens, ttl)
-                (fitting if fits else over).append(row)
-
-        await asyncio.gather(*(one(r) for r in rows))
-        order = {r.ref: i for i, r in enumerate(rows)}
-        fitting.sort(key=lambda r: order[r.ref])
-        over.sort(key=lambda r: order[r.ref])
+        asked: list[Row] = []
+        for row in rows:
+            hit = await self.accounts.cached(row, model, self.accounts.request(row, tier))
+            if hit is None:
+                asked.append(row)
+            else:
+                hits[row.ref] = _from_cache(hit, tier)
+        fits = await self.accounts.reserve_many(
+            asked,
+            tier,
+            model,
+            datetime.fromtimestamp(at, UTC),
+            ttl_s=tier.batch.deadline_s + HOLD_MARGIN_S,
+        )
+        fitting = [row for row, fit in zip(asked, fits, strict=True) if fit]
+        over = [row for row, fit in zip(asked, fits, strict=True) if not fit]
         return hits, fitting, over
 
     def _request_line(self, row: Row, tier: TierSpec, round_: int, attempt: int) -> bytes:
-        custom_id = str(request_id(self.ctx.job_id, row.ref, round_, attempt))
-        request = self.accounts.request(row, tier)
-        return self.api(tier).encode(custom_id, tier.primary.name, request)
+        """The request's line in the provider's batch file (encoded once per process: the
+        plan measures it, the submit right after sends it)."""
+        memo = (row.ref, tier.name, round_, attempt)
+        line = self._lines.pop(memo, None)
+        if line is None:
+            custom_id = str(request_id(self.ctx.job_id, row.ref, round_, attempt))
+            request = self.accounts.request(row, tier)
+            line = self.api(tier).encode(custom_id, tier.primary.name, request)
+        return line
 
     def plan(self, rows: Sequence[Row], tier: TierSpec, round_: int, attempt: int) -> None:
         """Provider batches for ``rows`` within the provider's file limits, planned."""
         if not rows:
             return
-        sizes = [len(self._request_line(r, tier, round_, attempt)) for r in rows]
+        lines = [self._request_line(r, tier, round_, attempt) for r in rows]
+        self._lines.update(
+            ((r.ref, tier.name, round_, attempt), line) for r, line in zip(rows, lines, strict=True)
+        )
+        sizes = [len(line) for line in lines]
         limits = tier.batch.limits(self.policy.providers[tier.primary.provider].kind)
         for part in split(sizes, limits):
             key = f"n{round_}-a{attempt}-f{len(self.record.batches)}"
@@ -203,13 +223,20 @@ class TierBatchEngine:
             batch = rec.ProviderBatch(
                 key=key, round=round_, attempt=attempt, tier=tier.name, refs=refs
             )
+            batch.status = "submitting"  # saved with the plan: a create may follow it
             self.record.batches.append(batch)
+            self._fresh.add(key)
+        self._unsaved = True
 
     def tag(self, batch: rec.ProviderBatch) -> str:
-        return f"{self.ctx.job_id}/c{self.chunk}/{self.tier.name}/{batch.key}"
+        """The batch's name at the provider (OpenAI: ``metadata.batch_router``)."""
+        name = f"{self.ctx.job_id}/c{self.chunk}/{self.tier.name}/{batch.key}"
+        return f"{name}/{self.record.nonce}" if self.record.nonce else name
 
     def submit_planned(self) -> None:
-        """Submit every planned provider batch; each recorded with its id right after."""
+        """Submit every planned provider batch; each recorded with its id right after.
+        A batch is saved as *submitting* before its create (with its plan, or alone), so
+        a redelivery that finds it so looks for it at the provider by its tag first."""
         for batch in self.record.batches:
             if batch.batch_id is None and not batch.ended:
                 self._submit(batch)
@@ -223,11 +250,13 @@ class TierBatchEngine:
         tag = self.tag(batch)
         try:
             found = None
-            if batch.status == "submitting":  # a crash may have come after the create
-                found = io_loop().run(api.find(tag, self.record.created_at - 300))
-            if found is None:
-                batch.status = "submitting"
-                self.save()
+            if batch.status == "submitting" and batch.key not in self._fresh:
+                found = io_loop().run(api.find(tag, self.record.created_at - 300))  # a crash
+            if found is None:  # may have come after the create; else, the record says
+                if batch.status != "submitting" or self._unsaved:  # "submitting" first
+                    batch.status = "submitting"
+                    self.save()
+                self._fresh.discard(batch.key)
                 found = io_loop().run(api.submit(lines, tag))
         except ProviderRetryableError as exc:
             batch.submit_errors += 1

@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Mapping
+from dataclasses import replace
 from decimal import Decimal
 from typing import Any
 
@@ -76,6 +78,8 @@ class TierBatch(BaseModel):
     tier: str  # the routed tier: the result part's name
     staged: str  # the routed rows, as Parquet (prompt text included)
     created_at: float = Field(default_factory=time.time)
+    nonce: str = ""  # this record's own: in its batches' tags, so a job id run again never
+    # adopts a batch of the earlier run (set once, when the record is made)
     rounds: list[Round] = Field(default_factory=list)
     batches: list[ProviderBatch] = Field(default_factory=list)
     published: bool = False
@@ -243,15 +247,25 @@ def _round_of(uri: str) -> int:
 
 
 def read_outcomes(
-    storage: Storage, root: str, record: TierBatch, policy: Policy, upto: int | None = None
+    storage: Storage,
+    root: str,
+    record: TierBatch,
+    policy: Policy,
+    upto: int | None = None,
+    known: Mapping[str, dict[str, Served]] | None = None,
 ) -> dict[str, Served]:
     """Every outcome the record's steps wrote (of rounds ≤ ``upto``); a row's outcome of a
-    later round (an escalation, merged with the earlier answer) wins."""
+    later round (an escalation, merged with the earlier answer) wins. ``known``: outcomes
+    this process wrote (uri → outcomes), taken as they are instead of read back."""
+    known = known or {}
     found: dict[str, Served] = {}
     prefix = outcomes_uri(root, record, 0, "x").rsplit("/", 1)[0]
-    uris = sorted(storage.list_files(prefix, ".parquet"), key=_round_of)
-    for uri in uris:
+    listed = set(storage.list_files(prefix, ".parquet"))
+    for uri in sorted(listed | {u for u in known if u.startswith(prefix + "/")}, key=_round_of):
         if upto is not None and _round_of(uri) > upto:
+            continue
+        if uri in known:
+            found.update((ref, replace(s, notes=list(s.notes))) for ref, s in known[uri].items())
             continue
         for row in storage.read_parquet(uri).to_pylist():
             found[row["ref"]] = _served(row, policy)

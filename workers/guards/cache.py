@@ -66,6 +66,10 @@ class ResponseCache(Protocol):
 
     async def put(self, key: str, value: dict[str, Any], ttl_s: int) -> None: ...
 
+    async def put_many(self, items: Sequence[tuple[str, dict[str, Any]]], ttl_s: int) -> None:
+        """:meth:`put` of every (key, value), in one round trip."""
+        ...
+
 
 class MemoryCache:
     """Per process (the local executor): bounded LRU with expiry."""
@@ -96,6 +100,10 @@ class MemoryCache:
             while len(self._data) > self._max:
                 self._data.popitem(last=False)
 
+    async def put_many(self, items: Sequence[tuple[str, dict[str, Any]]], ttl_s: int) -> None:
+        for key, value in items:
+            await self.put(key, value, ttl_s)
+
 
 class RedisCache:
     """``SET key json EX ttl`` / ``MGET keys``, shared by every worker and every job."""
@@ -112,3 +120,11 @@ class RedisCache:
     async def put(self, key: str, value: dict[str, Any], ttl_s: int) -> None:
         text = json.dumps(value, separators=(",", ":"))
         await self._aio.client().set(key, text, ex=ttl_s)
+
+    async def put_many(self, items: Sequence[tuple[str, dict[str, Any]]], ttl_s: int) -> None:
+        if not items:
+            return
+        async with self._aio.client().pipeline(transaction=False) as pipe:
+            for key, value in items:
+                pipe.set(key, json.dumps(value, separators=(",", ":")), ex=ttl_s)
+            await pipe.execute()

@@ -45,6 +45,7 @@ from workers.guards.lua import Script
 
 PICO = 12  # amounts are integers in units of 10**-PICO USD
 RECORD_TTL_S = 7 * 86400  # how long a settled/released key is remembered (idempotency)
+MANY_PER_CALL = 500  # keys per Lua call of reserve_many / settle_many (bounds its run time)
 
 
 @dataclass(frozen=True)
@@ -53,6 +54,15 @@ class Usage:
     reserved_usd: Decimal
     settled_tokens: int
     reserved_tokens: int
+
+
+@dataclass(frozen=True)
+class Hold:
+    """One key's amount in a call on many keys (a provider batch's rows)."""
+
+    key: str
+    usd: Decimal
+    tokens: int
 
 
 class Ledger(Protocol):
@@ -71,12 +81,23 @@ class Ledger(Protocol):
         deadline)."""
         ...
 
+    async def reserve_many(
+        self, holds: Sequence[Hold], scopes: Sequence[Scope], ttl_s: float | None = None
+    ) -> list[bool]:
+        """:meth:`reserve` of each hold on the same scopes, in order (each fits or not after
+        the ones before it), in one atomic step per part of the list."""
+        ...
+
     async def settle(
         self, key: str, usd: Decimal, tokens: int, scopes: Sequence[Scope] | None = None
     ) -> None:
         """Replace the key's reservation, or its previous settlement (the last wins), by
         the actual usage, on the scopes stored at reserve time, else on ``scopes``. May
         exceed a cap. KeyError only when the key is unknown and ``scopes`` is None."""
+        ...
+
+    async def settle_many(self, holds: Sequence[Hold], scopes: Sequence[Scope]) -> None:
+        """:meth:`settle` of each hold (its actual usage), the scopes given for all."""
         ...
 
     async def release(self, key: str, scopes: Sequence[Scope] | None = None) -> None:
@@ -205,6 +226,11 @@ class MemoryLedger:
             self._records[key] = _Record("reserved", amount, tokens, ids, expires)
             return True
 
+    async def reserve_many(
+        self, holds: Sequence[Hold], scopes: Sequence[Scope], ttl_s: float | None = None
+    ) -> list[bool]:
+        return [await self.reserve(h.key, scopes, h.usd, h.tokens, ttl_s) for h in holds]
+
     async def settle(
         self, key: str, usd: Decimal, tokens: int, scopes: Sequence[Scope] | None = None
     ) -> None:
@@ -225,6 +251,10 @@ class MemoryLedger:
                     c.add("settled", -rec.usd, -rec.tokens)
                 c.add("settled", amount, tokens)
             self._records[key] = _Record("settled", amount, tokens, rec.scopes)
+
+    async def settle_many(self, holds: Sequence[Hold], scopes: Sequence[Scope]) -> None:
+        for h in holds:
+            await self.settle(h.key, h.usd, h.tokens, scopes)
 
     async def release(self, key: str, scopes: Sequence[Scope] | None = None) -> None:
         with self._lock:
@@ -312,8 +342,11 @@ class RedisLedger:
         return keys.ledger_pending(scope_id, self._prefix)
 
     def _keys(self, key: str, scope_ids: Sequence[str]) -> list[str]:
+        """``ledger_release``'s KEYS: the record, the scopes' hashes, their pending sets."""
+        return [self.record_key(key), *self._scope_keys(scope_ids)]
+
+    def _scope_keys(self, scope_ids: Sequence[str]) -> list[str]:
         return [
-            self.record_key(key),
             *(self.scope_key(s) for s in scope_ids),
             *(self.pending_key(s) for s in scope_ids),
         ]
@@ -336,39 +369,72 @@ class RedisLedger:
         tokens: int,
         ttl_s: float | None = None,
     ) -> bool:
-        _check(scopes, tokens)
-        amount = to_pico(usd, ROUND_CEILING)
+        (fits,) = await self.reserve_many([Hold(key, usd, tokens)], scopes, ttl_s)
+        return fits
+
+    async def reserve_many(
+        self, holds: Sequence[Hold], scopes: Sequence[Scope], ttl_s: float | None = None
+    ) -> list[bool]:
+        for h in holds:
+            _check(scopes, h.tokens)
+        amounts = [to_pico(h.usd, ROUND_CEILING) for h in holds]
         ids = [s.id for s in scopes]
         ttl_ms, record_ttl = self._ttl_ms, self._record_ttl
         if ttl_s is not None:
             ttl_ms, record_ttl = int(ttl_s * 1000), max(record_ttl, int(-(-ttl_s // 1)))
-        args: list[Any] = [len(scopes), amount, tokens, ttl_ms, record_ttl]
-        args += [_json(ids), _json([s.ttl_s for s in scopes]), f"{amount}|{tokens}|{key}"]
+        head: list[Any] = [ttl_ms, record_ttl, _json(ids), _json([s.ttl_s for s in scopes])]
         for s in scopes:
             cap = "" if s.usd is None else to_pico(s.usd, ROUND_FLOOR)
-            args += [cap, "" if s.tokens is None else s.tokens, s.ttl_s]
-        done = await self._RESERVE.run(self._client(), self._keys(key, ids), args)
-        return int(done) == 1
+            head += [cap, "" if s.tokens is None else s.tokens, s.ttl_s]
+        scope_keys = self._scope_keys(ids)
+        fits: list[bool] = []
+        for lo in range(0, len(holds), MANY_PER_CALL):
+            part = range(lo, min(lo + MANY_PER_CALL, len(holds)))
+            args: list[Any] = [len(scopes), len(part), *head]
+            for i in part:
+                usd, tokens = amounts[i], holds[i].tokens
+                args += [usd, tokens, f"{usd}|{tokens}|{holds[i].key}"]
+            keys = [*scope_keys, *(self.record_key(holds[i].key) for i in part)]
+            fits += [int(v) == 1 for v in await self._RESERVE.run(self._client(), keys, args)]
+        return fits
 
     async def settle(
         self, key: str, usd: Decimal, tokens: int, scopes: Sequence[Scope] | None = None
     ) -> None:
         _check(scopes or (), tokens)
-        amount = to_pico(usd)
-        given = _placement(scopes)
+        hold, given = Hold(key, usd, tokens), _placement(scopes)
         guess = given
         for _ in range(self._RETRIES):
             if guess is None:
                 guess = await self._stored(key) or given
             if guess is None:
                 raise KeyError(f"unknown ledger key {key!r} and no scopes given")
-            ids, ttls = guess
-            args: list[Any] = [len(ids), _json(ids), _json(ttls), amount, tokens]
-            args += [self._record_ttl, *ttls]
-            if int(await self._SETTLE.run(self._client(), self._keys(key, ids), args)) == 1:
+            if await self._settle_on(guess, [hold]) == [1]:
                 return
             guess = None
         raise RuntimeError(f"ledger key {key!r} kept changing during settle")
+
+    async def settle_many(self, holds: Sequence[Hold], scopes: Sequence[Scope]) -> None:
+        for h in holds:
+            _check(scopes, h.tokens)
+        placement = ([s.id for s in scopes], [s.ttl_s for s in scopes])
+        moved: list[Hold] = []  # reserved on other scopes: settled one by one
+        for lo in range(0, len(holds), MANY_PER_CALL):
+            part = holds[lo : lo + MANY_PER_CALL]
+            done = await self._settle_on(placement, part)
+            moved += [h for h, d in zip(part, done, strict=True) if d != 1]
+        for h in moved:
+            await self.settle(h.key, h.usd, h.tokens, scopes)
+
+    async def _settle_on(self, placement: _Placement, holds: Sequence[Hold]) -> list[int]:
+        """One ``ledger_settle`` call on ``placement``'s scopes: 1 per key settled, -1 per
+        key whose record names other scopes."""
+        ids, ttls = placement
+        args: list[Any] = [len(ids), len(holds), _json(ids), _json(ttls), self._record_ttl, *ttls]
+        for h in holds:
+            args += [to_pico(h.usd), h.tokens]
+        keys = [*self._scope_keys(ids), *(self.record_key(h.key) for h in holds)]
+        return [int(v) for v in await self._SETTLE.run(self._client(), keys, args)]
 
     async def release(self, key: str, scopes: Sequence[Scope] | None = None) -> None:
         guess = _placement(scopes)

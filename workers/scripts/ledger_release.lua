@@ -1,5 +1,6 @@
 -- Budget ledger: release a key's reservation (workers/guards/ledger.py).
--- KEYS as for ledger_reserve, built from the scope ids of ARGV[2]
+-- KEYS[1] the key's record, KEYS[1+i] scope i hash, KEYS[1+n+i] scope i pending zset,
+-- built from the scope ids of ARGV[2]
 -- ARGV[1] n scopes, ARGV[2] the record's scope ids JSON as read by the caller
 -- Returns 1 when released, 0 when there was nothing to release (no record, settled,
 -- released), -1 when the record's scopes are not ARGV[2] (the caller retries).
