@@ -19,8 +19,11 @@ this process's redactor (``workers.redact``: the Settings' secrets, registered b
 extras, exception traceback and stack alike; an extra value is redacted before it is cut.
 Prompt and response text: only fields listed here and scalar ``extra=`` values under
 other names are written — never a record's ``args`` mapping or
-Celery's ``data`` (task arguments). The HTTP client libraries are held at WARNING: at
-DEBUG the ``openai`` SDK logs whole request bodies, i.e. prompts.
+Celery's ``data`` (task arguments). The provider SDKs and HTTP client libraries
+(:data:`QUIET_LOGGERS`) are held at WARNING whatever their loggers' levels: at DEBUG the
+``openai`` and ``anthropic`` SDKs log whole request bodies, i.e. prompts (``OPENAI_LOG`` /
+``ANTHROPIC_LOG=debug`` set those loggers to DEBUG when the SDK is imported, so the
+handler's :class:`QuietFilter` drops their records below WARNING, not just their level).
 """
 
 from __future__ import annotations
@@ -48,11 +51,12 @@ CONTEXT_FIELDS = ("task", "task_id", "job_id", "chunk", "tier")
 # Loggers that print request bodies (prompts) at DEBUG, or one line per request at INFO.
 QUIET_LOGGERS = (
     "openai",
+    "anthropic",
     "httpx",
     "httpx2",
     "httpx_aiohttp",
     "httpcore",
-    "aiohttp.client",
+    "aiohttp",
     "urllib3",
     "botocore",
     "boto3",
@@ -162,6 +166,17 @@ class ContextFilter(logging.Filter):
         return True
 
 
+class QuietFilter(logging.Filter):
+    """Drops records below WARNING of :data:`QUIET_LOGGERS` (and their children), whatever
+    level a library or its environment variable gave the logger."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno >= logging.WARNING:
+            return True
+        name = record.name
+        return not any(name == q or name.startswith(q + ".") for q in QUIET_LOGGERS)
+
+
 # ---------------------------------------------------------------- formatting
 
 
@@ -229,6 +244,7 @@ def configure(
     fmt = fmt or log_format()
     inner = JsonFormatter() if fmt == "json" else logging.Formatter(TEXT_FORMAT)
     handler.setFormatter(RedactingFormatter(inner))
+    handler.addFilter(QuietFilter())
     handler.addFilter(ContextFilter())
     root = logging.getLogger()
     for old in list(root.handlers):

@@ -136,13 +136,61 @@ def test_structured_extras_and_task_arguments_are_never_written(captured: Captur
     assert "ValueError: boom" in second["exception"] and second["level"] == "ERROR"
 
 
+SEES_BODIES = (
+    "openai._base_client",
+    "anthropic._base_client",
+    "httpx",
+    "httpx2",
+    "httpcore.http11",
+    "aiohttp.client",
+    "aiohttp.access",
+    "urllib3.connectionpool",
+    "botocore.endpoint",
+    "boto3.resources",
+)
+
+
 @pytest.mark.security
-def test_http_client_loggers_never_print_request_bodies(captured: Captured) -> None:
+@pytest.mark.parametrize("name", SEES_BODIES)
+def test_http_client_loggers_never_print_request_bodies(captured: Captured, name: str) -> None:
+    """Held at WARNING whatever their level: ``OPENAI_LOG=debug`` / ``ANTHROPIC_LOG=debug``
+    set the SDK's logger to DEBUG when it is imported (here: after the handler)."""
     stream, _ = captured
-    logging.getLogger("openai._base_client").debug("Request options: {'json_data': 'ZQX'}")
-    for name in ("httpx", "httpx2"):
-        logging.getLogger(name).info("HTTP Request: POST http://sim/v1/chat/completions")
-    assert stream.getvalue() == ""
+    logger = logging.getLogger(name)
+    saved = logger.level
+    logger.setLevel(logging.DEBUG)
+    try:
+        logger.debug("Request options: {'json_data': {'messages': 'ZQX prompt'}}")
+        logger.info("HTTP Request: POST http://sim/v1/chat/completions 'ZQX prompt'")
+        assert stream.getvalue() == ""
+        logger.warning("Retrying request to /chat/completions")
+        assert [r["message"] for r in _lines(stream)] == ["Retrying request to /chat/completions"]
+    finally:
+        logger.setLevel(saved)
+
+
+@pytest.mark.security
+def test_sdk_debug_switches_do_not_log_prompts(
+    captured: Captured, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The SDKs' own switches, as a user sets them: their setup runs, the prompt stays out."""
+    from anthropic._utils import _logs as anthropic_logs
+    from openai._utils import _logs as openai_logs
+
+    stream, _ = captured
+    monkeypatch.setenv("OPENAI_LOG", "debug")
+    monkeypatch.setenv("ANTHROPIC_LOG", "debug")
+    saved = {n: logging.getLogger(n).level for n in ("openai", "anthropic", "httpx")}
+    try:
+        openai_logs.setup_logging()
+        anthropic_logs.setup_logging()
+        assert logging.getLogger("openai").level == logging.DEBUG  # what the switch does
+        logging.getLogger("openai._base_client").debug("Request options: ZQX prompt")
+        logging.getLogger("anthropic._base_client").debug("Request options: ZQX prompt")
+        assert "ZQX" not in stream.getvalue()
+    finally:
+        for name, level in saved.items():
+            logging.getLogger(name).setLevel(level)
 
 
 def test_text_format_for_a_terminal() -> None:
