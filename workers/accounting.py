@@ -176,11 +176,16 @@ class Accounting:
         the row, tier, model and time: a provider batch's collector rebuilds them)."""
         scopes = self.scopes(row.tenant, tier, at)
         return Reservation(
-            key=f"{self.ctx.job_id}/{row.ref}/{tier.name}/{model.name}",  # never the id
+            key=self.reservation_key(row, tier, model),
             scopes=scopes,
             estimate=call_cost(model, row.input_tokens, request.max_tokens, batch=batch),
             tokens=row.input_tokens + request.max_tokens,
         )
+
+    def reservation_key(self, row: Prompt, tier: TierSpec, model: ModelSpec) -> str:
+        """The ledger key of ``row``'s call on ``model`` of ``tier``: the job's own names
+        (chunk, input row), never the customer's ``prompt_id``."""
+        return f"{self.ctx.job_id}/{row.ref}/{tier.name}/{model.name}"
 
     def scopes(self, tenant: str, tier: TierSpec, at: datetime) -> list[Scope]:
         """The budget scopes of a call of ``tenant`` on ``tier`` at ``at`` (remembered: a
@@ -274,11 +279,12 @@ class Accounting:
             holds = []
             for i in index:
                 row, done = answers[i]
-                key = self._hold(row, tier, model, at).key
+                key = self.reservation_key(row, tier, model)
                 holds.append(Hold(key, costs[i], done.input_tokens + done.output_tokens))
-                entry = self._entry(row, model, self.request(row, tier), done, costs[i])
-                if entry is not None:
-                    entries.append(entry)
+                if self.policy.cache.enabled:
+                    entry = self._entry(row, model, self.request(row, tier), done, costs[i])
+                    if entry is not None:
+                        entries.append(entry)
             scopes = self.scopes(tenant, tier, at)
             await self.guards.ledger.settle_many(holds, scopes)
             metrics.observe_cost(

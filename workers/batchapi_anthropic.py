@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import re
-import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -114,7 +113,7 @@ def _result(line: dict[str, Any], batch_id: str) -> BatchResult:
     custom_id, result = str(line.get("custom_id")), line.get("result") or {}
     kind = result.get("type")
     if kind == "succeeded":
-        message = parse_messages(result.get("message"), 1, time.perf_counter())
+        message = parse_messages(result.get("message"), 1, None)
         return answered(custom_id, message)
     if kind == "errored":
         error = (result.get("error") or {}).get("error") or {}

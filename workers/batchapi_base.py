@@ -9,7 +9,6 @@ goes through :func:`workers.redact.redact_error` here, as realtime failures do i
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Awaitable
 from dataclasses import dataclass
 from typing import Literal, TypeVar
@@ -50,8 +49,8 @@ class BatchResult:
 
 
 def answered(custom_id: str, completion: Completion) -> BatchResult:
-    """A parsed answer (a malformed one parses as a permanent failure: then ``errored``)."""
-    completion = dataclasses.replace(completion, latency_ms=0.0, attempts=1)
+    """A parsed answer (parsed with one attempt and no start time: latency 0); a malformed
+    one parses as a permanent failure: then ``errored``."""
     return BatchResult(custom_id, "succeeded" if completion.ok else "errored", completion)
 
 

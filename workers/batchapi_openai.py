@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import math
 import re
-import time
 from collections.abc import Sequence
 from typing import Any, Final, Literal
 
@@ -136,7 +135,7 @@ def _result(line: dict[str, Any], batch_id: str) -> BatchResult:
         status = response.get("status_code")
         body = response.get("body")
         if status == 200:
-            return answered(custom_id, parse_chat(body, 1, time.perf_counter()))
+            return answered(custom_id, parse_chat(body, 1, None))
         message = (body or {}).get("error", {}).get("message") if isinstance(body, dict) else body
         return errored(custom_id, status, str(message))
     code = (error or {}).get("code")

@@ -21,8 +21,12 @@ cascade — is the serving engine's (``workers/calls.py``, ``workers/attempts.py
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import email.utils
+import math
 import os
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -165,11 +169,30 @@ def classify(exc: Exception) -> ProviderRetryableError | ProviderPermanentError:
 
 
 def _retry_after(exc: openai.APIStatusError | anthropic.APIStatusError) -> float | None:
-    value = exc.response.headers.get("retry-after")
-    try:
-        return float(value) if value is not None else None
-    except ValueError:
+    return retry_after_s(exc.response.headers)
+
+
+def retry_after_s(headers: Mapping[str, str], now: float | None = None) -> float | None:
+    """The provider's wait hint in seconds (``headers``: case-insensitive, as httpx's;
+    lower-case keys otherwise), read as the official SDKs read it:
+    ``retry-after-ms`` (milliseconds), else ``retry-after`` as seconds or as an HTTP date
+    (RFC 9110; ``now``: the current Unix time). None when absent, unreadable or negative."""
+    millis = headers.get("retry-after-ms")
+    if millis is not None:
+        with contextlib.suppress(ValueError):
+            value = float(millis) / 1000
+            return value if math.isfinite(value) and value >= 0 else None
+    text = headers.get("retry-after")
+    if text is None:
         return None
+    try:
+        value = float(text)
+    except ValueError:
+        parsed = email.utils.parsedate_tz(text)
+        if parsed is None:
+            return None
+        value = email.utils.mktime_tz(parsed) - (time.time() if now is None else now)
+    return value if math.isfinite(value) and value >= 0 else None
 
 
 async def call_once(
@@ -214,7 +237,13 @@ def messages_body(model: str, request: ChatRequest) -> dict[str, Any]:
     return body
 
 
-def parse_chat(body: Any, attempts: int, start: float) -> Completion:
+def _since(start: float | None) -> float:
+    """Milliseconds since ``start`` (``time.perf_counter``); 0 without one (an answer read
+    from a provider batch's results has no latency of its own)."""
+    return 0.0 if start is None else (time.perf_counter() - start) * 1000
+
+
+def parse_chat(body: Any, attempts: int, start: float | None) -> Completion:
     """A chat-completions response body (a plain dict) as a :class:`Completion`."""
     try:
         choice = body["choices"][0]
@@ -228,7 +257,7 @@ def parse_chat(body: Any, attempts: int, start: float) -> Completion:
             finish_reason=choice.get("finish_reason"),
             input_tokens=int(usage.get("prompt_tokens", 0)),
             output_tokens=int(usage.get("completion_tokens", 0)),
-            latency_ms=(time.perf_counter() - start) * 1000,
+            latency_ms=_since(start),
             attempts=attempts,
             logprobs=logprobs,
         )
@@ -237,7 +266,7 @@ def parse_chat(body: Any, attempts: int, start: float) -> Completion:
         return _failure(error, attempts, start)
 
 
-def parse_messages(body: Any, attempts: int, start: float) -> Completion:
+def parse_messages(body: Any, attempts: int, start: float | None) -> Completion:
     """An Anthropic Messages response body (a plain dict) as a :class:`Completion`: the
     text blocks joined, the stop reason mapped (``_STOP_REASONS``), the reported usage
     (prompt-cache reads and writes count as input tokens)."""
@@ -257,7 +286,7 @@ def parse_messages(body: Any, attempts: int, start: float) -> Completion:
             finish_reason=_STOP_REASONS.get(reason, reason),
             input_tokens=input_tokens,
             output_tokens=int(usage.get("output_tokens", 0)),
-            latency_ms=(time.perf_counter() - start) * 1000,
+            latency_ms=_since(start),
             attempts=attempts,
         )
     except (KeyError, IndexError, TypeError, AttributeError, ValueError) as exc:
@@ -265,7 +294,7 @@ def parse_messages(body: Any, attempts: int, start: float) -> Completion:
         return _failure(error, attempts, start)
 
 
-def _failure(error: Exception, attempts: int, start: float) -> Completion:
+def _failure(error: Exception, attempts: int, start: float | None) -> Completion:
     status = getattr(error, "status", None)
     retryable = isinstance(error, ProviderRetryableError)
     kind = "retryable" if retryable else "permanent"
@@ -276,7 +305,7 @@ def _failure(error: Exception, attempts: int, start: float) -> Completion:
         error_text,
         retryable=retryable,
         status=status,
-        latency_ms=(time.perf_counter() - start) * 1000,
+        latency_ms=_since(start),
         attempts=attempts,
         retry_after=getattr(error, "retry_after", None),
     )

@@ -107,33 +107,41 @@ def outcomes(
     dedupe_of = table.column("dedupe_of").to_pylist()
     reasons = table.column("route_reason").to_pylist()
     by_id = dict(zip((i for i, c in zip(ids, canonical, strict=True) if c), served, strict=True))
-    cols: dict[str, list[Any]] = {k: [] for k in OUTCOME_COLUMNS}
-    for pid, original, reason in zip(ids, dedupe_of, reasons, strict=True):
-        s = by_id[original or pid]
-        done, ok = s.done, s.status is Status.OK
-        baseline = call_cost(baseline_model, done.input_tokens, done.output_tokens) if ok else ZERO
-        cols["status"].append(s.status.value)
-        cols["response"].append(done.text)
-        cols["finish_reason"].append(done.finish_reason)
-        cols["input_tokens"].append(done.input_tokens if ok else None)
-        cols["output_tokens"].append(done.output_tokens if ok else None)
-        cols["cost_usd"].append(ZERO if original else s.cost)
-        cols["baseline_cost_usd"].append(baseline)
-        cols["latency_ms"].append(0.0 if original else done.latency_ms)
-        cols["attempts"].append(0 if original else s.calls)
-        cols["error"].append(None if ok else done.error)
-        cols["cache_hit"].append(s.cache_hit)
-        cols["tier"].append(s.tier.name)
-        cols["model"].append(s.model.name)
-        cols["provider"].append(s.model.provider)
-        cols["fallback_from"].append(s.fallback_from)
-        cols["escalated_from"].append(s.escalated_from)
-        cols["confidence"].append(s.confidence)
-        cols["mode"].append(s.mode if s.calls or s.cache_hit else None)
-        cols["batch_id"].append(s.batch_id)
-        cols["round"].append(s.round)
-        cols["batch_saved_usd"].append(ZERO if original else s.batch_saved)
-        cols["route_reason"].append("; ".join([reason, *s.notes]) if s.notes else reason)
+    rows = [by_id[original or pid] for pid, original in zip(ids, dedupe_of, strict=True)]
+    dup = [bool(original) for original in dedupe_of]  # answered by its canonical row
+    done = [s.done for s in rows]
+    status = [s.status for s in rows]
+    ok = [st is Status.OK for st in status]
+    cols: dict[str, list[Any]] = {
+        "status": [st.value for st in status],
+        "response": [d.text for d in done],
+        "finish_reason": [d.finish_reason for d in done],
+        "input_tokens": [d.input_tokens if k else None for d, k in zip(done, ok, strict=True)],
+        "output_tokens": [d.output_tokens if k else None for d, k in zip(done, ok, strict=True)],
+        "cost_usd": [ZERO if d else s.cost for s, d in zip(rows, dup, strict=True)],
+        "baseline_cost_usd": [
+            call_cost(baseline_model, d.input_tokens, d.output_tokens) if k else ZERO
+            for d, k in zip(done, ok, strict=True)
+        ],
+        "latency_ms": [0.0 if p else d.latency_ms for d, p in zip(done, dup, strict=True)],
+        "attempts": [0 if d else s.calls for s, d in zip(rows, dup, strict=True)],
+        "error": [None if k else d.error for d, k in zip(done, ok, strict=True)],
+        "cache_hit": [s.cache_hit for s in rows],
+        "tier": [s.tier.name for s in rows],
+        "model": [s.model.name for s in rows],
+        "provider": [s.model.provider for s in rows],
+        "fallback_from": [s.fallback_from for s in rows],
+        "escalated_from": [s.escalated_from for s in rows],
+        "confidence": [s.confidence for s in rows],
+        "mode": [s.mode if s.calls or s.cache_hit else None for s in rows],
+        "batch_id": [s.batch_id for s in rows],
+        "round": [s.round for s in rows],
+        "batch_saved_usd": [ZERO if d else s.batch_saved for s, d in zip(rows, dup, strict=True)],
+        "route_reason": [
+            "; ".join([reason, *s.notes]) if s.notes else reason
+            for s, reason in zip(rows, reasons, strict=True)
+        ],
+    }
     n = table.num_rows
     cols.update(job_id=[ctx.job_id] * n, policy_version=[ctx.policy_version] * n)
     return cols

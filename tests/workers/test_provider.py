@@ -6,6 +6,7 @@ status sequences — plus the transport's endpoint and client set-up (``workers.
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 import openai
@@ -29,7 +30,7 @@ from tests.workers.serving import (
     unit_settings,
 )
 from workers.calls import Outcome
-from workers.provider import Endpoint, make_client, resolve_endpoint
+from workers.provider import Endpoint, make_client, resolve_endpoint, retry_after_s
 from workers.settings import ProviderOverride, Settings
 from workers.sim.server import SimServer
 
@@ -115,6 +116,50 @@ def test_retry_after_beyond_the_policy_cap_waits_the_cap(sim: SimServer, delays:
     served = serve_one(policy, unit_settings(sim.base_url), questions(1)[0])
     assert served.calls == 2
     assert delays == [(1, 600.0, 0.01)]
+
+
+@pytest.mark.parametrize(
+    ("headers", "expected"),
+    [
+        ({"retry-after-ms": "1500"}, 1.5),  # milliseconds win, as in the SDKs
+        ({"retry-after-ms": "250", "retry-after": "9"}, 0.25),
+        ({"retry-after": "2"}, 2.0),
+        ({"retry-after": "0.5"}, 0.5),
+        ({"retry-after": "Sun, 06 Dec 2026 20:00:30 GMT"}, 30.0),  # an HTTP date
+        ({"retry-after": "Sun, 06 Dec 2026 19:59:00 GMT"}, None),  # in the past
+        ({"retry-after-ms": "soon", "retry-after": "3"}, 3.0),
+        ({"retry-after": "soon"}, None),
+        ({"retry-after": "-1"}, None),
+        ({"retry-after": "nan"}, None),
+        ({}, None),
+    ],
+)
+def test_retry_after_is_read_as_the_sdks_read_it(
+    headers: dict[str, str], expected: float | None
+) -> None:
+    now = 1796587200.0  # Sun, 06 Dec 2026 20:00:00 GMT
+    assert retry_after_s(headers, now=now) == expected
+
+
+def test_an_http_date_retry_after_is_honoured(delays: Delays) -> None:
+    from email.utils import formatdate
+
+    calls = 0
+
+    async def handler(request: web.Request) -> web.Response:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            error = {"message": "slow down", "type": "requests", "code": "rate_limit_exceeded"}
+            when = formatdate(time.time() + 30, usegmt=True)
+            return web.json_response({"error": error}, status=429, headers={"Retry-After": when})
+        return web.json_response(OK_BODY)
+
+    with scripted(chat(handler)) as url:
+        served = serve_one(unit_policy(), unit_settings(f"{url}/v1"), questions(1)[0])
+    assert (served.status, calls) == ("ok", 2)
+    ((attempt, hint, _),) = delays
+    assert attempt == 1 and hint is not None and 28 <= hint <= 30
 
 
 def test_429_then_success(delays: Delays) -> None:

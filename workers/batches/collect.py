@@ -156,10 +156,12 @@ class Collector:
         retry: list[str] = []
         realtime: list[str] = []
         retry_limit = self._retry_limit()
+        answers: list[tuple[Row, Completion]] = []
         for ref in batch.refs:
             result = results.get(self._custom_id(batch, ref))
             if result is not None and result.kind == "succeeded":
                 answered.append(ref)
+                answers.append((rows[ref], result.completion))
                 continue
             then = await self._after_failure(batch, tier, result, retry_limit)
             if then == "retry":
@@ -174,7 +176,6 @@ class Collector:
                 realtime.append(ref)
             else:
                 settled[ref] = self._failed(batch, tier, result)
-        answers = [(rows[ref], results[self._custom_id(batch, ref)].completion) for ref in answered]
         costs = await self.e.accounts.settle_many(answers, tier, model, at)
         for ref, (_, done), cost in zip(answered, answers, costs, strict=True):
             settled[ref] = self._answered(batch, tier, done, cost)

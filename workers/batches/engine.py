@@ -32,6 +32,7 @@ from __future__ import annotations
 import secrets
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
@@ -163,8 +164,8 @@ class TierBatchEngine:
             settled = {ref: self.merge(prior[ref], s) for ref, s in hits.items()}
             for row in over:
                 note = f"escalation to {tier.name} over budget: first answer kept"
-                prior[row.ref].notes.append(note)
-                settled[row.ref] = prior[row.ref]
+                first = prior[row.ref]
+                settled[row.ref] = replace(first, notes=[*first.notes, note])
         step.refs = [r.ref for r in rows]
         self.record.rounds.append(step)
         self.plan(fitting, tier, round_, 1)

@@ -23,7 +23,6 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Mapping
-from dataclasses import replace
 from decimal import Decimal
 from typing import Any
 
@@ -169,38 +168,35 @@ _OUTCOME_SCHEMA = pa.schema(
 )
 
 
-def _as_row(ref: str, s: Served) -> dict[str, Any]:
-    d = s.done
-    return {
-        "ref": ref,
-        "outcome": s.outcome.name,
-        "text": d.text,
-        "finish_reason": d.finish_reason,
-        "input_tokens": d.input_tokens,
-        "output_tokens": d.output_tokens,
-        "latency_ms": d.latency_ms,
-        "attempts": d.attempts,
-        "error": d.error,
-        "status": d.status,
-        "tier": s.tier.name,
-        "model": s.model.name,
-        "cost": s.cost,
-        "calls": s.calls,
-        "fallback_from": s.fallback_from,
-        "escalated_from": s.escalated_from,
-        "confidence": s.confidence,
-        "cache_hit": s.cache_hit,
-        "notes": list(s.notes),
-        "mode": s.mode,
-        "batch_id": s.batch_id,
-        "round": s.round,
-        "batch_saved": s.batch_saved,
-    }
-
-
 def write_outcomes(storage: Storage, uri: str, served: dict[str, Served]) -> None:
-    rows = [_as_row(ref, s) for ref, s in served.items()]
-    storage.write_parquet(uri, pa.Table.from_pylist(rows, schema=_OUTCOME_SCHEMA))
+    """The outcomes as a Parquet file of :data:`_OUTCOME_SCHEMA` (built column by column)."""
+    out, done = list(served.values()), [s.done for s in served.values()]
+    columns: dict[str, list[Any]] = {
+        "ref": list(served),
+        "outcome": [s.outcome.name for s in out],
+        "text": [d.text for d in done],
+        "finish_reason": [d.finish_reason for d in done],
+        "input_tokens": [d.input_tokens for d in done],
+        "output_tokens": [d.output_tokens for d in done],
+        "latency_ms": [d.latency_ms for d in done],
+        "attempts": [d.attempts for d in done],
+        "error": [d.error for d in done],
+        "status": [d.status for d in done],
+        "tier": [s.tier.name for s in out],
+        "model": [s.model.name for s in out],
+        "cost": [s.cost for s in out],
+        "calls": [s.calls for s in out],
+        "fallback_from": [s.fallback_from for s in out],
+        "escalated_from": [s.escalated_from for s in out],
+        "confidence": [s.confidence for s in out],
+        "cache_hit": [s.cache_hit for s in out],
+        "notes": [list(s.notes) for s in out],
+        "mode": [s.mode for s in out],
+        "batch_id": [s.batch_id for s in out],
+        "round": [s.round for s in out],
+        "batch_saved": [s.batch_saved for s in out],
+    }
+    storage.write_parquet(uri, pa.Table.from_pydict(columns, schema=_OUTCOME_SCHEMA))
 
 
 def _served(row: dict[str, Any], policy: Policy) -> Served:
@@ -256,7 +252,8 @@ def read_outcomes(
 ) -> dict[str, Served]:
     """Every outcome the record's steps wrote (of rounds ≤ ``upto``); a row's outcome of a
     later round (an escalation, merged with the earlier answer) wins. ``known``: outcomes
-    this process wrote (uri → outcomes), taken as they are instead of read back."""
+    this process wrote (uri → outcomes), taken as they are instead of read back — the same
+    objects: an outcome changed after it was written is written again, in a later round."""
     known = known or {}
     found: dict[str, Served] = {}
     prefix = outcomes_uri(root, record, 0, "x").rsplit("/", 1)[0]
@@ -265,7 +262,7 @@ def read_outcomes(
         if upto is not None and _round_of(uri) > upto:
             continue
         if uri in known:
-            found.update((ref, replace(s, notes=list(s.notes))) for ref, s in known[uri].items())
+            found.update(known[uri])
             continue
         for row in storage.read_parquet(uri).to_pylist():
             found[row["ref"]] = _served(row, policy)
