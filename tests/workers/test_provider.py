@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from typing import Any
 
 import openai
@@ -141,42 +142,38 @@ def test_retry_after_is_read_as_the_sdks_read_it(
     assert retry_after_s(headers, now=now) == expected
 
 
+def rate_limited_once(retry_after: Callable[[], str]) -> tuple[Any, dict[str, int]]:
+    """A chat handler that answers 429 (``Retry-After: retry_after()``) once, then OK."""
+    calls = {"n": 0}
+
+    async def handler(request: web.Request) -> web.Response:
+        calls["n"] += 1
+        if calls["n"] == 1:
+            error = {"message": "slow down", "type": "requests", "code": "rate_limit_exceeded"}
+            headers = {"Retry-After": retry_after()}
+            return web.json_response({"error": error}, status=429, headers=headers)
+        return web.json_response(OK_BODY)
+
+    return handler, calls
+
+
 def test_an_http_date_retry_after_is_honoured(delays: Delays) -> None:
     from email.utils import formatdate
 
-    calls = 0
-
-    async def handler(request: web.Request) -> web.Response:
-        nonlocal calls
-        calls += 1
-        if calls == 1:
-            error = {"message": "slow down", "type": "requests", "code": "rate_limit_exceeded"}
-            when = formatdate(time.time() + 30, usegmt=True)
-            return web.json_response({"error": error}, status=429, headers={"Retry-After": when})
-        return web.json_response(OK_BODY)
-
+    handler, calls = rate_limited_once(lambda: formatdate(time.time() + 30, usegmt=True))
     with scripted(chat(handler)) as url:
         served = serve_one(unit_policy(), unit_settings(f"{url}/v1"), questions(1)[0])
-    assert (served.status, calls) == ("ok", 2)
+    assert (served.status, calls["n"]) == ("ok", 2)
     ((attempt, hint, _),) = delays
     assert attempt == 1 and hint is not None and 28 <= hint <= 30
 
 
 def test_429_then_success(delays: Delays) -> None:
-    calls = 0
-
-    async def handler(request: web.Request) -> web.Response:
-        nonlocal calls
-        calls += 1
-        if calls == 1:
-            error = {"message": "slow down", "type": "requests", "code": "rate_limit_exceeded"}
-            return web.json_response({"error": error}, status=429, headers={"Retry-After": "0.02"})
-        return web.json_response(OK_BODY)
-
+    handler, counted = rate_limited_once(lambda: "0.02")
     with scripted(chat(handler)) as url:
         served = serve_one(unit_policy(), unit_settings(f"{url}/v1"), questions(1)[0])
     done = served.done
-    assert (served.status, done.text, served.calls, calls) == ("ok", "hi", 2, 2)
+    assert (served.status, done.text, served.calls, counted["n"]) == ("ok", "hi", 2, 2)
     assert (done.input_tokens, done.output_tokens, done.finish_reason) == (3, 1, "stop")
     assert [(a, hint) for a, hint, _ in delays] == [(1, 0.02)]
 

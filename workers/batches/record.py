@@ -168,34 +168,42 @@ _OUTCOME_SCHEMA = pa.schema(
 )
 
 
+_FROM_DONE = (  # the completion's fields kept as they are
+    "text",
+    "finish_reason",
+    "input_tokens",
+    "output_tokens",
+    "latency_ms",
+    "attempts",
+    "error",
+    "status",
+)
+_FROM_SERVED = (  # the outcome's fields kept as they are
+    "cost",
+    "calls",
+    "fallback_from",
+    "escalated_from",
+    "confidence",
+    "cache_hit",
+    "mode",
+    "batch_id",
+    "round",
+    "batch_saved",
+)
+
+
 def write_outcomes(storage: Storage, uri: str, served: dict[str, Served]) -> None:
     """The outcomes as a Parquet file of :data:`_OUTCOME_SCHEMA` (built column by column)."""
     out, done = list(served.values()), [s.done for s in served.values()]
     columns: dict[str, list[Any]] = {
         "ref": list(served),
         "outcome": [s.outcome.name for s in out],
-        "text": [d.text for d in done],
-        "finish_reason": [d.finish_reason for d in done],
-        "input_tokens": [d.input_tokens for d in done],
-        "output_tokens": [d.output_tokens for d in done],
-        "latency_ms": [d.latency_ms for d in done],
-        "attempts": [d.attempts for d in done],
-        "error": [d.error for d in done],
-        "status": [d.status for d in done],
         "tier": [s.tier.name for s in out],
         "model": [s.model.name for s in out],
-        "cost": [s.cost for s in out],
-        "calls": [s.calls for s in out],
-        "fallback_from": [s.fallback_from for s in out],
-        "escalated_from": [s.escalated_from for s in out],
-        "confidence": [s.confidence for s in out],
-        "cache_hit": [s.cache_hit for s in out],
         "notes": [list(s.notes) for s in out],
-        "mode": [s.mode for s in out],
-        "batch_id": [s.batch_id for s in out],
-        "round": [s.round for s in out],
-        "batch_saved": [s.batch_saved for s in out],
     }
+    columns.update((f, [getattr(d, f) for d in done]) for f in _FROM_DONE)
+    columns.update((f, [getattr(s, f) for s in out]) for f in _FROM_SERVED)
     storage.write_parquet(uri, pa.Table.from_pydict(columns, schema=_OUTCOME_SCHEMA))
 
 
