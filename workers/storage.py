@@ -134,6 +134,18 @@ class Storage:
         except OSError as exc:
             raise StorageError(f"cannot read {uri}: {exc}") from exc
 
+    def read_bytes_if_any(self, uri: str) -> bytes | None:
+        """The object / file at ``uri``, or None when there is none (one request: no
+        separate existence check)."""
+        filesystem, path = self.resolve(uri)
+        try:
+            with filesystem.open_input_stream(path) as stream:
+                return bytes(stream.read())
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise StorageError(f"cannot read {uri}: {exc}") from exc
+
     def write_bytes(self, uri: str, data: bytes) -> None:
         """Publish ``data`` at ``uri`` whole (never a partial object)."""
         filesystem, path = self.resolve(uri)
@@ -174,9 +186,10 @@ class Storage:
         except OSError as exc:
             raise StorageError(f"cannot read {uri}: {exc}") from exc
 
-    def write_parquet(self, uri: str, table: pa.Table) -> None:
-        """Serialise ``table`` in memory, then publish it whole."""
-        self.write_bytes(uri, parquet_bytes(table))
+    def write_parquet(self, uri: str, table: pa.Table, compression: str = "zstd") -> None:
+        """Serialise ``table`` in memory, then publish it whole (``compression``: zstd for
+        what is kept; snappy, ~3x cheaper to write a small file, for intermediates)."""
+        self.write_bytes(uri, parquet_bytes(table, compression))
 
 
 def _hidden(relative: str) -> bool:
@@ -186,9 +199,9 @@ def _hidden(relative: str) -> bool:
     return any(part.startswith((".", "_")) for part in relative.split("/"))
 
 
-def parquet_bytes(table: pa.Table) -> bytes:
+def parquet_bytes(table: pa.Table, compression: str = "zstd") -> bytes:
     sink = io.BytesIO()
-    pq.write_table(table, sink, compression="zstd")
+    pq.write_table(table, sink, compression=compression)
     return sink.getvalue()
 
 

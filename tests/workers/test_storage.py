@@ -122,6 +122,16 @@ def test_bytes_round_trip_and_overwrite(backend: tuple[Storage, str]) -> None:
     assert not storage.exists(join(root, "deep"))  # a folder/prefix is not a file
 
 
+def test_read_bytes_if_any(backend: tuple[Storage, str]) -> None:
+    """One request for "read it if it is there": None for a missing object or folder."""
+    storage, root = backend
+    uri = join(root, "maybe", "record.json")
+    assert storage.read_bytes_if_any(uri) is None
+    storage.write_bytes(uri, b"{}")
+    assert storage.read_bytes_if_any(uri) == b"{}"
+    assert storage.read_bytes_if_any(join(root, "nowhere", "x.json")) is None
+
+
 def test_parquet_round_trip(backend: tuple[Storage, str]) -> None:
     storage, root = backend
     table = sample_table()
@@ -137,6 +147,9 @@ def test_parquet_round_trip(backend: tuple[Storage, str]) -> None:
     assert footer.schema_arrow == table.schema
     assert footer.read_row_groups([0]).equals(table)
     assert storage.read_bytes(uri) == parquet_bytes(table)
+    storage.write_parquet(uri, table, compression="snappy")  # the engine's intermediates
+    assert storage.read_parquet(uri).equals(table)
+    assert storage.parquet_file(uri).metadata.row_group(0).column(0).compression == "SNAPPY"
 
 
 def test_read_parquet_of_a_folder_reads_every_part(backend: tuple[Storage, str]) -> None:

@@ -50,25 +50,31 @@ class Collector:
             return None
         self.e.submit_planned()
         if self._poll():
-            return self.delay()
+            return self._again()
         for batch in self.e.record.pending():
             self._collect(batch)
         self.e.submit_planned()
         if self.e.record.pending():
-            return self.delay()
+            return self._again()
         for round_ in self.e.record.open_rounds():
             self._close(round_)
         if self.e.record.pending():
             self.e.submit_planned()
-            return self.delay()
-        self._publish(sink)
+            return self._again()
+        self._publish(sink)  # saves the record: the common path writes it once per step
         return None
+
+    def _again(self) -> float:
+        """The record saved (when this step changed it) and the seconds to the next look."""
+        self.e.save_if_dirty()
+        return self.delay()
 
     def _poll(self) -> bool:
         """Read the state of every submitted batch not ended; cancel those past their
-        deadline. True while any batch has not ended (or is yet to be submitted). The
-        record is saved, and a batch's summary published, only when a look changed it."""
-        waiting, now, dirty = False, time.time(), False
+        deadline. True while any batch has not ended (or is yet to be submitted). A batch's
+        summary is published, and the record marked to be saved, only when a look changed
+        it."""
+        waiting, now = False, time.time()
         for batch in self.e.record.pending():
             if batch.ended:
                 continue
@@ -94,9 +100,7 @@ class Collector:
                 waiting = waiting or not batch.ended
                 if _looks(batch) != before:
                     self.e.summary(batch)
-            dirty = dirty or _looks(batch) != before
-        if dirty:
-            self.e.save()
+            self.e.dirty = self.e.dirty or _looks(batch) != before
         return waiting
 
     def delay(self) -> float:
@@ -116,6 +120,7 @@ class Collector:
                 found = io_loop().run(self.e.api(tier).results(batch.batch_id))
             except ProviderRetryableError as exc:  # collected at the next poll
                 batch.error = redact_error(f"could not read the results: {exc}")
+                self.e.dirty = True
                 return
             results = {r.custom_id: r for r in found}
         round_ = next(
@@ -136,7 +141,7 @@ class Collector:
         self.e.write_outcomes(batch.round, batch.key, settled)
         self.e.plan([rows[ref] for ref in retry], tier, batch.round, batch.attempt + 1)
         batch.collected = True
-        self.e.save()
+        self.e.dirty = True
         self.e.summary(batch)
 
     async def _settle(
@@ -251,8 +256,8 @@ class Collector:
     def _close(self, round_: rec.Round) -> None:
         """A round whose batches are all collected: escalate its unsure answers (cascade)."""
         tier = self.e.policy.tier(round_.tier)
-        round_.done = True
-        if tier.cascade is None:  # nothing more to send: the publish that follows saves
+        round_.done, self.e.dirty = True, True
+        if tier.cascade is None:  # nothing more to send
             return
         mine = self.e.read_outcomes(upto=round_.round)
         unsure = [
@@ -281,7 +286,8 @@ class Collector:
             served = caller.run([rows[r] for r in refs])
             merged = {r: self.e.merge(prior[r], s) for r, s in zip(refs, served, strict=True)}
             self.e.write_outcomes(round_.round + 1, f"{name}-now", merged)
-        self.e.save()
+        if groups:  # escalations were paid: a crash from here on must not pay them again
+            self.e.save()
 
     def _dearer(self, tier: TierSpec, row: Row) -> str | None:
         names = self.e.policy.tier_names

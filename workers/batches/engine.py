@@ -80,7 +80,7 @@ class TierBatchEngine:
         self._lines: dict[tuple[str, str, int, int], bytes] = {}  # see _request_line
         self._written: dict[str, dict[str, Served]] = {}  # outcomes this engine wrote
         self._fresh: set[str] = set()  # batches planned here and not yet sent: none created
-        self._unsaved = False  # a plan not yet in the saved record
+        self.dirty = False  # the record changed since it was saved (a plan, a look, …)
 
     # ------------------------------------------------------------ the record
 
@@ -98,7 +98,14 @@ class TierBatchEngine:
 
     def save(self) -> None:
         rec.save(self.rt.storage, self.uri, self.record)
-        self._unsaved = False
+        self.dirty = False
+
+    def save_if_dirty(self) -> None:
+        """Save what changed (a poll step saves once, when it stops; what it redoes after a
+        crash before that — reading states and results, settling, writing outcomes — gives
+        the same outcome: the ledger's settlement per row is replaced, not added)."""
+        if self.dirty:
+            self.save()
 
     def write_outcomes(self, round_: int, step: str, served: dict[str, Served]) -> None:
         """Keep a step's outcomes (``_job/batches/c<chunk>-<tier>/n<round>-<step>``)."""
@@ -141,7 +148,8 @@ class TierBatchEngine:
             staged = batch.get("staged")
             if not staged:
                 staged = layout.staged_batch(self.ctx.job_root, self.chunk, self.tier.name)
-                self.rt.storage.write_parquet(staged, load_batch(self.rt.storage, batch))
+                table = load_batch(self.rt.storage, batch)
+                self.rt.storage.write_parquet(staged, table, compression=rec.INTERMEDIATE)
             self._record = rec.TierBatch(
                 chunk=self.chunk, tier=self.tier.name, staged=staged, nonce=secrets.token_hex(4)
             )
@@ -227,7 +235,7 @@ class TierBatchEngine:
             batch.status = "submitting"  # saved with the plan: a create may follow it
             self.record.batches.append(batch)
             self._fresh.add(key)
-        self._unsaved = True
+        self.dirty = True
 
     def tag(self, batch: rec.ProviderBatch) -> str:
         """The batch's name at the provider (OpenAI: ``metadata.batch_router``)."""
@@ -254,7 +262,7 @@ class TierBatchEngine:
             if batch.status == "submitting" and batch.key not in self._fresh:
                 found = io_loop().run(api.find(tag, self.record.created_at - 300))  # a crash
             if found is None:  # may have come after the create; else, the record says
-                if batch.status != "submitting" or self._unsaved:  # "submitting" first
+                if batch.status != "submitting" or self.dirty:  # "submitting", saved, first
                     batch.status = "submitting"
                     self.save()
                 self._fresh.discard(batch.key)

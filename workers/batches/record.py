@@ -92,9 +92,8 @@ class TierBatch(BaseModel):
 
 
 def load(storage: Storage, uri: str) -> TierBatch | None:
-    if not storage.exists(uri):
-        return None
-    return TierBatch.model_validate_json(storage.read_bytes(uri))
+    data = storage.read_bytes_if_any(uri)
+    return None if data is None else TierBatch.model_validate_json(data)
 
 
 def save(storage: Storage, uri: str, record: TierBatch) -> None:
@@ -138,6 +137,8 @@ def summaries(client: redis.Redis, job_id: str) -> dict[str, dict[str, Any]]:
 
 
 # ---------------------------------------------------------------- outcomes
+
+INTERMEDIATE = "snappy"  # the engine's own files (staged rows, outcomes): cheap to write
 
 _OUTCOME_SCHEMA = pa.schema(
     [
@@ -204,7 +205,8 @@ def write_outcomes(storage: Storage, uri: str, served: dict[str, Served]) -> Non
     }
     columns.update((f, [getattr(d, f) for d in done]) for f in _FROM_DONE)
     columns.update((f, [getattr(s, f) for s in out]) for f in _FROM_SERVED)
-    storage.write_parquet(uri, pa.Table.from_pydict(columns, schema=_OUTCOME_SCHEMA))
+    table = pa.Table.from_pydict(columns, schema=_OUTCOME_SCHEMA)
+    storage.write_parquet(uri, table, compression=INTERMEDIATE)
 
 
 def _served(row: dict[str, Any], policy: Policy) -> Served:
