@@ -66,8 +66,9 @@ class BatchApi(Protocol):
         """The batch as the provider shows it now."""
         ...
 
-    async def results(self, batch_id: str) -> list[BatchResult]:
-        """Every result of an ended batch, in no particular order."""
+    async def results(self, batch_id: str, files: Sequence[str] | None = None) -> list[BatchResult]:
+        """Every result of an ended batch, in no particular order. ``files``: where they
+        are, as its ended :class:`BatchState` said (saves a retrieve; None: look it up)."""
         ...
 
     async def cancel(self, batch_id: str) -> None:

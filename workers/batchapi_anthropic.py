@@ -74,7 +74,9 @@ class AnthropicBatchApi:
     async def state(self, batch_id: str) -> BatchState:
         return _state(await classified(self._client.messages.batches.retrieve(batch_id)))
 
-    async def results(self, batch_id: str) -> list[BatchResult]:
+    async def results(
+        self, batch_id: str, files: Sequence[str] | None = None
+    ) -> list[BatchResult]:  # the results stream is found by the batch id alone
         lines = await classified(self._result_lines(batch_id))
         return [_result(json.loads(line), batch_id) for line in lines]
 

@@ -36,6 +36,7 @@ class BatchState:
     counts: dict[str, int]  # the provider's request_counts as it names them
     created_at: float  # unix seconds
     error: str | None = None  # why the whole batch failed (OpenAI validation errors), redacted
+    files: tuple[str, ...] | None = None  # an ended batch's result files (OpenAI), else None
 
 
 @dataclass(frozen=True)

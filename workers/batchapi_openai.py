@@ -83,12 +83,14 @@ class OpenAIBatchApi:
     async def state(self, batch_id: str) -> BatchState:
         return _state(await classified(self._client.batches.retrieve(batch_id)))
 
-    async def results(self, batch_id: str) -> list[BatchResult]:
-        batch = await classified(self._client.batches.retrieve(batch_id))
-        if batch.status not in ENDED:
-            raise ProviderPermanentError(f"batch {batch_id} has not ended ({batch.status})")
+    async def results(self, batch_id: str, files: Sequence[str] | None = None) -> list[BatchResult]:
+        if files is None:
+            batch = await classified(self._client.batches.retrieve(batch_id))
+            if batch.status not in ENDED:
+                raise ProviderPermanentError(f"batch {batch_id} has not ended ({batch.status})")
+            files = _files(batch)
         found: list[BatchResult] = []
-        for file_id in (batch.output_file_id, batch.error_file_id):
+        for file_id in files:
             if file_id:
                 content = await classified(self._client.files.content(file_id))
                 lines = filter(None, content.content.splitlines())
@@ -114,7 +116,13 @@ def _state(batch: Batch) -> BatchState:
         counts={k: int(v) for k, v in counts.items()},
         created_at=float(batch.created_at),
         error=_errors(batch) if batch.status == "failed" else None,
+        files=_files(batch) if batch.status in ENDED else None,
     )
+
+
+def _files(batch: Batch) -> tuple[str, ...]:
+    """An ended batch's output and error files (those it has)."""
+    return tuple(f for f in (batch.output_file_id, batch.error_file_id) if f)
 
 
 def _errors(batch: Batch) -> str:

@@ -186,6 +186,16 @@ class Storage:
         except OSError as exc:
             raise StorageError(f"cannot read {uri}: {exc}") from exc
 
+    def read_parquet_file(self, uri: str) -> pa.Table:
+        """One Parquet file (no dataset discovery: one request fewer than
+        :meth:`read_parquet` on an object store)."""
+        filesystem, path = self.resolve(uri)
+        try:
+            with filesystem.open_input_file(path) as handle:
+                return pq.ParquetFile(handle).read()
+        except OSError as exc:
+            raise StorageError(f"cannot read {uri}: {exc}") from exc
+
     def write_parquet(self, uri: str, table: pa.Table, compression: str = "zstd") -> None:
         """Serialise ``table`` in memory, then publish it whole (``compression``: zstd for
         what is kept; snappy, ~3x cheaper to write a small file, for intermediates)."""

@@ -40,7 +40,7 @@ def load_batch(storage: Storage, batch: dict[str, Any]) -> pa.Table:
     if batch.get("inline") is not None:
         data = base64.b64decode(batch["inline"])
         return pa.ipc.open_stream(io.BytesIO(data)).read_all()
-    return storage.read_parquet(batch["staged"])
+    return storage.read_parquet_file(batch["staged"])
 
 
 def canonical_mask(table: pa.Table) -> list[bool]:

@@ -103,6 +103,20 @@ def test_encode_is_the_request_as_sent(sim: SimServer) -> None:
         claude.encode("job/1", MODEL, req)  # Anthropic's custom ids: [a-zA-Z0-9_-]{1,64}
 
 
+def test_results_from_the_files_an_ended_state_names(sim: SimServer) -> None:
+    """The files an ended batch's state names are read without retrieving it again."""
+    api = sim_api(sim, "openai")
+    batch_id = submit(api, requests(4))
+    state = run(api.state(batch_id))
+    assert state.ended and state.files and all(f.startswith("file-") for f in state.files)
+    before = sim.stats()["openai_batches"]["http_requests"]
+    known = by_id(run(api.results(batch_id, state.files)))
+    direct = sim.stats()["openai_batches"]["http_requests"] - before
+    looked_up = by_id(run(api.results(batch_id)))
+    assert known == looked_up and len(known) == 4
+    assert sim.stats()["openai_batches"]["http_requests"] - before - direct == direct + 1
+
+
 @pytest.mark.parametrize("kind", KINDS)
 def test_answers_equal_realtime_answers(sim: SimServer, kind: str) -> None:
     api, reqs = sim_api(sim, kind), requests(6)

@@ -139,6 +139,7 @@ def test_parquet_round_trip(backend: tuple[Storage, str]) -> None:
     storage.write_parquet(uri, table)
 
     assert storage.read_parquet(uri).equals(table)
+    assert storage.read_parquet_file(uri).equals(table)
     assert storage.read_parquet(uri, columns=["n", "cost_usd"]).equals(
         table.select(["n", "cost_usd"])
     )

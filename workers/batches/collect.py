@@ -92,6 +92,7 @@ class Collector:
                 batch.error = redact_error(f"the provider lost the batch: {exc}")
             else:
                 batch.status, batch.counts, batch.ended = state.status, state.counts, state.ended
+                batch.files = list(state.files) if state.files is not None else None
                 batch.error = state.error or batch.error
                 overdue = now - (batch.submitted_at or now) > tier.batch.deadline_s
                 if not batch.ended and overdue and not batch.cancel_requested:
@@ -117,7 +118,7 @@ class Collector:
         results: dict[str, BatchResult] = {}
         if batch.batch_id is not None and batch.status not in ("not_submitted", "lost"):
             try:
-                found = io_loop().run(self.e.api(tier).results(batch.batch_id))
+                found = io_loop().run(self.e.api(tier).results(batch.batch_id, batch.files))
             except ProviderRetryableError as exc:  # collected at the next poll
                 batch.error = redact_error(f"could not read the results: {exc}")
                 self.e.dirty = True

@@ -121,7 +121,7 @@ class TierBatchEngine:
 
     def staged_table(self) -> Any:
         if self._table is None:
-            self._table = self.rt.storage.read_parquet(self.record.staged)
+            self._table = self.rt.storage.read_parquet_file(self.record.staged)
         return self._table
 
     def rows(self, tier: TierSpec) -> dict[str, Row]:

@@ -54,6 +54,7 @@ class ProviderBatch(BaseModel):
     error: str | None = None  # why it could not be submitted, or why the provider failed it
     status: str = "planned"  # the provider's status word once submitted
     counts: dict[str, int] = Field(default_factory=dict)
+    files: list[str] | None = None  # where an ended batch's results are (OpenAI file ids)
     ended: bool = False
     cancel_requested: bool = False
     collected: bool = False
@@ -274,6 +275,6 @@ def read_outcomes(
         if uri in known:
             found.update(known[uri])
             continue
-        for row in storage.read_parquet(uri).to_pylist():
+        for row in storage.read_parquet_file(uri).to_pylist():
             found[row["ref"]] = _served(row, policy)
     return found
