@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import tempfile
 from dataclasses import dataclass
 from functools import cached_property
@@ -25,12 +26,15 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from pyarrow import fs
 
-from routing.errors import StorageError
+from routing.errors import InputError, StorageError
 from workers.settings import S3Settings
 
 
 def is_s3(uri: str) -> bool:
     return uri.startswith("s3://")
+
+
+_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]+:")  # two letters or more: "C:" is a drive
 
 
 class _S3Client(Protocol):
@@ -83,10 +87,30 @@ class Storage:
             raise OSError(f"encrypted put failed: {exc}") from exc
 
     def resolve(self, uri: str) -> tuple[fs.FileSystem, str]:
+        """The filesystem and path of ``uri``: ``s3://bucket/key``, ``file://path`` or a
+        local path. Anything else that looks like a URI (``s3:/b/k``, ``S3://``, ``gs://``)
+        is an :class:`InputError` naming the forms taken, never a local path by that
+        name."""
         if is_s3(uri):
             return self._s3fs, uri.removeprefix("s3://")
+        if not uri.startswith("file://") and _SCHEME.match(uri):
+            raise InputError(
+                f"{uri!r}: not a URI batch-router reads — use s3://bucket/key, file:///path "
+                "or a local path"
+            )
         path = uri.removeprefix("file://")
         return fs.LocalFileSystem(), str(Path(path).absolute())
+
+    def missing_bucket(self, uri: str) -> str | None:
+        """The bucket of an ``s3://`` URI when that bucket does not exist (else None)."""
+        if not is_s3(uri):
+            return None
+        bucket = uri.removeprefix("s3://").split("/", 1)[0]
+        try:
+            found = self._s3fs.get_file_info(bucket).type != fs.FileType.NotFound
+        except OSError:
+            return None  # cannot tell (no rights to look): say nothing more
+        return None if found else bucket
 
     def list_files(self, uri: str, suffix: str = "") -> list[str]:
         """Every file under ``uri`` (a prefix/folder, or one file), sorted, as URIs."""

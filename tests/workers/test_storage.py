@@ -14,7 +14,7 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
-from routing.errors import RetryableError, StorageError
+from routing.errors import InputError, PermanentError, RetryableError, StorageError
 from tests import services
 from workers.settings import S3Settings
 from workers.storage import Storage, is_s3, join, parquet_bytes
@@ -215,6 +215,37 @@ def test_local_errors_are_storage_errors_naming_the_uri(tmp_path: Path) -> None:
     under_a_file = str(tmp_path / "file" / "child.bin")
     with pytest.raises(StorageError, match=r"cannot write .*file/child\.bin"):
         storage.write_bytes(under_a_file, b"y")
+
+
+@pytest.mark.parametrize("uri", ["s3:/bucket/x.parquet", "S3://bucket/x", "gs://b/x", "s3a://b/x"])
+def test_a_uri_of_another_form_is_an_input_error_not_a_local_path(
+    uri: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    storage = Storage(S3Settings())
+    for call in (storage.exists, storage.read_bytes, storage.list_files):
+        with pytest.raises(InputError, match="use s3://bucket/key") as info:
+            call(uri)
+        assert isinstance(info.value, PermanentError) and uri in str(info.value)
+    with pytest.raises(InputError):
+        storage.write_bytes(uri, b"x")
+    assert list(tmp_path.iterdir()) == []  # nothing written under a folder named "s3:"
+    assert storage.resolve("file:///tmp/x")[1] == "/tmp/x"
+    assert storage.resolve("relative/x")[1] == str(tmp_path / "relative" / "x")
+
+
+@pytest.mark.integration
+def test_a_missing_bucket_is_named(s3_endpoint: str, bucket: str) -> None:
+    from workers.jobs.plan import read_footers
+
+    storage = s3_storage(s3_endpoint)
+    assert storage.missing_bucket("s3://no-such-bucket-here/in/x.parquet") == "no-such-bucket-here"
+    assert storage.missing_bucket(f"s3://{bucket}/in/x.parquet") is None
+    assert storage.missing_bucket("/local/x") is None
+    with pytest.raises(InputError, match="the bucket 'no-such-bucket-here' does not exist"):
+        read_footers(storage, "s3://no-such-bucket-here/in/")
+    with pytest.raises(InputError, match="no such file or folder"):
+        read_footers(storage, f"s3://{bucket}/not/there/")
 
 
 @pytest.mark.integration

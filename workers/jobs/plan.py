@@ -41,6 +41,9 @@ def read_footers(
     if not uris:
         filesystem, path = storage.resolve(input_uri)
         if filesystem.get_file_info(path).type == fs.FileType.NotFound:
+            bucket = storage.missing_bucket(input_uri)
+            if bucket is not None:
+                raise InputError(f"{input_uri}: the bucket {bucket!r} does not exist")
             raise InputError(f"{input_uri}: no such file or folder")
         raise InputError(f"{input_uri}: no .parquet files found")
     files, problems, seen = [], [], []
