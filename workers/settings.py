@@ -7,6 +7,7 @@ never logged. Build it once at the edge (CLI, worker start) and pass it down.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -19,13 +20,31 @@ class S3Settings(BaseModel):
     """An S3-compatible object store. Unset credentials fall back to the AWS defaults."""
 
     endpoint_url: str | None = None
-    region: str = "us-east-1"
+    region: str | None = Field(
+        None,
+        description="the store's region; unset: AWS_REGION, AWS_DEFAULT_REGION, the AWS "
+        "config file's region (boto3's chain), else us-east-1",
+    )
     access_key_id: SecretStr | None = None
     secret_access_key: SecretStr | None = None
     sse: Literal["AES256", "aws:kms"] | None = Field(
         None, description="server-side encryption requested on every object written"
     )
     sse_kms_key_id: str | None = Field(None, description="KMS key for sse=aws:kms")
+
+    def resolved_region(self) -> str:
+        """The region used for the store and every AWS client: :attr:`region`, else the
+        environment's (``AWS_REGION``, ``AWS_DEFAULT_REGION``, the AWS config file: what
+        boto3 reads), else ``us-east-1``."""
+        if self.region:
+            return self.region
+        for name in ("AWS_REGION", "AWS_DEFAULT_REGION"):
+            if os.environ.get(name):
+                return os.environ[name]
+        import botocore.session
+
+        configured = botocore.session.get_session().get_config_variable("region")
+        return str(configured) if configured else "us-east-1"
 
     def aws_client(self, service: str, endpoint_url: str | None) -> Any:
         """A boto3 client for ``service`` with this store's region and credentials (unset:
@@ -35,7 +54,7 @@ class S3Settings(BaseModel):
         return boto3.client(
             service,
             endpoint_url=endpoint_url,
-            region_name=self.region,
+            region_name=self.resolved_region(),
             aws_access_key_id=self.access_key_id.get_secret_value() if self.access_key_id else None,
             aws_secret_access_key=(
                 self.secret_access_key.get_secret_value() if self.secret_access_key else None

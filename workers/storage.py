@@ -60,7 +60,7 @@ class Storage:
     @cached_property
     def _s3fs(self) -> fs.S3FileSystem:
         s3 = self.s3
-        kwargs: dict[str, object] = {"region": s3.region}
+        kwargs: dict[str, object] = {"region": s3.resolved_region()}
         if s3.endpoint_url:
             scheme, _, host = s3.endpoint_url.partition("://")
             kwargs.update(endpoint_override=host, scheme=scheme)

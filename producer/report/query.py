@@ -116,7 +116,7 @@ def find_jobs(storage: Storage, paths: Sequence[str]) -> Jobs:
 
 def storage_options(s3: S3Settings) -> dict[str, str]:
     """polars' object-store options for the configured S3 (unset keys: the AWS defaults)."""
-    options = {"aws_region": s3.region}
+    options = {"aws_region": s3.resolved_region()}
     if s3.endpoint_url:
         options["aws_endpoint_url"] = s3.endpoint_url
         if s3.endpoint_url.startswith("http://"):

@@ -234,6 +234,28 @@ def test_a_uri_of_another_form_is_an_input_error_not_a_local_path(
     assert storage.resolve("relative/x")[1] == str(tmp_path / "relative" / "x")
 
 
+def test_the_region_follows_the_aws_chain(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Unset, the region is boto3's: AWS_REGION, AWS_DEFAULT_REGION, the config file."""
+    for name in ("AWS_REGION", "AWS_DEFAULT_REGION", "AWS_PROFILE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    assert S3Settings().resolved_region() == "us-east-1"
+    config = tmp_path / "config"
+    config.write_text("[default]\nregion = ap-south-1\n")
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(config))
+    assert S3Settings().resolved_region() == "ap-south-1"
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "eu-north-1")
+    assert S3Settings().resolved_region() == "eu-north-1"
+    monkeypatch.setenv("AWS_REGION", "eu-west-3")
+    assert S3Settings().resolved_region() == "eu-west-3"
+    assert S3Settings(region="us-west-2").resolved_region() == "us-west-2"  # the setting wins
+    client = S3Settings().aws_client("s3", None)
+    assert client.meta.region_name == "eu-west-3"
+    assert Storage(S3Settings())._s3fs.region == "eu-west-3"
+
+
 @pytest.mark.integration
 def test_a_missing_bucket_is_named(s3_endpoint: str, bucket: str) -> None:
     from workers.jobs.plan import read_footers
