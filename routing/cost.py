@@ -35,3 +35,14 @@ def call_cost(
     per_in, per_out = model.per_token(batch=batch)
     raw = per_in * input_tokens + per_out * output_tokens
     return raw.quantize(QUANTUM)
+
+
+def usd_text(value: Decimal | None) -> str:
+    """An exact USD amount as the manifest, the tracker and every report write it: a fixed
+    12-place decimal string (``"0.000000000000"``, ``"1.752317650000"``); None is 0."""
+    return f"{(value or ZERO).quantize(QUANTUM):f}"
+
+
+def pct(part: Decimal, whole: Decimal) -> float:
+    """``part`` as a percentage of ``whole``, to 3 places (0.0 when ``whole`` is 0)."""
+    return round(float(part / whole * 100), 3) if whole else 0.0

@@ -15,6 +15,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from routing.cost import usd_text
 from routing.plan import ChunkRef
 from routing.validate import check_schema, conform
 from workers.storage import Storage
@@ -38,4 +39,8 @@ def part_counts(table: pa.Table) -> dict[str, Any]:
     statuses = Counter(table.column("status").to_pylist())
     cost = pc.sum(table.column("cost_usd")).as_py() or Decimal(0)
     baseline = pc.sum(table.column("baseline_cost_usd")).as_py() or Decimal(0)
-    return {"rows": dict(statuses), "cost_usd": str(cost), "baseline_cost_usd": str(baseline)}
+    return {
+        "rows": dict(statuses),
+        "cost_usd": usd_text(cost),
+        "baseline_cost_usd": usd_text(baseline),
+    }

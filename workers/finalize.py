@@ -23,7 +23,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from routing.cost import call_cost
+from routing.cost import ZERO, call_cost, pct, usd_text
 from routing.errors import StorageError
 from routing.plan import JobContext
 from routing.policy import Policy
@@ -91,7 +91,7 @@ def _breakdown(
         entry["rows"] += row["rows"]
         for column in columns:
             entry[column] += row[column] or 0
-    return {k: {**v, **{c: str(v[c]) for c in columns}} for k, v in out.items()}
+    return {k: {**v, **{c: usd_text(v[c]) for c in columns}} for k, v in out.items()}
 
 
 def build_manifest(
@@ -114,11 +114,11 @@ def build_manifest(
         "rows_by_status": {s.value: _count(summary, "status", s.value) for s in Status},
         "duplicates": duplicates,
         "totals": {
-            "cost_usd": str(cost),
-            "baseline_cost_usd": str(baseline),
-            "saving_usd": str(saving),
-            "saving_pct": float(saving / baseline * 100) if baseline else 0.0,
-            "batch_saved_usd": str(_money(table, "batch_saved_usd")),
+            "cost_usd": usd_text(cost),
+            "baseline_cost_usd": usd_text(baseline),
+            "saving_usd": usd_text(saving),
+            "saving_pct": pct(saving, baseline),
+            "batch_saved_usd": usd_text(_money(table, "batch_saved_usd")),
         },
         "by_tier": _breakdown(summary, "tier"),
         "by_model": _breakdown(summary, "model"),
@@ -139,7 +139,7 @@ def savings(table: pa.Table, policy: Policy) -> dict[str, Any]:
     tokens: ``cache_saved_usd`` (answered from the response cache) and ``dedupe_saved_usd``
     (exact duplicates answered with their canonical row's answer), with their row counts."""
     if table.num_rows == 0:  # an empty job's columns are untyped (all null)
-        zero = str(Decimal(0))
+        zero = usd_text(ZERO)
         return {"cache_hits": 0, "cache_saved_usd": zero, "duplicates_answered": 0,
                 "dedupe_saved_usd": zero}  # fmt: skip
     models = {(t.name, m.name): m for t in policy.tiers for m in t.models}
@@ -166,7 +166,7 @@ def savings(table: pa.Table, policy: Policy) -> dict[str, Any]:
                 saved += call_cost(model, g["input_tokens_sum"] or 0, g["output_tokens_sum"] or 0)
         key = "cache_hits" if name == "cache" else "duplicates_answered"
         out[key] = rows.num_rows
-        out[f"{name}_saved_usd"] = str(saved)
+        out[f"{name}_saved_usd"] = usd_text(saved)
     return out
 
 

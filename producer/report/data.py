@@ -20,7 +20,7 @@ from typing import Any
 
 import polars as pl
 
-from routing.cost import QUANTUM
+from routing.cost import pct, usd_text
 from routing.names import NO_TENANT_LABEL, NOT_ROUTED_LABEL
 from routing.schema import LATENCY_BUCKETS_MS
 from workers.rollup import NO_CALL
@@ -36,9 +36,7 @@ BREAKDOWNS = ("tenant", "tier", "model", "mode", "day", "status", "job_id")
 QUANTILES = (0.5, 0.95, 0.99)
 
 
-def money(value: Decimal | None) -> str:
-    """An exact USD amount as a fixed 12-place decimal string."""
-    return f"{(value or Decimal(0)).quantize(QUANTUM):f}"
+money = usd_text  # an exact USD amount as a fixed 12-place decimal string (routing.cost)
 
 
 def _sums() -> list[pl.Expr]:
@@ -86,7 +84,7 @@ def entry(row: dict[str, Any]) -> dict[str, Any]:
         "cost_usd": money(cost),
         "baseline_cost_usd": money(baseline),
         "saving_usd": money(saving),
-        "saving_pct": round(float(saving / baseline * 100), 3) if baseline else 0.0,
+        "saving_pct": pct(saving, baseline),
         "cache_saved_usd": money(row["cache_saved_usd"]),
         "dedupe_saved_usd": money(row["dedupe_saved_usd"]),
         "batch_saved_usd": money(row["batch_saved_usd"]),

@@ -12,7 +12,7 @@ import yaml
 from hypothesis import given
 from hypothesis import strategies as st
 
-from routing.cost import QUANTUM, ZERO, call_cost
+from routing.cost import QUANTUM, ZERO, call_cost, pct, usd_text
 from routing.policy import ModelSpec, Policy, parse_policy
 from routing.schema import MONEY
 from tests.routing.helpers import PROPERTY
@@ -137,3 +137,13 @@ def test_savings_against_the_baseline(default_policy: Policy, tokens: tuple[int,
     baseline = call_cost(default_policy.baseline_tier.primary, *tokens)
     # fast is 0.15/0.60 vs 2/8: exactly 7.5 % of the expert price, whatever the usage.
     assert fast / baseline == Decimal("0.075")
+
+
+def test_one_money_format_and_one_percentage_format() -> None:
+    assert usd_text(Decimal(0)) == usd_text(None) == usd_text(ZERO) == "0.000000000000"
+    assert usd_text(Decimal("0E-12")) == "0.000000000000"  # a Parquet sum of nothing
+    assert usd_text(Decimal("1.75231765")) == "1.752317650000"
+    assert usd_text(Decimal("-0.5")) == "-0.500000000000"
+    assert usd_text(Decimal("12345678.9")) == "12345678.900000000000"  # never 1.2E+7
+    assert pct(Decimal("12.019934350000"), Decimal("13.772252000000")) == 87.276
+    assert pct(Decimal(1), Decimal(0)) == 0.0

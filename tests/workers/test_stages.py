@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import re
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -258,6 +259,13 @@ def test_manifest_cost_summary_and_success(tmp_path: Path, sim: SimServer) -> No
     assert manifest["parts"] == [
         Path(p).name for p in storage.list_files(layout.results_dir(root), ".parquet")
     ]
+    # one money format everywhere: 12 places, zero included; percentages to 3 places
+    assert manifest["totals"]["cache_saved_usd"] == "0.000000000000"
+    for path, value in _leaves(manifest):
+        if path.endswith("_usd"):
+            assert re.fullmatch(r"-?\d+\.\d{12}", value), (path, value)
+        if path.endswith("_pct"):
+            assert value == round(value, 3), (path, value)
 
     summary = pl.from_arrow(storage.read_parquet(layout.cost_summary(root)))
     assert isinstance(summary, pl.DataFrame)
@@ -535,3 +543,12 @@ def test_ingest_routes_with_the_process_memos(tmp_path: Path, sim: SimServer) ->
     memos.text.clear(), memos.decisions.clear()
     run_mixed(tmp_path, make_settings(sim))
     assert len(memos.text) > 0 and len(memos.decisions) > 0
+
+
+def _leaves(value: object, path: str = "") -> list[tuple[str, Any]]:
+    """Every scalar of a JSON document with its dotted path."""
+    if isinstance(value, dict):
+        return [leaf for k, v in value.items() for leaf in _leaves(v, f"{path}.{k}")]
+    if isinstance(value, list):
+        return [leaf for i, v in enumerate(value) for leaf in _leaves(v, f"{path}[{i}]")]
+    return [(path, value)]

@@ -234,9 +234,7 @@ def test_a_uri_of_another_form_is_an_input_error_not_a_local_path(
     assert storage.resolve("relative/x")[1] == str(tmp_path / "relative" / "x")
 
 
-def test_the_region_follows_the_aws_chain(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_the_region_follows_the_aws_chain(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Unset, the region is boto3's: AWS_REGION, AWS_DEFAULT_REGION, the config file."""
     for name in ("AWS_REGION", "AWS_DEFAULT_REGION", "AWS_PROFILE"):
         monkeypatch.delenv(name, raising=False)
