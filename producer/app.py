@@ -22,7 +22,7 @@ from workers.settings import Settings
 
 app = typer.Typer(
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,  # --install-completion / --show-completion (bash, zsh, fish, …)
     rich_markup_mode="markdown",
 )
 console = Console()

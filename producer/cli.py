@@ -4,6 +4,9 @@ from ``producer/commands/status.py``, ``producer/watch/cmd.py`` and ``producer/r
 
 from __future__ import annotations
 
+import os
+import secrets
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, cast
 
@@ -28,13 +31,51 @@ from routing.errors import BatchRouterError, JobFailedError
 from workers import layout
 from workers.storage import Storage, join
 
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+
+
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        console.print(f"batch-router {version('batch-router')}", highlight=False)
+        raise typer.Exit()
+
+
+def _log_level(value: str) -> str:
+    level = value.upper()
+    if level not in LOG_LEVELS:
+        raise typer.BadParameter(f"{value!r}: one of {', '.join(LOG_LEVELS)}")
+    return level
+
 
 @app.callback()
-def _main(ctx: typer.Context) -> None:
+def _main(
+    ctx: typer.Context,
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_version, is_eager=True, help="print the version and exit"
+        ),
+    ] = False,
+    log_level: Annotated[
+        str,
+        typer.Option(
+            "--log-level",
+            callback=_log_level,
+            help="log lines on stderr from this level: DEBUG, INFO, WARNING, ERROR (text, or "
+            "JSON with LOG_FORMAT=json); prompts and secrets are never logged",
+        ),
+    ] = "WARNING",
+) -> None:
     """Route large LLM prompt batches to the cheapest adequate model tier. Example:
     `batch-router run --sample 2000 --output ./br-out` runs a whole job on the local
     executor and the simulated provider, and prints the cost report."""
+    from workers import logs
+
     ctx.obj = None  # Settings are read on first use, so `--help` works with a broken env
+    fmt = "json" if os.environ.get(logs.FORMAT_ENV, "").strip().lower() == "json" else "text"
+    logs.configure(log_level, fmt=fmt)
 
 
 @app.command()
@@ -69,7 +110,9 @@ def run(
     if input_uri is None:
         from producer.sample import sample_prompts
 
-        input_uri = join(out, "_sample", "prompts.parquet")
+        # each run its own file: a later --sample never rewrites an earlier job's input
+        name = f"prompts-{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{secrets.token_hex(4)}.parquet"
+        input_uri = join(out, "_sample", name)
         Storage(settings.s3).write_parquet(input_uri, sample_prompts(sample or 0))
     manifest = jobs.run(
         settings, routing_policy, input_uri, out, job_id, tenant, threads, _progress()

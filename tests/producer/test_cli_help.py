@@ -3,6 +3,7 @@ listed from the Typer app itself, so a new command is checked without editing th
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 from typing import Any
@@ -85,3 +86,29 @@ def test_the_installed_command_is_the_same_cli() -> None:
     assert proc.returncode == 0, proc.stderr
     assert "Usage: batch-router run" in proc.stdout
     assert "Example: batch-router run" in proc.stdout
+
+
+def test_version(cli: CliRunner) -> None:
+    proc = cli("--version")
+    assert proc.returncode == 0, proc.stderr
+    assert re.fullmatch(r"batch-router \d+\.\d+\.\d+\S*\n", proc.stdout), proc.stdout
+    assert proc.stderr == ""
+
+
+def test_log_level_is_checked_and_applied(cli: CliRunner) -> None:
+    bad = cli("--log-level", "chatty", "status")
+    assert bad.returncode == 2 and "one of DEBUG, INFO, WARNING, ERROR" in bad.stderr
+    quiet = cli("run", "--sample", "10", "--output", "out-quiet")
+    loud = cli("--log-level", "debug", "run", "--sample", "10", "--output", "out-loud")
+    assert quiet.returncode == loud.returncode == 0, quiet.stderr + loud.stderr
+    lines = [line for line in loud.stderr.splitlines() if re.search(r": (DEBUG|INFO)/", line)]
+    assert lines, loud.stderr  # the engine's own records, as text lines
+    assert not re.search(r": (DEBUG|INFO)/", quiet.stderr), quiet.stderr
+    # the HTTP clients are held at WARNING even at DEBUG: no request lines, no bodies
+    assert "HTTP Request" not in loud.stderr and "Request options" not in loud.stderr
+
+
+def test_shell_completion_is_offered(cli: CliRunner) -> None:
+    proc = cli("--show-completion", "bash")
+    assert proc.returncode == 0, proc.stderr
+    assert "complete" in proc.stdout and "_COMPLETE" in proc.stdout, proc.stdout

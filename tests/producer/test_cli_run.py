@@ -109,6 +109,21 @@ def corpus_input(corpus_path: Path, tmp_path: Path) -> pl.DataFrame:
     return df
 
 
+def test_each_sample_run_keeps_its_own_input(cli: CliRunner, tmp_path: Path) -> None:
+    """Two ``run --sample`` into one output: the first job's planned input is not rewritten."""
+    plans = []
+    for n, job in ((20, "sample-a"), (30, "sample-b")):
+        proc = cli("run", "--sample", str(n), "--output", "out", "--json", "--job-id", job)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        plan = json.loads((tmp_path / f"out/job_id={job}/_job/plan.json").read_text())
+        plans.append(plan)
+    (first,), (second,) = (p["files"] for p in plans)
+    assert first["uri"] != second["uri"]
+    assert "/_sample/" in first["uri"] and "/_sample/" in second["uri"]
+    assert pq.ParquetFile(first["uri"]).metadata.num_rows == first["rows"] == 20
+    assert pq.ParquetFile(second["uri"]).metadata.num_rows == second["rows"] == 30
+
+
 def test_run_corpus_subset_json(corpus_input: pl.DataFrame, cli: CliRunner, tmp_path: Path) -> None:
     proc = cli(
         "run", "in", "--output", "out", "--json", "--job-id", "corpus-2k", "--tenant", "acme",
