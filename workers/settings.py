@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from pydantic import BaseModel, Field, SecretStr
+from pydantic import BaseModel, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -134,6 +134,18 @@ class Settings(BaseSettings):
     visibility_timeout_s: int = Field(
         3600, gt=0, description="broker redelivery timeout; longer than the longest task"
     )
+    task_time_limit_s: int | None = Field(
+        None,
+        gt=0,
+        description="hard limit of one task: its pool process is killed past it and the "
+        "message redelivered (Celery task_time_limit); unset: none",
+    )
+    task_soft_time_limit_s: int | None = Field(
+        None,
+        gt=0,
+        description="soft limit of one task: SoftTimeLimitExceeded is raised in it, which "
+        "fails it like any error (Celery task_soft_time_limit); unset: none",
+    )
     job_ttl_s: int = Field(7 * 86400, gt=0)
     http_transport: Literal["aiohttp", "httpx"] = "aiohttp"
     request_timeout_s: float = Field(60.0, gt=0)
@@ -148,6 +160,23 @@ class Settings(BaseSettings):
     sqs_endpoint_url: str | None = Field(None, description="SQS endpoint; unset → AWS")
     schedule: Path | None = Field(None, description="nightly schedules YAML; unset → none")
     nightly_tick_s: float = Field(30.0, gt=0, description="beat checks the schedules this often")
+
+    @model_validator(mode="after")
+    def _time_limits_fit(self) -> Settings:
+        """A soft limit below the hard one, both below the visibility timeout (else the
+        broker hands a task that still runs to a second worker)."""
+        hard, soft = self.task_time_limit_s, self.task_soft_time_limit_s
+        if hard is not None and soft is not None and soft >= hard:
+            raise ValueError(
+                f"task_soft_time_limit_s ({soft}) must be below task_time_limit_s ({hard})"
+            )
+        for name, limit in (("task_time_limit_s", hard), ("task_soft_time_limit_s", soft)):
+            if limit is not None and limit >= self.visibility_timeout_s:
+                raise ValueError(
+                    f"{name} ({limit}) must be below visibility_timeout_s "
+                    f"({self.visibility_timeout_s}): a task still running would be redelivered"
+                )
+        return self
 
     @property
     def distributed(self) -> bool:

@@ -16,7 +16,7 @@ from celery import Celery
 from routing.plan import JobContext
 from workers import tasks
 from workers.app import make_app
-from workers.celery_config import make_sender
+from workers.celery_config import celery_config, make_sender
 from workers.queues import FINALIZE_QUEUE, INGEST_QUEUE, route_task, tier_queue
 from workers.settings import Settings
 
@@ -181,3 +181,20 @@ def test_celery_sink_sends_each_message_to_its_queue(monkeypatch: pytest.MonkeyP
         ("dispatch", [CTX, batch], "tier.balanced"),
         ("finalize", [CTX], "finalize"),
     ]
+
+
+def test_task_time_limits_reach_celery_and_are_checked() -> None:
+    """Unset by default; set, they are Celery's task_time_limit / task_soft_time_limit, and a
+    limit past the visibility timeout (a running task handed to a second worker) or a soft
+    limit not below the hard one is refused with the names of both settings."""
+    plain = celery_config(Settings(_env_file=None))  # type: ignore[call-arg]
+    assert plain["task_time_limit"] is None and plain["task_soft_time_limit"] is None
+    limited = Settings(  # type: ignore[call-arg]
+        _env_file=None, task_time_limit_s=900, task_soft_time_limit_s=840
+    )
+    conf = celery_config(limited)
+    assert (conf["task_time_limit"], conf["task_soft_time_limit"]) == (900, 840)
+    with pytest.raises(ValueError, match=r"task_soft_time_limit_s .* below task_time_limit_s"):
+        Settings(_env_file=None, task_time_limit_s=60, task_soft_time_limit_s=60)  # type: ignore[call-arg]
+    with pytest.raises(ValueError, match=r"task_time_limit_s .* below visibility_timeout_s"):
+        Settings(_env_file=None, task_time_limit_s=3600)  # type: ignore[call-arg]
