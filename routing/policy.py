@@ -67,6 +67,12 @@ class ModelSpec(Frozen):
     batch_output_per_mtok: Decimal | None = Field(
         None, ge=0, description="the batch API's output price (default: the price table's)"
     )
+    reasoning: bool = Field(
+        False,
+        description="a reasoning model (o1, o3, gpt-5…): its output cap is sent as "
+        "max_completion_tokens, which it takes instead of max_tokens (default: the price "
+        "table's supports_reasoning, when the table fills the model's prices)",
+    )
     rpm: int | None = Field(None, gt=0, description="requests per minute, all workers together")
     tpm: int | None = Field(None, gt=0, description="tokens per minute, all workers together")
 

@@ -33,6 +33,7 @@ class ModelPrice:
     batch_output_per_mtok: Decimal | None = None
     provider: str | None = None
     max_input_tokens: int | None = None
+    reasoning: bool = False  # supports_reasoning: takes max_completion_tokens
 
 
 def _per_mtok(value: Any) -> Decimal | None:
@@ -72,6 +73,7 @@ def load_price_table(path: str | Path) -> dict[str, ModelPrice]:
             batch_output_per_mtok=_per_mtok(entry.get("output_cost_per_token_batches")),
             provider=entry.get("litellm_provider"),
             max_input_tokens=int(max_in) if isinstance(max_in, int) else None,
+            reasoning=entry.get("supports_reasoning") is True,
         )
     return table
 
@@ -119,6 +121,8 @@ def fill_prices(data: dict[str, Any], base_dir: Path | None, source: str) -> dic
             close = sorted(k for k in table if str(key).lower() in k.lower())[:5]
             hint = f"; similar: {close}" if close else ""
             raise PolicyError(f"{source}: model {key!r} is not in the price table {path}{hint}")
+        if price.reasoning:
+            model.setdefault("reasoning", True)
         model.setdefault("input_per_mtok", str(price.input_per_mtok))
         model.setdefault("output_per_mtok", str(price.output_per_mtok))
         if batch and price.batch_input_per_mtok is not None:

@@ -130,7 +130,7 @@ class Attempts:
                 done = no_call(f"{target}: circuit breaker open", True, attempt)
                 break
             attempt += 1
-            done = await call_once(client, model.name, request, attempt)
+            done = await call_once(client, model.name, request, attempt, reasoning=model.reasoning)
             _observe(target, tier, done)
             outage = not done.ok and done.retryable and done.status != 429
             await self._breaker.record(target, not outage, permit == "probe")

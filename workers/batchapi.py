@@ -47,9 +47,12 @@ class BatchApi(Protocol):
 
     kind: str  # "openai" | "anthropic"
 
-    def encode(self, custom_id: str, model: str, request: ChatRequest) -> bytes:
+    def encode(
+        self, custom_id: str, model: str, request: ChatRequest, *, reasoning: bool = False
+    ) -> bytes:
         """One request exactly as it is sent, ending in ``b"\\n"`` (its size counts toward
-        the provider's file or batch size limit)."""
+        the provider's file or batch size limit); ``reasoning``: a reasoning model's form
+        (``provider.chat_body``)."""
         ...
 
     async def submit(self, lines: Sequence[bytes], tag: str) -> str:

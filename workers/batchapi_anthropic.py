@@ -54,7 +54,9 @@ class AnthropicBatchApi:
     def __init__(self, client: anthropic.AsyncAnthropic) -> None:
         self._client = client
 
-    def encode(self, custom_id: str, model: str, request: ChatRequest) -> bytes:
+    def encode(
+        self, custom_id: str, model: str, request: ChatRequest, *, reasoning: bool = False
+    ) -> bytes:  # Messages takes max_tokens from every model
         if not CUSTOM_ID.fullmatch(custom_id):
             raise ValueError(f"custom_id {custom_id!r} does not match ^[a-zA-Z0-9_-]{{1,64}}$")
         line = {"custom_id": custom_id, "params": messages_body(model, request)}

@@ -45,9 +45,11 @@ class OpenAIBatchApi:
     def __init__(self, client: openai.AsyncOpenAI) -> None:
         self._client = client
 
-    def encode(self, custom_id: str, model: str, request: ChatRequest) -> bytes:
+    def encode(
+        self, custom_id: str, model: str, request: ChatRequest, *, reasoning: bool = False
+    ) -> bytes:
         line = {"custom_id": custom_id, "method": "POST", "url": ENDPOINT}
-        line["body"] = chat_body(model, request)  # type: ignore[assignment]
+        line["body"] = chat_body(model, request, reasoning=reasoning)  # type: ignore[assignment]
         return json.dumps(line, ensure_ascii=False, separators=(",", ":")).encode() + b"\n"
 
     async def submit(self, lines: Sequence[bytes], tag: str) -> str:

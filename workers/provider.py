@@ -68,6 +68,7 @@ class Completion:
     retry_after: float | None = None  # the provider's Retry-After hint, seconds
     status: int | None = None  # the HTTP status of a failure, when there was one
     logprobs: tuple[float, ...] | None = None  # per output token, when asked for
+    reasoning_tokens: int | None = None  # of output_tokens, spent thinking (None: not said)
 
     @classmethod
     def failure(
@@ -196,7 +197,7 @@ def retry_after_s(headers: Mapping[str, str], now: float | None = None) -> float
 
 
 async def call_once(
-    client: Client, model: str, request: ChatRequest, attempt: int = 1
+    client: Client, model: str, request: ChatRequest, attempt: int = 1, *, reasoning: bool = False
 ) -> Completion:
     """One call in the client's protocol; every outcome is a :class:`Completion` (never
     raises for a provider error: it is classified once, into ``retryable`` or not)."""
@@ -208,18 +209,21 @@ async def call_once(
             )
             return parse_messages(answer, attempt, start)
         answer = await client.post(
-            "/chat/completions", body=chat_body(model, request), cast_to=object
+            "/chat/completions", body=chat_body(model, request, reasoning=reasoning), cast_to=object
         )
     except Exception as exc:  # classified here, re-raised never
         return _failure(classify(exc), attempt, start)
     return parse_chat(answer, attempt, start)
 
 
-def chat_body(model: str, request: ChatRequest) -> dict[str, Any]:
+def chat_body(model: str, request: ChatRequest, *, reasoning: bool = False) -> dict[str, Any]:
+    """A chat-completions request. A reasoning model (``ModelSpec.reasoning``) takes its
+    output cap as ``max_completion_tokens`` (it rejects ``max_tokens``) and no logprobs."""
     messages = [{"role": "system", "content": request.system}] if request.system else []
     messages.append({"role": "user", "content": request.prompt})
-    body: dict[str, Any] = {"model": model, "messages": messages, "max_tokens": request.max_tokens}
-    if request.logprobs:
+    cap = "max_completion_tokens" if reasoning else "max_tokens"
+    body: dict[str, Any] = {"model": model, "messages": messages, cap: request.max_tokens}
+    if request.logprobs and not reasoning:
         body["logprobs"] = True
     return body
 
@@ -243,6 +247,12 @@ def _since(start: float | None) -> float:
     return 0.0 if start is None else (time.perf_counter() - start) * 1000
 
 
+def _reasoning_tokens(usage: dict[str, Any]) -> int | None:
+    """``usage.completion_tokens_details.reasoning_tokens``, when the provider says."""
+    value = (usage.get("completion_tokens_details") or {}).get("reasoning_tokens")
+    return int(value) if value is not None else None
+
+
 def parse_chat(body: Any, attempts: int, start: float | None) -> Completion:
     """A chat-completions response body (a plain dict) as a :class:`Completion`."""
     try:
@@ -260,6 +270,7 @@ def parse_chat(body: Any, attempts: int, start: float | None) -> Completion:
             latency_ms=_since(start),
             attempts=attempts,
             logprobs=logprobs,
+            reasoning_tokens=_reasoning_tokens(usage),
         )
     except (KeyError, IndexError, TypeError, AttributeError, ValueError) as exc:
         error = ProviderPermanentError(f"malformed chat-completions response: {exc!r}")

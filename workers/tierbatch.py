@@ -118,6 +118,9 @@ def outcomes(
         "finish_reason": [d.finish_reason for d in done],
         "input_tokens": [d.input_tokens if k else None for d, k in zip(done, ok, strict=True)],
         "output_tokens": [d.output_tokens if k else None for d, k in zip(done, ok, strict=True)],
+        "reasoning_tokens": [
+            d.reasoning_tokens if k else None for d, k in zip(done, ok, strict=True)
+        ],
         "cost_usd": [ZERO if d else s.cost for s, d in zip(rows, dup, strict=True)],
         "baseline_cost_usd": [
             call_cost(baseline_model, d.input_tokens, d.output_tokens) if k else ZERO
@@ -153,6 +156,7 @@ OUTCOME_COLUMNS = (
     "finish_reason",
     "input_tokens",
     "output_tokens",
+    "reasoning_tokens",
     "cost_usd",
     "baseline_cost_usd",
     "latency_ms",

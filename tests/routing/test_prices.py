@@ -108,3 +108,26 @@ def test_the_shared_litellm_table() -> None:
             table[m.name].input_per_mtok,
             table[m.name].output_per_mtok,
         )
+
+
+def test_a_reasoning_model_is_marked_from_the_table(tmp_path: Path) -> None:
+    """supports_reasoning in the table makes the model ``reasoning`` (max_completion_tokens)
+    when the table fills its prices; the policy's own ``reasoning`` wins."""
+    table = {
+        **TABLE,
+        "think": {
+            "input_cost_per_token": 1e-06,
+            "output_cost_per_token": 4e-06,
+            "supports_reasoning": True,
+        },
+    }
+    policy = POLICY.replace(
+        "    models: [{name: small-model, provider: p}]",
+        "    models: [{name: think, provider: p}, {name: small-model, provider: p},\n"
+        "             {name: pinned-off, provider: p, price_key: think, reasoning: false}]",
+    )
+    fast = load_policy(_write(tmp_path, policy, table)).tiers[0].models
+    assert [m.reasoning for m in fast] == [True, False, False]
+    shared = load_price_table(data.require(data.PRICES))
+    assert shared["o3-mini"].reasoning and shared["gpt-5"].reasoning
+    assert not shared["gpt-4o-mini"].reasoning

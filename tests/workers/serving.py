@@ -107,6 +107,7 @@ def unit_policy(
     tpm: int | None = None,
     cache: dict[str, Any] | None = None,
     budgets: dict[str, Any] | None = None,
+    reasoning: bool = False,
     **provider: Any,
 ) -> Policy:
     """One provider ``sim`` of ``kind``, one tier ``only`` with one ``model``; retries
@@ -125,6 +126,7 @@ def unit_policy(
                         "output_per_mtok": "2",
                         "rpm": rpm,
                         "tpm": tpm,
+                        "reasoning": reasoning,
                     }
                 ],
                 "concurrency": concurrency,

@@ -212,6 +212,32 @@ def test_batch_cascade_sends_exactly_the_unsure_answers_to_round_two(
         assert first <= call_cost(fast_model, row["input_tokens"], 512, batch=True)
 
 
+@pytest.mark.parametrize("mode", ["batch", "realtime"])
+def test_a_reasoning_model_tier_records_its_thinking(
+    tmp_path: Path, sim: SimServer, mode: str
+) -> None:
+    """A tier on a reasoning model (the simulator rejects max_tokens for it, as OpenAI does):
+    its rows are answered, in both modes, with reasoning_tokens recorded and billed."""
+    think = {
+        "name": "o3-mini", "provider": "sim", "reasoning": True,
+        "input_per_mtok": "1.10", "output_per_mtok": "4.40",
+        "batch_input_per_mtok": "0.55", "batch_output_per_mtok": "2.20",
+    }  # fmt: skip
+    tiers: dict[str, dict[str, Any]] = {"fast": {"models": [think]}}
+    policy = batch_policy(tiers=tiers) if mode == "batch" else policies.build(tiers=tiers)
+    _, _, out = run(tmp_path, sim, policy, prompts(30), f"reasoning-{mode}")
+    assert set(out["status"]) == {"ok"}
+    fast, others = out.filter(pl.col("tier") == "fast"), out.filter(pl.col("tier") != "fast")
+    assert fast.height > 0 and others.height > 0
+    assert fast["reasoning_tokens"].min() >= 32  # type: ignore[operator]
+    assert (fast["output_tokens"] > fast["reasoning_tokens"]).all()
+    assert set(others["reasoning_tokens"]) == {0}
+    model = policy.tier("fast").primary
+    for row in fast.iter_rows(named=True):
+        cost = call_cost(model, row["input_tokens"], row["output_tokens"], batch=mode == "batch")
+        assert row["cost_usd"] == cost and set(fast["mode"]) == {mode}
+
+
 def test_outcomes_kept_in_memory_equal_the_ones_read_back(tmp_path: Path, sim: SimServer) -> None:
     """An engine reads the outcomes it wrote itself from memory, not back from the store:
     what it keeps must be exactly what a later task reads (a cascade job: both rounds)."""

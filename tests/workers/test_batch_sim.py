@@ -121,9 +121,10 @@ def test_openai_batch_lifecycle_and_shapes(sim: SimServer, oai: openai.OpenAI) -
     body = first["response"]["body"]
     assert body["object"] == "chat.completion"
     assert body["choices"][0]["message"]["content"] == realtime.choices[0].message.content
-    assert body["usage"] == realtime.usage.model_dump(
-        include={"prompt_tokens", "completion_tokens", "total_tokens"}
-    )  # type: ignore[union-attr]
+    assert body["usage"] == realtime.usage.model_dump(  # type: ignore[union-attr]
+        include={"prompt_tokens", "completion_tokens", "total_tokens", "completion_tokens_details"},
+        exclude_none=True,
+    )
     last = output[-1]["response"]["body"]["choices"][0]
     assert last["finish_reason"] == "length" and len(last["logprobs"]["content"]) == 3
     meta = oai.files.retrieve(done.output_file_id or "")

@@ -31,7 +31,14 @@ from tests.workers.serving import (
     unit_settings,
 )
 from workers.calls import Outcome
-from workers.provider import Endpoint, make_client, resolve_endpoint, retry_after_s
+from workers.provider import (
+    ChatRequest,
+    Endpoint,
+    chat_body,
+    make_client,
+    resolve_endpoint,
+    retry_after_s,
+)
 from workers.settings import ProviderOverride, Settings
 from workers.sim.server import SimServer
 
@@ -117,6 +124,40 @@ def test_retry_after_beyond_the_policy_cap_waits_the_cap(sim: SimServer, delays:
     served = serve_one(policy, unit_settings(sim.base_url), questions(1)[0])
     assert served.calls == 2
     assert delays == [(1, 600.0, 0.01)]
+
+
+def test_a_reasoning_model_takes_max_completion_tokens_and_reports_its_thinking(
+    sim: SimServer,
+) -> None:
+    """The simulator rejects max_tokens for a reasoning model as OpenAI does; the policy's
+    ``reasoning: true`` sends max_completion_tokens, and the thinking is recorded."""
+    one, at_sim = questions(1)[0], unit_settings(sim.base_url)
+    served = serve_one(unit_policy(model="o3-mini", reasoning=True), at_sim, one)
+    done = served.done
+    assert served.outcome is Outcome.OK and done.text
+    assert done.reasoning_tokens is not None and 32 <= done.reasoning_tokens < 288
+    assert done.output_tokens > done.reasoning_tokens  # counted in the output tokens, billed
+
+    wrong = unit_policy(model="o3-mini", reasoning=False, max_attempts=1)
+    refused = serve_one(wrong, at_sim, one)
+    assert refused.outcome is Outcome.FAILED and refused.done.status == 400
+    assert "max_completion_tokens" in (refused.done.error or "")
+
+    plain = serve_one(unit_policy(), at_sim, one)
+    assert plain.outcome is Outcome.OK and plain.done.reasoning_tokens == 0
+
+
+def test_a_reasoning_model_body() -> None:
+    request = ChatRequest("hi", "be brief", 64, logprobs=True)
+    assert chat_body("gpt-4o", request) == {
+        "model": "gpt-4o",
+        "messages": [{"role": "system", "content": "be brief"}, {"role": "user", "content": "hi"}],
+        "max_tokens": 64,
+        "logprobs": True,
+    }
+    reasoning = chat_body("o3", request, reasoning=True)
+    assert reasoning["max_completion_tokens"] == 64
+    assert "max_tokens" not in reasoning and "logprobs" not in reasoning
 
 
 @pytest.mark.parametrize(

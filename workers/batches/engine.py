@@ -213,7 +213,8 @@ class TierBatchEngine:
         if line is None:
             custom_id = str(request_id(self.ctx.job_id, row.ref, round_, attempt))
             request = self.accounts.request(row, tier)
-            line = self.api(tier).encode(custom_id, tier.primary.name, request)
+            model = tier.primary
+            line = self.api(tier).encode(custom_id, model.name, request, reasoning=model.reasoning)
         return line
 
     def plan(self, rows: Sequence[Row], tier: TierSpec, round_: int, attempt: int) -> None:

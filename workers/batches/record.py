@@ -149,6 +149,7 @@ _OUTCOME_SCHEMA = pa.schema(
         ("finish_reason", pa.string()),
         ("input_tokens", pa.int64()),
         ("output_tokens", pa.int64()),
+        ("reasoning_tokens", pa.int64()),
         ("latency_ms", pa.float64()),
         ("attempts", pa.int32()),
         ("error", pa.string()),
@@ -175,6 +176,7 @@ _FROM_DONE = (  # the completion's fields kept as they are
     "finish_reason",
     "input_tokens",
     "output_tokens",
+    "reasoning_tokens",
     "latency_ms",
     "attempts",
     "error",
@@ -220,6 +222,7 @@ def _served(row: dict[str, Any], policy: Policy) -> Served:
         finish_reason=row["finish_reason"],
         input_tokens=row["input_tokens"],
         output_tokens=row["output_tokens"],
+        reasoning_tokens=row.get("reasoning_tokens"),  # outcomes written before it: none
         latency_ms=row["latency_ms"],
         attempts=row["attempts"],
         error=row["error"],

@@ -4,6 +4,10 @@ Request: ``model`` (str, required), ``messages`` (non-empty list of ``{role, con
 ``content`` is a string, a list of ``{"type": "text", "text": ...}`` parts, or null), optional
 ``max_completion_tokens`` / ``max_tokens`` (positive int; the former wins), ``logprobs`` (bool),
 ``n`` (only 1). ``stream: true`` is rejected. Other fields (temperature, ...) are ignored.
+A reasoning model (:data:`REASONING_MODELS`: ``o1``, ``o3-mini``, ``o4-mini``, ``gpt-5``…)
+rejects ``max_tokens`` as the real API does (400 ``unsupported_parameter``: use
+``max_completion_tokens``) and reports ``usage.completion_tokens_details.reasoning_tokens``
+(deterministic per prompt, counted in ``completion_tokens``; 0 for other models).
 
 Response: ``{id, object: "chat.completion", created, model, system_fingerprint, choices:
 [{index: 0, message: {role: "assistant", content}, logprobs, finish_reason}], usage:
@@ -22,6 +26,7 @@ request; the simulated faults (workers/sim/faults.py) as 500 ``server_error``, 4
 
 from __future__ import annotations
 
+import re
 import time
 from typing import Any
 
@@ -33,7 +38,10 @@ from workers.sim.faults import simulate
 from workers.sim.prompt import Prompt, fingerprint, read_json
 from workers.sim.state import STATE
 
-__all__ = ["completion_body", "install", "parse"]
+__all__ = ["REASONING_MODELS", "completion_body", "install", "parse"]
+
+# OpenAI's reasoning families: they take max_completion_tokens and think before answering.
+REASONING_MODELS = re.compile(r"^(o\d+|gpt-5)(-[a-z0-9.-]+)?$")
 
 
 def _message_text(content: Any, index: int) -> str:
@@ -92,6 +100,13 @@ def parse(body: Any) -> Prompt:
         )
     if body.get("n", 1) != 1:
         raise BadRequest("The simulated provider only supports n=1.", "n", "unsupported_value")
+    if REASONING_MODELS.match(model) and "max_tokens" in body:
+        raise BadRequest(
+            "Unsupported parameter: 'max_tokens' is not supported with this model. "
+            "Use 'max_completion_tokens' instead.",
+            "max_tokens",
+            "unsupported_parameter",
+        )
     return Prompt(
         model=model,
         contents=contents,
@@ -110,10 +125,12 @@ def completion_body(prompt: Prompt, response_id: str) -> dict[str, Any]:
         "logprobs": logprobs(prompt.digest, reply.token_ids) if prompt.logprobs else None,
         "finish_reason": "length" if reply.truncated else "stop",
     }
+    thought = reasoning_tokens(prompt)
     usage = {
         "prompt_tokens": reply.prompt_tokens,
-        "completion_tokens": reply.completion_tokens,
-        "total_tokens": reply.prompt_tokens + reply.completion_tokens,
+        "completion_tokens": reply.completion_tokens + thought,
+        "total_tokens": reply.prompt_tokens + reply.completion_tokens + thought,
+        "completion_tokens_details": {"reasoning_tokens": thought},
     }
     return {
         "id": response_id,
@@ -124,6 +141,12 @@ def completion_body(prompt: Prompt, response_id: str) -> dict[str, Any]:
         "choices": [choice],
         "usage": usage,
     }
+
+
+def reasoning_tokens(prompt: Prompt) -> int:
+    """What a reasoning model spent thinking on ``prompt`` (32–287, from its fingerprint);
+    0 for other models."""
+    return 32 + prompt.digest[0] if REASONING_MODELS.match(prompt.model) else 0
 
 
 async def chat_completions(request: web.Request) -> web.Response:
