@@ -19,10 +19,12 @@ from producer.app import (
     PolicyOpt,
     TenantOpt,
     _fail,
+    _log_level,
     _output,
     _policy,
     _progress,
     _settings,
+    _version,
     app,
     console,
     err,
@@ -30,23 +32,6 @@ from producer.app import (
 from routing.errors import BatchRouterError, JobFailedError
 from workers import layout
 from workers.storage import Storage, join
-
-LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
-
-
-def _version(value: bool) -> None:
-    if value:
-        from importlib.metadata import version
-
-        console.print(f"batch-router {version('batch-router')}", highlight=False)
-        raise typer.Exit()
-
-
-def _log_level(value: str) -> str:
-    level = value.upper()
-    if level not in LOG_LEVELS:
-        raise typer.BadParameter(f"{value!r}: one of {', '.join(LOG_LEVELS)}")
-    return level
 
 
 @app.callback()

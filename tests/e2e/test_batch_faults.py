@@ -41,7 +41,7 @@ from tests.e2e.fleet import (
     upload,
     wait_success,
 )
-from workers.guards.ledger import RedisLedger
+from workers.guards.ledger_redis import RedisLedger
 from workers.storage import Storage
 
 pytestmark = [pytest.mark.faults, pytest.mark.integration]

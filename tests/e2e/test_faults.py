@@ -40,7 +40,7 @@ from tests.e2e.fleet import (
     upload,
     wait_success,
 )
-from workers.guards.ledger import RedisLedger
+from workers.guards.ledger_redis import RedisLedger
 
 pytestmark = [pytest.mark.faults, pytest.mark.integration]
 

@@ -22,7 +22,7 @@ from tests.budget_repro import (
     money,
     repeated_ids,
 )
-from workers.guards.ledger import RedisLedger
+from workers.guards.ledger_redis import RedisLedger
 from workers.settings import S3Settings
 from workers.storage import Storage
 

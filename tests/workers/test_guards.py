@@ -26,7 +26,8 @@ from workers.attempts import BreakerView
 from workers.guards.breaker import MemoryBreaker, RedisBreaker
 from workers.guards.bundle import Guards
 from workers.guards.cache import MemoryCache, RedisCache
-from workers.guards.ledger import MemoryLedger, RedisLedger
+from workers.guards.ledger import MemoryLedger
+from workers.guards.ledger_redis import RedisLedger
 from workers.guards.ratelimit import MemoryRateLimiter, RedisRateLimiter
 from workers.guards.retry_budget import MemoryRetryBudget, RedisRetryBudget
 from workers.sim.server import SimServer

@@ -21,7 +21,8 @@ import redis
 from routing.resilience import PERIOD_MARGIN_S, BudgetLimit, BudgetSpec, Scope, budget_scopes
 from tests.workers.blocking import Blocking
 from workers.aio import LoopRedis
-from workers.guards.ledger import MANY_PER_CALL, Hold, MemoryLedger, RedisLedger, Usage
+from workers.guards.ledger import Hold, MemoryLedger, Usage
+from workers.guards.ledger_redis import MANY_PER_CALL, RedisLedger
 
 Ledger = Blocking  # a ledger driven from this synchronous test code
 

@@ -18,7 +18,8 @@ from workers import connections
 from workers.aio import LoopRedis
 from workers.guards.breaker import Breaker, MemoryBreaker, RedisBreaker
 from workers.guards.cache import MemoryCache, RedisCache, ResponseCache
-from workers.guards.ledger import Ledger, MemoryLedger, RedisLedger
+from workers.guards.ledger import Ledger, MemoryLedger
+from workers.guards.ledger_redis import RedisLedger
 from workers.guards.ratelimit import MemoryRateLimiter, RateLimiter, RedisRateLimiter
 from workers.guards.retry_budget import MemoryRetryBudget, RedisRetryBudget, RetryBudget
 from workers.settings import Settings

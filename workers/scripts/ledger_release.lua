@@ -1,4 +1,4 @@
--- Budget ledger: release a key's reservation (workers/guards/ledger.py).
+-- Budget ledger: release a key's reservation (workers/guards/ledger_redis.py).
 -- KEYS[1] the key's record, KEYS[1+i] scope i hash, KEYS[1+n+i] scope i pending zset,
 -- built from the scope ids of ARGV[2]
 -- ARGV[1] n scopes, ARGV[2] the record's scope ids JSON as read by the caller

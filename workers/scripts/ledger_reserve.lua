@@ -1,4 +1,4 @@
--- Budget ledger: reserve each of m keys' amounts on every scope or none (workers/guards/ledger.py).
+-- Budget ledger: reserve each of m keys' amounts on every scope or none (workers/guards/ledger_redis.py).
 -- All m keys are reserved on the same n scopes, in order: each fits or not after the ones
 -- before it (one call for a provider batch's rows; a single reserve is m = 1).
 -- KEYS[i] scope i hash, KEYS[n+i] scope i pending zset (i = 1..n), KEYS[2n+j] key j's record

@@ -1,4 +1,4 @@
--- Budget ledger: settle m keys' actual usage (workers/guards/ledger.py), each replacing its
+-- Budget ledger: settle m keys' actual usage (workers/guards/ledger_redis.py), each replacing its
 -- reservation or its previous settlement (the last wins).
 -- KEYS as for ledger_reserve, built from the scope ids of ARGV[3]
 -- ARGV[1] n scopes, ARGV[2] m keys, ARGV[3] scope ids JSON, ARGV[4] scope TTLs JSON,

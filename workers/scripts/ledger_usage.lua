@@ -1,4 +1,4 @@
--- Budget ledger: a scope's usage (workers/guards/ledger.py).
+-- Budget ledger: a scope's usage (workers/guards/ledger_redis.py).
 -- KEYS[1] scope hash, KEYS[2] scope pending zset
 -- ARGV: none
 -- Returns {settled_usd, reserved_usd, settled_tokens, reserved_tokens} after dropping
