@@ -54,7 +54,7 @@ def test_run_sample_writes_a_complete_job(sample_job: SampleJob) -> None:
     job_id = root.name.removeprefix("job_id=")
     for name in ("manifest.json", "_SUCCESS", "cost/summary.parquet", "_job/plan.json"):
         assert (root / name).is_file(), name
-    assert (sample_job.out / "_sample" / "prompts.parquet").is_file()
+    assert len(list((sample_job.out / "_sample").glob("prompts-*.parquet"))) == 1
 
     table = _results(root)
     assert table.num_rows == 300
@@ -120,8 +120,8 @@ def test_each_sample_run_keeps_its_own_input(cli: CliRunner, tmp_path: Path) -> 
     (first,), (second,) = (p["files"] for p in plans)
     assert first["uri"] != second["uri"]
     assert "/_sample/" in first["uri"] and "/_sample/" in second["uri"]
-    assert pq.ParquetFile(first["uri"]).metadata.num_rows == first["rows"] == 20
-    assert pq.ParquetFile(second["uri"]).metadata.num_rows == second["rows"] == 30
+    assert pq.ParquetFile(tmp_path / first["uri"]).metadata.num_rows == first["rows"] == 20
+    assert pq.ParquetFile(tmp_path / second["uri"]).metadata.num_rows == second["rows"] == 30
 
 
 def test_run_corpus_subset_json(corpus_input: pl.DataFrame, cli: CliRunner, tmp_path: Path) -> None:
@@ -185,7 +185,12 @@ def test_run_sample_to_s3(s3_endpoint: str, bucket: str, cli: CliRunner, tmp_pat
     job = "x/job_id=s3job/"
     for key in ("manifest.json", "_SUCCESS", "cost/summary.parquet", "_job/plan.json"):
         assert job + key in keys, sorted(keys)
-    assert "x/_sample/prompts.parquet" in keys
+    assert (
+        len(
+            [k for k in keys if re.fullmatch(r"x/_sample/prompts-[0-9TZ]+-[0-9a-f]{8}\.parquet", k)]
+        )
+        == 1
+    )
     parts = sorted(
         k for k in keys if k.startswith(job + "results/part-") and k.endswith(".parquet")
     )
