@@ -29,11 +29,22 @@ ZERO = Decimal(0).quantize(QUANTUM)
 
 
 def call_cost(
-    model: ModelSpec, input_tokens: int, output_tokens: int, *, batch: bool = False
+    model: ModelSpec,
+    input_tokens: int,
+    output_tokens: int,
+    *,
+    batch: bool = False,
+    cached: int = 0,
+    written: int = 0,
 ) -> Decimal:
-    """USD for one call of ``model`` with the given usage (at its batch price if ``batch``)."""
+    """USD for one call of ``model`` with the given usage (at its batch price if ``batch``):
+    of the ``input_tokens``, ``cached`` read from the provider's prompt cache and
+    ``written`` to it are priced at the model's cache prices (``ModelSpec.cache_per_token``)."""
     per_in, per_out = model.per_token(batch=batch)
-    raw = per_in * input_tokens + per_out * output_tokens
+    raw = per_in * max(input_tokens - cached - written, 0) + per_out * output_tokens
+    if cached or written:
+        read, write = model.cache_per_token(batch=batch)
+        raw += read * cached + write * written
     return raw.quantize(QUANTUM)
 
 

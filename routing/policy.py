@@ -67,6 +67,18 @@ class ModelSpec(Frozen):
     batch_output_per_mtok: Decimal | None = Field(
         None, ge=0, description="the batch API's output price (default: the price table's)"
     )
+    cache_read_per_mtok: Decimal | None = Field(
+        None,
+        ge=0,
+        description="price of cached input tokens (prompt caching; default: the price "
+        "table's cache_read_input_token_cost, else the input price)",
+    )
+    cache_write_per_mtok: Decimal | None = Field(
+        None,
+        ge=0,
+        description="price of input tokens written to the provider's cache (Anthropic; "
+        "default: the price table's cache_creation_input_token_cost, else the input price)",
+    )
     reasoning: bool = Field(
         False,
         description="a reasoning model (o1, o3, gpt-5…): its output cap is sent as "
@@ -87,6 +99,17 @@ class ModelSpec(Frozen):
     @property
     def has_batch_prices(self) -> bool:
         return self.batch_input_per_mtok is not None and self.batch_output_per_mtok is not None
+
+    def cache_per_token(self, *, batch: bool = False) -> tuple[Decimal, Decimal]:
+        """(cached read, cache write) USD per input token: their prices, else the input
+        price; in batch mode scaled by the batch discount of the input price."""
+        per_in = self.input_per_token
+        read = per_in if self.cache_read_per_mtok is None else self.cache_read_per_mtok / _MTOK
+        write = per_in if self.cache_write_per_mtok is None else self.cache_write_per_mtok / _MTOK
+        if batch and per_in:
+            ratio = self.per_token(batch=True)[0] / per_in
+            read, write = read * ratio, write * ratio
+        return read, write
 
     def per_token(self, *, batch: bool = False) -> tuple[Decimal, Decimal]:
         """(input, output) USD per token, at the batch API's prices when ``batch``."""

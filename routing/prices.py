@@ -34,6 +34,8 @@ class ModelPrice:
     provider: str | None = None
     max_input_tokens: int | None = None
     reasoning: bool = False  # supports_reasoning: takes max_completion_tokens
+    cache_read_per_mtok: Decimal | None = None
+    cache_write_per_mtok: Decimal | None = None
 
 
 def _per_mtok(value: Any) -> Decimal | None:
@@ -74,6 +76,8 @@ def load_price_table(path: str | Path) -> dict[str, ModelPrice]:
             provider=entry.get("litellm_provider"),
             max_input_tokens=int(max_in) if isinstance(max_in, int) else None,
             reasoning=entry.get("supports_reasoning") is True,
+            cache_read_per_mtok=_per_mtok(entry.get("cache_read_input_token_cost")),
+            cache_write_per_mtok=_per_mtok(entry.get("cache_creation_input_token_cost")),
         )
     return table
 
@@ -123,6 +127,9 @@ def fill_prices(data: dict[str, Any], base_dir: Path | None, source: str) -> dic
             raise PolicyError(f"{source}: model {key!r} is not in the price table {path}{hint}")
         if price.reasoning:
             model.setdefault("reasoning", True)
+        for name in ("cache_read_per_mtok", "cache_write_per_mtok"):
+            if getattr(price, name) is not None:
+                model.setdefault(name, str(getattr(price, name)))
         model.setdefault("input_per_mtok", str(price.input_per_mtok))
         model.setdefault("output_per_mtok", str(price.output_per_mtok))
         if batch and price.batch_input_per_mtok is not None:

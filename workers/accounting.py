@@ -129,6 +129,8 @@ class Accounting:
             input_tokens=int(hit["input_tokens"]),
             output_tokens=int(hit["output_tokens"]),
             reasoning_tokens=hit.get("reasoning_tokens"),
+            cached_input_tokens=hit.get("cached_input_tokens"),
+            cache_write_tokens=hit.get("cache_write_tokens"),
             latency_ms=0.0,
             attempts=int(hit.get("attempts", 1)) if own else 0,
             logprobs=tuple(logprobs) if logprobs is not None else None,
@@ -147,6 +149,8 @@ class Accounting:
             "input_tokens": done.input_tokens,
             "output_tokens": done.output_tokens,
             "reasoning_tokens": done.reasoning_tokens,
+            "cached_input_tokens": done.cached_input_tokens,
+            "cache_write_tokens": done.cache_write_tokens,
             "logprobs": list(done.logprobs) if done.logprobs is not None else None,
             "job_id": self.ctx.job_id,
             "row": row.ref,
@@ -231,7 +235,7 @@ class Accounting:
     ) -> Decimal:
         """Settle a successful call at its reported usage (at the batch price when
         ``batch``) and cache its answer (both at once); observe its cost. Returns the cost."""
-        cost = call_cost(model, done.input_tokens, done.output_tokens, batch=batch)
+        cost = done.cost(model, batch=batch)
         tokens = done.input_tokens + done.output_tokens
         await asyncio.gather(
             self.guards.ledger.settle(held.key, cost, tokens, scopes=held.scopes),
@@ -275,7 +279,7 @@ class Accounting:
         """:meth:`settle` of provider batch answers reserved at ``at`` (:meth:`reserve_many`),
         at the batch price: the ledger, the cache and the metrics in a few round trips.
         Returns each answer's cost."""
-        costs = [call_cost(model, d.input_tokens, d.output_tokens, batch=True) for _, d in answers]
+        costs = [done.cost(model, batch=True) for _, done in answers]
         entries = []
         for tenant, index in _by_tenant([row for row, _ in answers]).items():
             holds = []

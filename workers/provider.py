@@ -28,11 +28,13 @@ import os
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any
 
 import anthropic
 import openai
 
+from routing.cost import call_cost
 from routing.errors import (
     ConfigError,
     ProviderPermanentError,
@@ -69,6 +71,19 @@ class Completion:
     status: int | None = None  # the HTTP status of a failure, when there was one
     logprobs: tuple[float, ...] | None = None  # per output token, when asked for
     reasoning_tokens: int | None = None  # of output_tokens, spent thinking (None: not said)
+    cached_input_tokens: int | None = None  # of input_tokens, read from the prompt cache
+    cache_write_tokens: int | None = None  # of input_tokens, written to it (Anthropic)
+
+    def cost(self, model: ModelSpec, *, batch: bool = False) -> Decimal:
+        """What this usage costs on ``model`` (cache reads and writes at their prices)."""
+        return call_cost(
+            model,
+            self.input_tokens,
+            self.output_tokens,
+            batch=batch,
+            cached=self.cached_input_tokens or 0,
+            written=self.cache_write_tokens or 0,
+        )
 
     @classmethod
     def failure(
@@ -247,6 +262,12 @@ def _since(start: float | None) -> float:
     return 0.0 if start is None else (time.perf_counter() - start) * 1000
 
 
+def _cached_tokens(usage: dict[str, Any]) -> int | None:
+    """``usage.prompt_tokens_details.cached_tokens`` (counted in ``prompt_tokens``)."""
+    value = (usage.get("prompt_tokens_details") or {}).get("cached_tokens")
+    return int(value) if value is not None else None
+
+
 def _reasoning_tokens(usage: dict[str, Any]) -> int | None:
     """``usage.completion_tokens_details.reasoning_tokens``, when the provider says."""
     value = (usage.get("completion_tokens_details") or {}).get("reasoning_tokens")
@@ -271,6 +292,7 @@ def parse_chat(body: Any, attempts: int, start: float | None) -> Completion:
             attempts=attempts,
             logprobs=logprobs,
             reasoning_tokens=_reasoning_tokens(usage),
+            cached_input_tokens=_cached_tokens(usage),
         )
     except (KeyError, IndexError, TypeError, AttributeError, ValueError) as exc:
         error = ProviderPermanentError(f"malformed chat-completions response: {exc!r}")
@@ -299,6 +321,8 @@ def parse_messages(body: Any, attempts: int, start: float | None) -> Completion:
             output_tokens=int(usage.get("output_tokens", 0)),
             latency_ms=_since(start),
             attempts=attempts,
+            cached_input_tokens=int(usage.get("cache_read_input_tokens") or 0),
+            cache_write_tokens=int(usage.get("cache_creation_input_tokens") or 0),
         )
     except (KeyError, IndexError, TypeError, AttributeError, ValueError) as exc:
         error = ProviderPermanentError(f"malformed messages response: {exc!r}")

@@ -15,7 +15,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from routing.cost import ZERO, call_cost
+from routing.cost import ZERO
 from routing.minimise import minimise
 from routing.plan import JobContext
 from routing.policy import Policy, TierSpec
@@ -121,10 +121,12 @@ def outcomes(
         "reasoning_tokens": [
             d.reasoning_tokens if k else None for d, k in zip(done, ok, strict=True)
         ],
+        "cached_input_tokens": [
+            d.cached_input_tokens if k else None for d, k in zip(done, ok, strict=True)
+        ],
         "cost_usd": [ZERO if d else s.cost for s, d in zip(rows, dup, strict=True)],
         "baseline_cost_usd": [
-            call_cost(baseline_model, d.input_tokens, d.output_tokens) if k else ZERO
-            for d, k in zip(done, ok, strict=True)
+            d.cost(baseline_model) if k else ZERO for d, k in zip(done, ok, strict=True)
         ],
         "latency_ms": [0.0 if p else d.latency_ms for d, p in zip(done, dup, strict=True)],
         "attempts": [0 if d else s.calls for s, d in zip(rows, dup, strict=True)],
@@ -157,6 +159,7 @@ OUTCOME_COLUMNS = (
     "input_tokens",
     "output_tokens",
     "reasoning_tokens",
+    "cached_input_tokens",
     "cost_usd",
     "baseline_cost_usd",
     "latency_ms",

@@ -147,3 +147,23 @@ def test_one_money_format_and_one_percentage_format() -> None:
     assert usd_text(Decimal("12345678.9")) == "12345678.900000000000"  # never 1.2E+7
     assert pct(Decimal("12.019934350000"), Decimal("13.772252000000")) == 87.276
     assert pct(Decimal(1), Decimal(0)) == 0.0
+
+
+def test_cached_and_written_input_tokens_at_their_prices() -> None:
+    plain = _model("2", "8")
+    # no cache prices: every input token at the input price, as before
+    assert call_cost(plain, 3000, 100, cached=2048) == call_cost(plain, 3000, 100)
+    cached = plain.model_copy(
+        update={"cache_read_per_mtok": Decimal("0.5"), "cache_write_per_mtok": Decimal("2.5")}
+    )
+    # 952 plain at $2/M + 2,048 cached at $0.5/M + 100 output at $8/M
+    assert call_cost(cached, 3000, 100, cached=2048) == Decimal("0.003728")
+    # Anthropic: 1,000 written at $2.5/M, 500 read at $0.5/M, 100 plain at $2/M
+    assert call_cost(cached, 1600, 0, cached=500, written=1000) == Decimal("0.00295")
+    # batch: the cache prices take the batch discount of the input price
+    batch = cached.model_copy(
+        update={"batch_input_per_mtok": Decimal("1"), "batch_output_per_mtok": Decimal("4")}
+    )
+    assert call_cost(batch, 3000, 100, batch=True, cached=2048) == Decimal("0.001864")
+    # never more cached than input tokens: the plain part is not negative
+    assert call_cost(cached, 100, 0, cached=2048) == call_cost(cached, 0, 0, cached=2048)

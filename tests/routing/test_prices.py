@@ -131,3 +131,10 @@ def test_a_reasoning_model_is_marked_from_the_table(tmp_path: Path) -> None:
     shared = load_price_table(data.require(data.PRICES))
     assert shared["o3-mini"].reasoning and shared["gpt-5"].reasoning
     assert not shared["gpt-4o-mini"].reasoning
+
+
+def test_cache_prices_come_from_the_table() -> None:
+    shared = load_price_table(data.require(data.PRICES))
+    mini = shared["gpt-4o-mini"]
+    assert mini.cache_read_per_mtok == Decimal("0.075") and mini.input_per_mtok == Decimal("0.15")
+    assert mini.cache_write_per_mtok is None

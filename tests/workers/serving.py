@@ -108,6 +108,7 @@ def unit_policy(
     cache: dict[str, Any] | None = None,
     budgets: dict[str, Any] | None = None,
     reasoning: bool = False,
+    cache_read: str | None = None,
     **provider: Any,
 ) -> Policy:
     """One provider ``sim`` of ``kind``, one tier ``only`` with one ``model``; retries
@@ -127,6 +128,7 @@ def unit_policy(
                         "rpm": rpm,
                         "tpm": tpm,
                         "reasoning": reasoning,
+                        "cache_read_per_mtok": cache_read,
                     }
                 ],
                 "concurrency": concurrency,

@@ -122,7 +122,13 @@ def test_openai_batch_lifecycle_and_shapes(sim: SimServer, oai: openai.OpenAI) -
     assert body["object"] == "chat.completion"
     assert body["choices"][0]["message"]["content"] == realtime.choices[0].message.content
     assert body["usage"] == realtime.usage.model_dump(  # type: ignore[union-attr]
-        include={"prompt_tokens", "completion_tokens", "total_tokens", "completion_tokens_details"},
+        include={
+            "prompt_tokens",
+            "completion_tokens",
+            "total_tokens",
+            "completion_tokens_details",
+            "prompt_tokens_details",
+        },
         exclude_none=True,
     )
     last = output[-1]["response"]["body"]["choices"][0]

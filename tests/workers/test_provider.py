@@ -147,6 +147,38 @@ def test_a_reasoning_model_takes_max_completion_tokens_and_reports_its_thinking(
     assert plain.outcome is Outcome.OK and plain.done.reasoning_tokens == 0
 
 
+def test_prompt_cache_hits_are_recorded_and_billed_at_the_cache_price(sim: SimServer) -> None:
+    """A long shared system prompt sent twice: the second call reads it from the provider's
+    prompt cache (the simulator does as OpenAI: the first message, 1,024+ tokens, in steps
+    of 128), and its cost takes the model's cache price for those tokens."""
+    from decimal import Decimal
+
+    from routing.cost import call_cost
+    from routing.tokens import count_one
+
+    system = " ".join(f"rule {i}: answer briefly and cite the policy section." for i in range(160))
+    assert count_one(system) >= 1024
+    policy = unit_policy(cache_read="0.25")  # input $1/M in unit_policy
+    at_sim, model = unit_settings(sim.base_url), unit_policy(cache_read="0.25").tiers[0].primary
+    first = serve_one(policy, at_sim, row("What is 2 + 2?", system)).done
+    served = serve_one(policy, at_sim, row("What is 3 + 3?", system))
+    second = served.done
+    assert first.cached_input_tokens == 0
+    cached = second.cached_input_tokens
+    assert cached and cached % 128 == 0 and cached <= count_one(system) < cached + 128
+    assert second.cost(model) == call_cost(
+        model, second.input_tokens, second.output_tokens, cached=cached
+    )
+    assert served.cost == second.cost(model)  # what the engine settled and the row shows
+    assert second.cost(model) < call_cost(model, second.input_tokens, second.output_tokens)
+    full = second.input_tokens - cached
+    assert (
+        second.cost(model)
+        == (Decimal(full) + Decimal(cached) * Decimal("0.25") + 2 * Decimal(second.output_tokens))
+        / 10**6
+    )
+
+
 def test_a_reasoning_model_body() -> None:
     request = ChatRequest("hi", "be brief", 64, logprobs=True)
     assert chat_body("gpt-4o", request) == {
@@ -415,3 +447,26 @@ def test_client_has_sdk_retries_off() -> None:
     client = asyncio.run(build())
     assert client.max_retries == 0
     assert client.timeout == 7.0
+
+
+def test_anthropic_cache_tokens_are_part_of_the_input_and_kept_apart() -> None:
+    from workers.provider import parse_messages
+
+    body = {
+        "type": "message",
+        "content": [{"type": "text", "text": "ok"}],
+        "stop_reason": "end_turn",
+        "usage": {
+            "input_tokens": 100,
+            "cache_read_input_tokens": 500,
+            "cache_creation_input_tokens": 1000,
+            "output_tokens": 7,
+        },
+    }
+    done = parse_messages(body, 1, None)
+    assert (done.input_tokens, done.cached_input_tokens, done.cache_write_tokens) == (
+        1600,
+        500,
+        1000,
+    )
+    assert done.output_tokens == 7 and done.latency_ms == 0.0

@@ -18,7 +18,6 @@ from decimal import Decimal
 
 from routing.batching import request_id
 from routing.confidence import confidence
-from routing.cost import call_cost
 from routing.errors import ProviderPermanentError, ProviderRetryableError
 from routing.policy import TierSpec
 from routing.results import assemble
@@ -214,7 +213,7 @@ class Collector:
         self, batch: rec.ProviderBatch, tier: TierSpec, done: Completion, cost: Decimal
     ) -> Served:
         model = tier.primary
-        full = call_cost(model, done.input_tokens, done.output_tokens)
+        full = done.cost(model)
         served = Served(
             Outcome.OK,
             done,

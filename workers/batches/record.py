@@ -150,6 +150,8 @@ _OUTCOME_SCHEMA = pa.schema(
         ("input_tokens", pa.int64()),
         ("output_tokens", pa.int64()),
         ("reasoning_tokens", pa.int64()),
+        ("cached_input_tokens", pa.int64()),
+        ("cache_write_tokens", pa.int64()),
         ("latency_ms", pa.float64()),
         ("attempts", pa.int32()),
         ("error", pa.string()),
@@ -177,6 +179,8 @@ _FROM_DONE = (  # the completion's fields kept as they are
     "input_tokens",
     "output_tokens",
     "reasoning_tokens",
+    "cached_input_tokens",
+    "cache_write_tokens",
     "latency_ms",
     "attempts",
     "error",
@@ -222,7 +226,9 @@ def _served(row: dict[str, Any], policy: Policy) -> Served:
         finish_reason=row["finish_reason"],
         input_tokens=row["input_tokens"],
         output_tokens=row["output_tokens"],
-        reasoning_tokens=row.get("reasoning_tokens"),  # outcomes written before it: none
+        reasoning_tokens=row.get("reasoning_tokens"),  # outcomes written before these: none
+        cached_input_tokens=row.get("cached_input_tokens"),
+        cache_write_tokens=row.get("cache_write_tokens"),
         latency_ms=row["latency_ms"],
         attempts=row["attempts"],
         error=row["error"],

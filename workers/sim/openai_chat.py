@@ -8,6 +8,10 @@ A reasoning model (:data:`REASONING_MODELS`: ``o1``, ``o3-mini``, ``o4-mini``, `
 rejects ``max_tokens`` as the real API does (400 ``unsupported_parameter``: use
 ``max_completion_tokens``) and reports ``usage.completion_tokens_details.reasoning_tokens``
 (deterministic per prompt, counted in ``completion_tokens``; 0 for other models).
+Prompt caching as OpenAI does it: a request whose first message is 1,024 tokens or more
+and was sent to the same model before reports that message's tokens, rounded down to a
+multiple of 128, as ``usage.prompt_tokens_details.cached_tokens`` (counted in
+``prompt_tokens``; 0 otherwise; realtime only, the batch API reports 0).
 
 Response: ``{id, object: "chat.completion", created, model, system_fingerprint, choices:
 [{index: 0, message: {role: "assistant", content}, logprobs, finish_reason}], usage:
@@ -32,11 +36,11 @@ from typing import Any
 
 from aiohttp import web
 
-from workers.sim.answer import answer, logprobs
+from workers.sim.answer import answer, count_prompt, logprobs
 from workers.sim.errors import BadRequest, openai_error
 from workers.sim.faults import simulate
 from workers.sim.prompt import Prompt, fingerprint, read_json
-from workers.sim.state import STATE
+from workers.sim.state import STATE, SimState
 
 __all__ = ["REASONING_MODELS", "completion_body", "install", "parse"]
 
@@ -116,8 +120,9 @@ def parse(body: Any) -> Prompt:
     )
 
 
-def completion_body(prompt: Prompt, response_id: str) -> dict[str, Any]:
-    """The ``chat.completion`` object answering ``prompt``."""
+def completion_body(prompt: Prompt, response_id: str, cached: int = 0) -> dict[str, Any]:
+    """The ``chat.completion`` object answering ``prompt`` (``cached`` of its prompt tokens
+    read from the prompt cache)."""
     reply = answer(prompt)
     choice = {
         "index": 0,
@@ -131,6 +136,7 @@ def completion_body(prompt: Prompt, response_id: str) -> dict[str, Any]:
         "completion_tokens": reply.completion_tokens + thought,
         "total_tokens": reply.prompt_tokens + reply.completion_tokens + thought,
         "completion_tokens_details": {"reasoning_tokens": thought},
+        "prompt_tokens_details": {"cached_tokens": cached},
     }
     return {
         "id": response_id,
@@ -141,6 +147,21 @@ def completion_body(prompt: Prompt, response_id: str) -> dict[str, Any]:
         "choices": [choice],
         "usage": usage,
     }
+
+
+CACHE_MIN_TOKENS, CACHE_STEP = 1024, 128
+
+
+def cached_tokens(state: SimState, prompt: Prompt) -> int:
+    """The prompt-cache hit of ``prompt``: its first message's tokens, in steps of 128, when
+    that message (1,024 tokens or more) reached this model before; it is remembered now."""
+    if len(prompt.contents) < 2:
+        return 0
+    first = count_prompt(prompt.contents[0])
+    if first < CACHE_MIN_TOKENS:
+        return 0
+    key = (prompt.model, prompt.contents[0])
+    return first // CACHE_STEP * CACHE_STEP if state.prefixes.seen(key) else 0
 
 
 def reasoning_tokens(prompt: Prompt) -> int:
@@ -161,7 +182,9 @@ async def chat_completions(request: web.Request) -> web.Response:
     fault = await simulate(state, prompt.model, request.headers)
     if fault is not None:
         return fault.openai()
-    body = completion_body(prompt, f"chatcmpl-sim{next(state.ids):010d}")
+    body = completion_body(
+        prompt, f"chatcmpl-sim{next(state.ids):010d}", cached_tokens(state, prompt)
+    )
     state.record_answer(request, prompt)
     return web.json_response(body)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import random
+from collections import OrderedDict
 from typing import Any
 
 from aiohttp import web
@@ -15,6 +16,23 @@ from workers.sim.stats import Stats
 __all__ = ["STATE", "SimState"]
 
 
+class Prefixes:
+    """The prompt prefixes a model has seen (bounded, least recently seen dropped)."""
+
+    def __init__(self, size: int = 10_000) -> None:
+        self._seen: OrderedDict[Any, None] = OrderedDict()
+        self._size = size
+
+    def seen(self, key: Any) -> bool:
+        """Whether ``key`` was seen before; it is remembered from now on."""
+        before = key in self._seen
+        self._seen[key] = None
+        self._seen.move_to_end(key)
+        while len(self._seen) > self._size:
+            self._seen.popitem(last=False)
+        return before
+
+
 class SimState:
     """Mutable per-app state; only touched from the server's event loop."""
 
@@ -23,6 +41,7 @@ class SimState:
         self.rng = random.Random(config.seed)
         self.stats = Stats()
         self.ids = itertools.count(1)
+        self.prefixes = Prefixes()  # the prompt cache (workers/sim/openai_chat.py)
 
     def configure(self, changes: dict[str, Any]) -> SimConfig:
         """Apply ``changes`` to the config; a ``seed`` among them re-seeds the random source."""
