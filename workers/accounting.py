@@ -217,7 +217,8 @@ class Accounting:
     ) -> tuple[Reservation, bool]:
         """The call's reservation (at the batch price when ``batch``, held ``ttl_s``), and
         whether it fit every budget cap."""
-        held = self.reservation(row, tier, model, request, datetime.now(UTC), batch=batch)
+        now = datetime.now(UTC).replace(microsecond=0)  # calls of one second share scopes
+        held = self.reservation(row, tier, model, request, now, batch=batch)
         ledger = self.guards.ledger
         fits = await ledger.reserve(held.key, held.scopes, held.estimate, held.tokens, ttl_s)
         return held, fits

@@ -151,12 +151,10 @@ class Storage:
         return int(info.size)
 
     def read_bytes(self, uri: str) -> bytes:
-        filesystem, path = self.resolve(uri)
-        try:
-            with filesystem.open_input_stream(path) as stream:
-                return bytes(stream.read())
-        except OSError as exc:
-            raise StorageError(f"cannot read {uri}: {exc}") from exc
+        data = self.read_bytes_if_any(uri)
+        if data is None:
+            raise StorageError(f"cannot read {uri}: no such file or object")
+        return data
 
     def read_bytes_if_any(self, uri: str) -> bytes | None:
         """The object / file at ``uri``, or None when there is none (one request: no
