@@ -5,7 +5,13 @@ heuristic or a trained router, print the metrics (or one JSON object), and optio
 the scores and a self-contained HTML frontier plot. Register it in ``producer/cli.py`` as::
 
     batch-router eval LABELS --weak W --strong S --router heuristic|PATH
-                      [--json] [--scores-out FILE] [--html FILE]
+                      [--responses FILE…] [--json] [--scores-out FILE] [--html FILE]
+
+With ``--responses`` (the models' answer texts, joined on ``prompt_id`` and ``model``) only
+the prompts the weak model answered are evaluated; a verifier (``train --verifier``) needs
+them and is evaluated as a **cascade**: the weak model answers every prompt, the verifier
+reads that answer, and the prompts it sends on are answered by the strong model too — so
+the cost of "strong" is the weak call plus the strong call, on the curve and the baselines.
 
 Example::
 
@@ -18,6 +24,8 @@ from __future__ import annotations
 
 import html
 import json
+from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +57,7 @@ def run_eval(
     *,
     share: float | None = None,
     threshold: float | None = None,
+    responses: Sequence[Path] = (),
 ) -> dict[str, Any]:
     """Evaluate ``router`` (``heuristic`` or a trained model file) on ``labels`` for the
     ``weak``/``strong`` pair; print a report (or JSON) on ``console``; return the result.
@@ -56,19 +65,38 @@ def run_eval(
     ``share`` is the operating point for the confusion matrix and regret (default: the
     oracle's share of prompts that need the strong model); ``threshold`` the quality that
     counts as adequate (default: 1 for 0/1 labels, else the strong model's own quality).
+    ``responses``: answer files; see the module doc (cascade evaluation of a verifier).
     """
     if scores_out is not None and scores_out.suffix.lower() not in SCORE_FORMATS:
         raise ConfigError(f"--scores-out {scores_out}: use a .parquet or .csv file name")
     scorer = load_router(router)
+    cascade = bool(getattr(scorer, "verifier", False))
+    if cascade and not responses:
+        raise InputError(
+            f"router {router!r} is a verifier: it reads the weak model's answers; give "
+            "--responses FILE (prompt_id, model, response)"
+        )
     frame = read_labels(labels)
+    answers: dict[str, str] | None = None
+    if responses:
+        answers, frame = _answered(frame, weak, responses)
     pair = Pair.from_labels(frame, weak, strong)
-    scores = score_prompts(scorer, pair.prompts)
+    weak_answers = None if answers is None else [answers[str(i)] for i in pair.prompt_ids]
+    scores = score_prompts(scorer, pair.prompts, weak_answers if cascade else None)
+    if cascade:  # the weak call is paid on every prompt; "strong" means both calls
+        pair = replace(pair, c_strong=pair.c_weak + pair.c_strong)
     name = "heuristic" if router == "heuristic" else Path(router).name
     result = evaluate(pair, scores, name=name, share=share, threshold=threshold)
     tiers = None
     if frame.get_column("model").n_unique() > 2:
         tiers = multi_tier(frame, reference=strong, threshold=threshold)
-    out = {"labels": str(labels), "router_version": scorer.version, **result.to_dict()}
+    out = {
+        "labels": str(labels),
+        "router_version": scorer.version,
+        "cascade": cascade,
+        "responses": [str(p) for p in responses],
+        **result.to_dict(),
+    }
     if tiers is not None:
         out["multi_tier"] = tiers.to_dict()
     if scores_out is not None:
@@ -89,6 +117,22 @@ def read_labels(path: Path) -> pl.DataFrame:
         return pl.read_parquet(path)
     except Exception as exc:  # polars raises several kinds for a bad file
         raise InputError(f"{path}: not a readable Parquet labels file: {exc}") from exc
+
+
+def _answered(
+    frame: pl.DataFrame, weak: str, responses: Sequence[Path]
+) -> tuple[dict[str, str], pl.DataFrame]:
+    """The weak model's answer per prompt id, and the labels of the prompts it answered."""
+    from producer.training.labels import load_responses
+
+    found = load_responses(responses).filter(pl.col("model") == weak)
+    answers = dict(found.select("prompt_id", "response").iter_rows())
+    if not answers:
+        raise InputError(f"--responses hold no answer of the weak model {weak!r}")
+    kept = frame.filter(pl.col("prompt_id").cast(pl.String).is_in(list(answers)))
+    if kept.height == 0:
+        raise InputError(f"--responses: no answer of {weak!r} matches a prompt_id in the labels")
+    return answers, kept
 
 
 def load_router(router: str) -> Scorer:
@@ -112,12 +156,20 @@ def load_router(router: str) -> Scorer:
     return scorer
 
 
-def score_prompts(scorer: Scorer, prompts: pl.Series) -> np.ndarray:
-    """Scores as the router computes them: features and o200k tokens of each prompt."""
+def score_prompts(
+    scorer: Scorer, prompts: pl.Series, answers: Sequence[str] | None = None
+) -> np.ndarray:
+    """Scores as the router computes them: features and o200k tokens of each prompt (and,
+    for a verifier, the weak model's ``answers``)."""
     texts = prompts.cast(pl.String).to_list()
     features = compute_features(pl.Series("prompt", texts, dtype=pl.String))
     tokens = count_tokens(texts)
     score_texts = getattr(scorer, "score_texts", None)
+    if answers is not None and score_texts is not None:
+        from routing.learned.answer import answer_frame
+
+        frame = answer_frame(texts, list(answers))
+        return np.asarray(score_texts(texts, features, tokens, frame), dtype=np.float64)
     if score_texts is not None:  # the learned scorer reads the text too (n-grams)
         return np.asarray(score_texts(texts, features, tokens), dtype=np.float64)
     return np.asarray(scorer.score(features, tokens), dtype=np.float64)

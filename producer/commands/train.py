@@ -44,7 +44,14 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from producer.training.labels import LabelSet, load_feedback, load_labels, parse_spec
+from producer.training.labels import (
+    LabelSet,
+    load_feedback,
+    load_labels,
+    load_responses,
+    parse_spec,
+    with_answers,
+)
 from producer.training.validation import cross_validate, fit_sets, leave_one_out, unseen
 from routing.errors import InputError
 from routing.learned.artifact import save_scorer
@@ -65,6 +72,8 @@ def fingerprint(sets: Sequence[LabelSet], feedback: Sequence[LabelSet], fb_weigh
             h.update(json.dumps([role, s.name, list(s.models)]).encode())
             for row in rows.iter_rows():
                 h.update(json.dumps(row, ensure_ascii=False).encode() + b"\n")
+            if s.answers is not None:  # a verifier's answers are training data too
+                h.update(json.dumps(["answers", *s.answers], ensure_ascii=False).encode())
     h.update(json.dumps({"feedback_weight": fb_weight}).encode())
     return h.hexdigest()
 
@@ -81,10 +90,16 @@ def run_train(
     tolerance: float = 0.0,
     config: TrainConfig | None = None,
     embedding: str | None = None,
+    responses: Sequence[Path] = (),
+    verifier: bool = False,
 ) -> dict[str, Any]:
     """Train on every SPEC (+ feedback), report CV / leave-one-dataset-out metrics, save to
     ``out``. Returns the artifact's metadata. ``label`` defaults to ``win_rate`` for two
-    models and ``needs`` (ordinal) for more."""
+    models and ``needs`` (ordinal) for more.
+
+    ``responses`` (answer files, joined on ``prompt_id`` and ``model``) keep only the
+    prompts the cheapest model of each SPEC answered — so a prompt-only router and a
+    verifier are measured on the same prompts; ``verifier`` trains on those answers too."""
     if not specs:
         raise InputError("give at least one SPEC (PATH:weak,strong)")
     if folds < 2:
@@ -96,7 +111,11 @@ def run_train(
     parsed = [parse_spec(s) for s in specs]
     if len({len(s.models) for s in parsed}) > 1:
         raise InputError("every SPEC must list the same number of models (tier k = k-th model)")
+    if verifier and not responses:
+        raise InputError("--verifier learns from the cheapest model's answers: give --responses")
     config = _config(config, label, tolerance, len(parsed[0].models))
+    if verifier:
+        config = replace(config, answers=True)
     if embedding:
         from routing.embedding import SentenceEmbedding
 
@@ -107,6 +126,10 @@ def run_train(
     with console.status("reading labels…"):
         sets = [load_labels(s) for s in parsed]
         fb = [load_feedback(p, parsed) for p in feedback]
+        if responses:
+            answers = load_responses(responses)
+            sets = [with_answers(s, answers) for s in sets]
+            fb = [with_answers(f, answers) for f in fb]
     _check_sets(sets, fb, folds)
     with console.status(f"{folds}-fold cross-validation…"):
         cv = cross_validate(sets, fb, feedback_weight, folds, config)
@@ -125,6 +148,8 @@ def run_train(
             for p, f in zip(feedback, fb, strict=True)
         ],
         datasets={s.name: s.n for s in sets},
+        responses=[str(p) for p in responses],
+        verifier=verifier,
         metrics={
             "folds": folds,
             "cv": cv,
@@ -137,8 +162,10 @@ def run_train(
     console.print(_table(cv, lodo, folds))
     for line in length_warnings(cv, lodo, folds):
         console.print(f"[yellow]warning:[/] {line}")
+    kind = "verifier" if verifier else "router"
     console.print(
-        f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB, {model.version}, label {config.label})"
+        f"wrote {kind} {out} ({out.stat().st_size / 1e6:.1f} MB, {model.version}, "
+        f"label {config.label})"
     )
     return {**model.metadata, "classifier_version": model.version, "artifact": str(out)}
 
@@ -194,7 +221,7 @@ def length_warnings(
 
 
 def _table(cv: dict[str, dict[str, Any]], lodo: dict[str, dict[str, Any]], folds: int) -> Table:
-    table = Table(title="learned scorer — held-out metrics", title_justify="left")
+    table = Table(title="held-out metrics", title_justify="left")
     for col in ("evaluation", "dataset", "prompts", "AUC", "APGR", "length APGR", "Brier"):
         table.add_column(col, justify="left" if col in ("evaluation", "dataset") else "right")
     for title, group in ((f"{folds}-fold CV", cv), ("leave-one-out", lodo)):

@@ -50,6 +50,7 @@ class LabelSet:
     prompts: list[str]
     input_tokens: np.ndarray
     quality: np.ndarray
+    answers: list[str] | None = None  # the cheapest model's answer per prompt (--responses)
 
     @property
     def n(self) -> int:
@@ -64,17 +65,21 @@ class LabelSet:
             prompts=[self.prompts[i] for i in idx],
             input_tokens=self.input_tokens[idx],
             quality=self.quality[idx],
+            answers=None if self.answers is None else [self.answers[i] for i in idx],
         )
 
 
-def _read(path: Path) -> pl.DataFrame:
+def _read(path: Path, required: Sequence[str] = REQUIRED, what: str = "") -> pl.DataFrame:
+    name = f"{what}{path}"
+    if not path.is_file():
+        raise InputError(f"{name}: no such file")
     try:
         frame = pl.read_parquet(path)
     except Exception as exc:
-        raise InputError(f"{path}: not a readable Parquet file ({exc})") from exc
-    missing = [c for c in REQUIRED if c not in frame.columns]
+        raise InputError(f"{name}: not a readable Parquet file ({exc})") from exc
+    missing = [c for c in required if c not in frame.columns]
     if missing:
-        raise InputError(f"{path}: missing column(s) {missing}; need {list(REQUIRED)}")
+        raise InputError(f"{name}: missing column(s) {missing}; need {list(required)}")
     return frame
 
 
@@ -135,3 +140,45 @@ def load_feedback(path: Path | str, specs: Sequence[Spec]) -> LabelSet:
         f"--feedback {text}: holds models {sorted(present)}, not the SPEC models {wanted}; "
         "name them: --feedback FILE:weak,strong"
     )
+
+
+RESPONSE_COLUMNS = ("prompt_id", "model", "response")
+
+
+def load_responses(paths: Sequence[Path | str]) -> pl.DataFrame:
+    """The models' answer texts (``prompt_id, model, response``, as in
+    ``../shared/data/labels/responses/``) of every file; one answer per (prompt_id, model)."""
+    frames = []
+    for path in paths:
+        frame = _read(Path(path), RESPONSE_COLUMNS, "--responses ")
+        frames.append(
+            frame.select(
+                pl.col("prompt_id").cast(pl.String),
+                pl.col("model").cast(pl.String),
+                pl.col("response").cast(pl.String),
+            ).drop_nulls()
+        )
+    out = (
+        pl.concat(frames)
+        if frames
+        else pl.DataFrame(schema=dict.fromkeys(RESPONSE_COLUMNS, pl.String))
+    )
+    if out.select(pl.struct("prompt_id", "model").is_duplicated().any()).item():
+        raise InputError("--responses: more than one answer for the same (prompt_id, model)")
+    return out
+
+
+def with_answers(labels: LabelSet, responses: pl.DataFrame) -> LabelSet:
+    """``labels`` restricted to the prompts the cheapest model has an answer for, with it."""
+    weak = labels.models[0]
+    by_id = dict(
+        responses.filter(pl.col("model") == weak).select("prompt_id", "response").iter_rows()
+    )
+    keep = np.array([i for i, p in enumerate(labels.prompt_ids) if p in by_id], dtype=np.int64)
+    if len(keep) == 0:
+        raise InputError(
+            f"{labels.name}: --responses hold no answer of {weak!r} for its prompts "
+            "(joined on prompt_id and model)"
+        )
+    out = labels.take(keep)
+    return replace(out, answers=[by_id[p] for p in out.prompt_ids])

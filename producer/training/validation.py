@@ -17,6 +17,7 @@ from routing.evaluation.curve import frontier
 from routing.evaluation.labels import Pair
 from routing.evaluation.metrics import apgr
 from routing.features import compute_features
+from routing.learned.answer import answer_frame
 from routing.learned.config import TrainConfig, levels
 from routing.learned.scorer import LearnedScorer
 from routing.learned.training import fit_scorer
@@ -46,9 +47,17 @@ def metrics(
     }
 
 
+def answers_of(labels: LabelSet) -> pl.DataFrame:
+    """What a verifier reads of the set's cheapest-model answers (``--responses``)."""
+    if labels.answers is None:
+        raise ValueError(f"{labels.name}: no answers (train a verifier with --responses)")
+    return answer_frame(labels.prompts, labels.answers)
+
+
 def fit_sets(
     parts: Sequence[LabelSet], weights: Sequence[float], config: TrainConfig
 ) -> LearnedScorer:
+    answers = pl.concat([answers_of(s) for s in parts]) if config.answers else None
     return fit_scorer(
         [p for s in parts for p in s.prompts],
         np.concatenate([s.input_tokens for s in parts]),
@@ -59,14 +68,16 @@ def fit_sets(
         ),
         groups=np.concatenate([np.full(s.n, i) for i, s in enumerate(parts)]),
         tiers=list(dict.fromkeys(s.models for s in parts)),
+        answers=answers,
     )
 
 
 def _score(model: LearnedScorer, labels: LabelSet) -> tuple[np.ndarray, np.ndarray]:
     texts = pl.Series("prompt", labels.prompts, dtype=pl.String)
     feats = compute_features(texts)
-    probs = model.tier_probabilities(texts, feats, labels.input_tokens)
-    return model.score_texts(texts, feats, labels.input_tokens), 1.0 - probs[:, 0]
+    answers = answers_of(labels) if model.verifier else None
+    probs = model.tier_probabilities(texts, feats, labels.input_tokens, answers)
+    return model.score_texts(texts, feats, labels.input_tokens, answers), 1.0 - probs[:, 0]
 
 
 def unseen(labels: LabelSet, feedback: Sequence[LabelSet]) -> LabelSet:

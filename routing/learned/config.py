@@ -37,6 +37,11 @@ class TrainConfig:
     neighbours: int = 100
     neighbour_weight: float = 0.35
     dataset_offsets: bool = True  # one intercept per training dataset (see _fit_with_offsets)
+    # A verifier (issue 16): the model also reads the cheapest model's answer — its signals
+    # (routing.learned.answer) weighted answer_weight, and its word n-grams (0 drops them).
+    answers: bool = False
+    answer_ngrams: int = 2
+    answer_weight: float = 0.3
 
 
 # --- targets ---------------------------------------------------------------------------

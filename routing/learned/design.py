@@ -20,9 +20,11 @@ from sklearn.preprocessing import FunctionTransformer, StandardScaler
 
 from routing.embedding import SentenceEmbedding
 from routing.features import FEATURES
+from routing.learned.answer import ANSWER_COUNTS, ANSWER_FEATURES
 from routing.learned.config import TrainConfig
 
 COUNT_COLUMNS: tuple[str, ...] = (*(f for f in FEATURES if f != "non_ascii_ratio"), "input_tokens")
+SIGNAL_COLUMNS: tuple[str, ...] = tuple(f for f in ANSWER_FEATURES if f not in ANSWER_COUNTS)
 
 
 # Words of one character count too: digits ("5 apples") and option letters ("A.").
@@ -67,6 +69,14 @@ def _featurizer(config: TrainConfig, min_df: int | None = None) -> ColumnTransfo
     if config.embedding:
         embedding = SentenceEmbedding(config.embedding)
         blocks.append(("embedding", embedding, "prompt", config.embedding_weight))
+    if config.answers:  # a verifier: the cheapest model's answer, its size and signals
+        a = config.answer_weight
+        sizes = make_pipeline(FunctionTransformer(np.log1p), StandardScaler())
+        blocks += [
+            ("answer_word", _hashed("word", (1, config.answer_ngrams), 2**18), "answer", 1.0),
+            ("answer_sizes", sizes, list(ANSWER_COUNTS), a),
+            ("answer_signals", StandardScaler(), list(SIGNAL_COLUMNS), a),
+        ]
     kept = [b for b in blocks if b[3] > 0 and not _off(b[0], config)]
     if not kept:
         raise ValueError("TrainConfig leaves no feature block")
@@ -77,8 +87,10 @@ def _featurizer(config: TrainConfig, min_df: int | None = None) -> ColumnTransfo
 
 
 def _off(block: str, config: TrainConfig) -> bool:
-    if block in ("counts", "ratio", "embedding"):
-        return False  # weight 0 drops these; the embedding block exists only when named
+    if block in ("counts", "ratio", "embedding", "answer_sizes", "answer_signals"):
+        return False  # weight 0 drops these; the embedding/answer blocks exist only when asked
+    if block == "answer_word":
+        return config.answer_ngrams <= 0
     if block == "word":
         return config.word_ngrams <= 0 or (not config.word_vocabulary and config.word_features <= 0)
     return config.char_features <= 0
@@ -111,9 +123,13 @@ def fit_features(config: TrainConfig, frame: pl.DataFrame) -> tuple[ColumnTransf
 
 
 def design_frame(
-    prompts: Sequence[str | None] | pl.Series, features: pl.DataFrame, input_tokens: npt.ArrayLike
+    prompts: Sequence[str | None] | pl.Series,
+    features: pl.DataFrame,
+    input_tokens: npt.ArrayLike,
+    answers: pl.DataFrame | None = None,
 ) -> pl.DataFrame:
-    """The model's input: ``prompt``, the feature columns and ``input_tokens``, checked."""
+    """The model's input: ``prompt``, the feature columns and ``input_tokens``, checked; for
+    a verifier also ``answers`` (:func:`routing.learned.answer.answer_frame`)."""
     text = pl.Series("prompt", prompts, dtype=pl.String).fill_null("")
     tokens = np.asarray(input_tokens, dtype=np.float64)
     missing = [f for f in FEATURES if f not in features.columns]
@@ -124,4 +140,12 @@ def design_frame(
             f"batch sizes differ: {len(text)} prompts, {features.height} feature rows, "
             f"{len(tokens)} token counts"
         )
-    return features.select(FEATURES).with_columns(text, pl.Series("input_tokens", tokens))
+    frame = features.select(FEATURES).with_columns(text, pl.Series("input_tokens", tokens))
+    if answers is None:
+        return frame
+    lacking = [c for c in ("answer", *ANSWER_FEATURES) if c not in answers.columns]
+    if lacking:
+        raise ValueError(f"answers frame lacks {lacking} (build it with answer_frame)")
+    if answers.height != frame.height:
+        raise ValueError(f"{frame.height} prompts but {answers.height} answers")
+    return pl.concat([frame, answers.select("answer", *ANSWER_FEATURES)], how="horizontal")

@@ -68,6 +68,11 @@ class LearnedScorer:
         return label
 
     @property
+    def verifier(self) -> bool:
+        """True when the model reads the cheapest tier's answer too (``train --verifier``)."""
+        return bool(self.metadata["config"].get("answers", False))
+
+    @property
     def tiers(self) -> list[list[str]]:
         """The models the tiers were learned from, cheapest first (one list per SPEC)."""
         return [list(t) for t in self.metadata["tiers"]]
@@ -77,9 +82,17 @@ class LearnedScorer:
         prompts: Sequence[str | None] | pl.Series,
         features: pl.DataFrame,
         input_tokens: npt.ArrayLike,
+        answers: pl.DataFrame | None = None,
     ) -> Floats:
-        """``(n, levels - 1)``: P(level > k), non-increasing in k."""
-        frame = design_frame(prompts, features, input_tokens)
+        """``(n, levels - 1)``: P(level > k), non-increasing in k. A verifier needs
+        ``answers`` (:func:`routing.learned.answer.answer_frame` of the cheapest tier's
+        answers); a prompt-only model ignores them."""
+        if self.verifier and answers is None:
+            raise ConfigError(
+                "this model is a verifier: it scores a prompt with the cheapest tier's answer "
+                "(pass answers=answer_frame(prompts, answers))"
+            )
+        frame = design_frame(prompts, features, input_tokens, answers if self.verifier else None)
         if frame.height == 0:
             return np.zeros((0, len(self._classifiers)))
         # Row-wise, so scored in slices: with an embedding, the block and the vote each embed
@@ -101,10 +114,11 @@ class LearnedScorer:
         prompts: Sequence[str | None] | pl.Series,
         features: pl.DataFrame,
         input_tokens: npt.ArrayLike,
+        answers: pl.DataFrame | None = None,
     ) -> Floats:
         """P(the prompt needs more than the cheapest tier) (``needs``), or the strong model's
-        win rate (``win_rate``), one per prompt, in [0, 1]."""
-        cum = self.cumulative(prompts, features, input_tokens)
+        win rate (``win_rate``), one per prompt, in [0, 1] (a verifier: given the answer)."""
+        cum = self.cumulative(prompts, features, input_tokens, answers)
         out: Floats = cum.mean(axis=1) if self.label == "win_rate" else cum[:, 0]
         return out
 
@@ -122,10 +136,11 @@ class LearnedScorer:
         prompts: Sequence[str | None] | pl.Series,
         features: pl.DataFrame,
         input_tokens: npt.ArrayLike,
+        answers: pl.DataFrame | None = None,
     ) -> Floats:
         """``(n, tiers)``: P(the cheapest adequate tier is k). With ``win_rate`` the two
         columns are P(weak adequate) and P(strong strictly better)."""
-        cum = self.cumulative(prompts, features, input_tokens)
+        cum = self.cumulative(prompts, features, input_tokens, answers)
         if self.label == "win_rate":
             cum = cum[:, 1:]
         n = cum.shape[0]

@@ -70,11 +70,14 @@ def _fit_one(config: TrainConfig, x: Any, y: np.ndarray, weight: Floats, groups:
 
 
 def data_fingerprint(
-    prompts: Sequence[str], quality: npt.ArrayLike, weight: npt.ArrayLike | None = None
+    prompts: Sequence[str],
+    quality: npt.ArrayLike,
+    weight: npt.ArrayLike | None = None,
+    answers: Sequence[str] = (),
 ) -> str:
-    """SHA-256 over the training rows (text, qualities, weights), order included."""
+    """SHA-256 over the training rows (text, answers, qualities, weights), order included."""
     h = hashlib.sha256()
-    for text in prompts:
+    for text in (*prompts, *(("\x1d", *answers) if answers else ())):
         h.update(text.encode("utf-8", "surrogatepass") + b"\x1e")
     h.update(np.ascontiguousarray(quality, dtype=np.float64).tobytes())
     if weight is not None:
@@ -92,11 +95,14 @@ def fit_scorer(
     groups: npt.ArrayLike | None = None,
     tiers: Sequence[Sequence[str]] = (),
     fingerprint: str | None = None,
+    answers: pl.DataFrame | None = None,
 ) -> LearnedScorer:
     """Train on ``quality`` — ``(n, models)``, the models cheapest first — for ``prompts``.
 
     ``groups`` names each row's dataset (for ``dataset_offsets``); ``sample_weight`` weighs
-    rows (e.g. user feedback). Calibration applies only without dataset offsets.
+    rows (e.g. user feedback). Calibration applies only without dataset offsets. A verifier
+    (``config.answers``) reads ``answers`` too: :func:`routing.learned.answer.answer_frame`
+    of the cheapest model's answer to each prompt.
     """
     config = config or TrainConfig()
     q = np.asarray(quality, dtype=np.float64)
@@ -105,8 +111,12 @@ def fit_scorer(
         np.ones(len(q)) if sample_weight is None else np.asarray(sample_weight, dtype=np.float64)
     )
     group = np.zeros(len(q), dtype=np.int64) if groups is None else np.asarray(groups)
+    if config.answers and answers is None:
+        raise ValueError("a verifier (config.answers) is trained on answers: pass answers=")
     texts = pl.Series("prompt", prompts, dtype=pl.String).fill_null("")
-    frame = design_frame(texts, compute_features(texts), input_tokens)
+    frame = design_frame(
+        texts, compute_features(texts), input_tokens, answers if config.answers else None
+    )
     featurizer, x = fit_features(config, frame)
     classifiers = []
     for k in range(n_levels(q.shape[1], config.label) - 1):
@@ -119,7 +129,15 @@ def fit_scorer(
     metadata = {
         "format": ARTIFACT_FORMAT,
         "feature_version": FEATURE_VERSION,
-        "fingerprint": fingerprint or data_fingerprint(texts.to_list(), q, weight),
+        "fingerprint": fingerprint
+        or data_fingerprint(
+            texts.to_list(),
+            q,
+            weight,
+            answers.get_column("answer").to_list()
+            if answers is not None and config.answers
+            else (),
+        ),
         "config": asdict(config),
         "tiers": [list(t) for t in tiers],
         "rows": int(q.shape[0]),
