@@ -351,9 +351,22 @@ def load_policy(path: str | Path | None = None) -> Policy:
         raise PolicyError(f"policy file not found: {p}")
     policy = parse_policy(p.read_text(), str(p), p.parent)
     model = policy.classifier.path
-    if model and "://" not in model and not Path(model).is_absolute():
+    if model and _relative(model):
         resolved = str((p.parent / model).resolve())
         policy = policy.model_copy(
             update={"classifier": policy.classifier.model_copy(update={"path": resolved})}
         )
-    return policy
+    tiers = []
+    for tier in policy.tiers:
+        cascade = tier.cascade
+        if cascade is not None and cascade.verifier and _relative(cascade.verifier):
+            resolved = str((p.parent / cascade.verifier).resolve())
+            tier = tier.model_copy(
+                update={"cascade": cascade.model_copy(update={"verifier": resolved})}
+            )
+        tiers.append(tier)
+    return policy.model_copy(update={"tiers": tuple(tiers)})
+
+
+def _relative(path: str) -> bool:
+    return "://" not in path and not Path(path).is_absolute()

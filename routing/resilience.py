@@ -14,7 +14,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from routing.frozen import Frozen
 
@@ -82,11 +82,40 @@ class BudgetSpec(Frozen):
 
 
 class CascadeSpec(Frozen):
-    """Answer on this tier first; when the answer's confidence (mean token probability from
-    logprobs, 0 for a refusal, an empty or a truncated answer) is below ``min_confidence``,
-    ask the next tier too and keep its answer. Both calls are paid and attributed."""
+    """Answer on this tier first; when the answer's score is below the threshold, ask the
+    next tier too and keep its answer. Both calls are paid and attributed. The score is
+    one of (``routing.confidence``):
 
-    min_confidence: float = Field(ge=0, le=1)
+    - ``min_confidence``: the answer's confidence (mean token probability from logprobs;
+      0 for a refusal, an empty or a truncated answer);
+    - ``verifier`` + ``min_score``: P(this answer is as good as the next tier's) from a
+      verifier trained by ``batch-router train --verifier`` (a local file — relative to the
+      policy file — or an ``s3://`` URI, copied into the job when it is planned), with the
+      same zero for an empty, truncated or refused answer.
+    """
+
+    min_confidence: float | None = Field(None, ge=0, le=1)
+    verifier: str | None = None
+    min_score: float | None = Field(None, ge=0, le=1)
+
+    @model_validator(mode="after")
+    def _one_signal(self) -> CascadeSpec:
+        if self.verifier is not None and not self.verifier.strip():
+            raise ValueError("cascade.verifier is empty; give a file from train --verifier")
+        if (self.verifier is None) != (self.min_score is None):
+            raise ValueError("a cascade verifier needs min_score, and min_score a verifier")
+        if (self.min_confidence is None) == (self.verifier is None):
+            raise ValueError(
+                "a cascade takes one signal: min_confidence, or verifier with min_score"
+            )
+        return self
+
+    @property
+    def threshold(self) -> float:
+        """The score below which an answer is escalated."""
+        value = self.min_confidence if self.min_score is None else self.min_score
+        assert value is not None  # the validator guarantees one
+        return value
 
 
 # ---------------------------------------------------------------- budget scopes

@@ -30,10 +30,11 @@ at most the tier's ``concurrency`` at a time — every guard awaited there, none
    job's prompts); permanent errors (400, 401/403, 404, content filter) are not retried.
 5. **Settle** the reservation with the reported usage (and cache the answer, at the same
    time), or release it on failure.
-6. **Cascade** — on a tier with ``cascade``, an answer whose confidence
-   (:func:`routing.confidence.confidence`) is below ``min_confidence`` is asked again of the
-   nearest dearer tier the prompt is allowed; the row keeps the better tier's answer,
-   ``escalated_from`` and the first answer's ``confidence``; its cost is both calls.
+6. **Cascade** — on a tier with ``cascade``, the batch's answers are scored together
+   (``workers/verifier.py``: logprob confidence, or the job's verifier); those below the
+   tier's threshold are asked again of the nearest dearer tier the prompt is allowed; the
+   row keeps the better tier's answer, ``escalated_from``, the first answer's score
+   (``confidence``) and its source (``confidence_source``); its cost is both calls.
 """
 
 from __future__ import annotations
@@ -46,7 +47,6 @@ from decimal import Decimal
 from enum import Enum, auto
 from typing import Protocol
 
-from routing.confidence import confidence
 from routing.cost import ZERO
 from routing.plan import JobContext
 from routing.policy import ModelSpec, Policy, TierSpec
@@ -58,6 +58,7 @@ from workers.attempts import Attempts, no_call
 from workers.guards.bundle import Guards
 from workers.provider import Client, Completion, client_for
 from workers.settings import Settings
+from workers.verifier import AnswerCheck
 
 # ---------------------------------------------------------------- rows in, rows out
 
@@ -113,7 +114,8 @@ class Served:
     calls: int = 0
     fallback_from: str | None = None
     escalated_from: str | None = None
-    confidence: float | None = None
+    confidence: float | None = None  # the cascade's score of the tier's answer
+    confidence_source: str | None = None  # what scored it: logprobs | verifier:<version>
     cache_hit: bool = False
     notes: list[str] = field(default_factory=list)
     mode: str = "realtime"  # how the answer was obtained: "realtime" or "batch"
@@ -142,7 +144,13 @@ class Caller:
     with provider calls made now (see the module doc)."""
 
     def __init__(
-        self, policy: Policy, settings: Settings, guards: Guards, ctx: JobContext, tier: TierSpec
+        self,
+        policy: Policy,
+        settings: Settings,
+        guards: Guards,
+        ctx: JobContext,
+        tier: TierSpec,
+        check: AnswerCheck | None = None,
     ) -> None:
         self.policy, self.settings, self.guards, self.ctx, self.tier = (
             policy,
@@ -151,6 +159,8 @@ class Caller:
             ctx,
             tier,
         )
+        # How cascade answers are scored (a verifier needs the job's copy: Runtime.answer_check)
+        self.check = check or AnswerCheck(None, ctx)
         self.accounts = Accounting(policy, guards, ctx)
         retry_limit = max(1, math.ceil(policy.retry.job_budget * max(ctx.rows_total, 1)))
         self._attempts = Attempts(
@@ -186,7 +196,36 @@ class Caller:
             async with gate:
                 return await self._serve(row)
 
-        return list(await asyncio.gather(*(one(r) for r in rows)))
+        served = list(await asyncio.gather(*(one(r) for r in rows)))
+        unsure = self._score_cascades(rows, served)
+
+        async def again(i: int) -> None:
+            async with gate:
+                served[i] = await self._cascade(rows[i], served[i])
+
+        await asyncio.gather(*(again(i) for i in unsure))
+        return served
+
+    def _score_cascades(self, rows: Sequence[Row], served: list[Served]) -> list[int]:
+        """Score the answers of cascade tiers (one call per tier: a verifier scores them
+        together); the indexes of those below their tier's threshold."""
+        by_tier: dict[str, list[int]] = {}
+        for i, s in enumerate(served):
+            if s.outcome is Outcome.OK and s.tier.cascade is not None:
+                by_tier.setdefault(s.tier.name, []).append(i)
+        unsure = []
+        for name, idx in by_tier.items():
+            tier = self.policy.tier(name)
+            assert tier.cascade is not None
+            scores = self.check.scores(
+                tier, [rows[i].prompt for i in idx], [served[i].done for i in idx]
+            )
+            source = self.check.source(tier)
+            for i, score in zip(idx, scores, strict=True):
+                served[i].confidence, served[i].confidence_source = score, source
+                if score < tier.cascade.threshold:
+                    unsure.append(i)
+        return unsure
 
     def _allowed(self, row: Row) -> list[str]:
         names = self.policy.tier_names
@@ -221,24 +260,20 @@ class Caller:
                     other.notes.append(f"budget: {served.tier.name} → {name}")
                     served = other
                     break
-        if served.outcome is Outcome.OK and served.tier.cascade is not None:
-            served = await self._cascade(row, served, allowed)
         return served
 
-    async def _cascade(self, row: Row, served: Served, allowed: list[str]) -> Served:
-        assert served.tier.cascade is not None
-        done = served.done
-        conf = confidence(done.text, done.finish_reason, done.logprobs)
-        served.confidence = conf
-        if conf >= served.tier.cascade.min_confidence:
-            return served
+    async def _cascade(self, row: Row, served: Served) -> Served:
+        """An answer scored below its tier's cascade threshold: ask the next dearer tier the
+        row is allowed, and keep the better tier's answer (:func:`escalated`)."""
+        assert served.tier.cascade is not None and served.confidence is not None
         names = self.policy.tier_names
+        allowed = self._allowed(row)
         dearer = [n for n in names[names.index(served.tier.name) + 1 :] if n in allowed]
         if not dearer:
-            served.notes.append(f"confidence {conf:.3f}: no dearer tier allowed")
+            served.notes.append(f"{_scored(served)}: no dearer tier allowed")
             return served
         better = await self._on_tier(row, self.policy.tier(dearer[0]))
-        return escalated(served, better, conf, served.tier.cascade.min_confidence)
+        return escalated(served, better)
 
     async def _on_tier(self, row: Row, tier: TierSpec) -> Served:
         """Try the tier's models in order (the first is primary)."""
@@ -276,18 +311,28 @@ class Caller:
         return last
 
 
-def escalated(first: Served, better: Served, conf: float, threshold: float) -> Served:
+def _scored(served: Served) -> str:
+    """``confidence 0.412`` or ``verifier:learned-1/… 0.412``: a cascade score for notes."""
+    source = served.confidence_source
+    name = "confidence" if source in (None, "logprobs") else source
+    return f"{name} {served.confidence or 0.0:.3f}"
+
+
+def escalated(first: Served, better: Served) -> Served:
     """A row's outcome after a cascade asked a dearer tier again (``better``) because its
-    first answer's confidence ``conf`` was below ``threshold``: the better answer with
-    ``escalated_from``, the first confidence, both calls' cost and the rounds added — or,
-    when the second call did not succeed, the first answer with a note (and any cost)."""
+    first answer's score (``first.confidence``, from ``first.confidence_source``) was below
+    the tier's threshold: the better answer with ``escalated_from``, the first score and
+    its source, both calls' cost and the rounds added — or, when the second call did not
+    succeed, the first answer with a note (and any cost)."""
+    assert first.tier.cascade is not None
+    threshold = first.tier.cascade.threshold
     if better.outcome is not Outcome.OK:
         first.notes.append(f"escalation to {better.tier.name} failed: {better.done.error}")
         first.cost += better.cost
         first.calls += better.calls
         return first
     better.escalated_from = first.tier.name
-    better.confidence = conf
+    better.confidence, better.confidence_source = first.confidence, first.confidence_source
     better.cost += first.cost
     better.calls += first.calls
     better.round += first.round
@@ -295,7 +340,7 @@ def escalated(first: Served, better: Served, conf: float, threshold: float) -> S
     better.fallback_from = first.fallback_from or better.fallback_from
     better.notes = [
         *first.notes,
-        f"confidence {conf:.3f} < {threshold:.2f}: {first.tier.name} → {better.tier.name}",
+        f"{_scored(first)} < {threshold:.2f}: {first.tier.name} → {better.tier.name}",
         *better.notes,
     ]
     return better

@@ -160,6 +160,7 @@ _COPIED = (
     "cache_hit",
     "complexity_score",
     "confidence",
+    "confidence_source",
     "route_reason",
     "error",
     "fallback_from",

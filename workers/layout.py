@@ -26,6 +26,11 @@ def classifier(root: str) -> str:
     return join(root, "_job", "classifier.zip")
 
 
+def verifier(root: str, tier: str) -> str:
+    """The job's copy of the verifier a tier's cascade names (``cascade.verifier``)."""
+    return join(root, "_job", f"verifier-{tier}.zip")
+
+
 def chunk_parts(root: str, chunk: int) -> str:
     """The result parts a chunk will write, recorded by ingest before it dispatches: what
     ``reconcile`` checks when the job's Redis state is gone."""

@@ -38,6 +38,9 @@ from workers.memos import RoutingMemos, process_memos
 from workers.process import ProcessResources, this_process
 from workers.settings import Settings
 from workers.storage import Storage
+from workers.verifier import AnswerCheck
+
+_KEPT_CHECKS = 8  # jobs whose verifiers a process keeps loaded
 
 
 class Sink(Protocol):
@@ -61,6 +64,7 @@ class Runtime:
     _policies: dict[str, Policy] = field(default_factory=dict)
     _scorers: dict[str, Scorer] = field(default_factory=dict)
     _guards: dict[str, Guards] = field(default_factory=dict)
+    _checks: dict[tuple[str, str], AnswerCheck] = field(default_factory=dict)
     process: ProcessResources = field(default_factory=this_process, repr=False)
     _dedupe: ClaimStore | None = None
     _ids: IdClaims | None = None
@@ -111,6 +115,17 @@ class Runtime:
         if key not in self._scorers:
             self._scorers[key] = job_scorer(self.storage, ctx, policy)
         return self._scorers[key]
+
+    def answer_check(self, ctx: JobContext, policy: Policy) -> AnswerCheck:
+        """How the job's cascade tiers score answers (its verifier copies load on first use);
+        the last few jobs' are kept per process."""
+        key = (ctx.job_root, policy.version)
+        with self._lock:
+            if key not in self._checks:
+                while len(self._checks) >= _KEPT_CHECKS:
+                    self._checks.pop(next(iter(self._checks)))
+                self._checks[key] = AnswerCheck(self.storage, ctx)
+            return self._checks[key]
 
     def policy(self, ctx: JobContext) -> Policy:
         """The job's policy, read once per process from the copy stored with the job."""

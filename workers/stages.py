@@ -140,7 +140,8 @@ def dispatch(rt: Runtime, ctx: JobContext, batch: dict[str, Any], sink: Sink) ->
     canonical = canonical_mask(table)
     chunk, tenant = batch["chunk"], job_tenant(ctx)
     rows = serving_rows(table, canonical, tier, chunk, tenant)
-    served = Caller(policy, rt.settings, rt.guards(policy), ctx, tier).run(rows)
+    check = rt.answer_check(ctx, policy)
+    served = Caller(policy, rt.settings, rt.guards(policy), ctx, tier, check).run(rows)
     values = outcomes(table, canonical, served, policy, ctx)
     publish(rt, ctx, batch["chunk"], tier.name, results.assemble(table, values), sink)
     if batch.get("staged") and policy.minimise:  # the staged copy holds the prompt text

@@ -17,6 +17,10 @@ best, ``docs/training.md``); bare ``FILE`` must hold the models of one SPEC, the
 are never scored in the reported metrics. ``--label needs|win_rate`` (default ``win_rate`` for
 two models, ``needs`` for more) and ``--tolerance`` set the target.
 
+``--responses FILE`` (repeatable: ``prompt_id, model, response``) keeps the prompts the
+cheapest model answered, with that answer; ``--verifier`` trains on the answers too — a
+verifier for a cascade (``cascade: {verifier: PATH, min_score}``; ``docs/training.md``).
+
 Reported: k-fold cross-validated metrics per dataset (the pooled model, out-of-fold), and with
 two or more SPECs leave-one-dataset-out (train on the others, score the held-out one): ROC AUC
 of "needs more than the cheapest tier", APGR (from :mod:`routing.evaluation`, weak = first and

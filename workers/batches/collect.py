@@ -17,7 +17,6 @@ from datetime import UTC, datetime
 from decimal import Decimal
 
 from routing.batching import request_id
-from routing.confidence import confidence
 from routing.errors import ProviderPermanentError, ProviderRetryableError
 from routing.policy import TierSpec
 from routing.results import assemble
@@ -27,7 +26,7 @@ from workers.attempts import no_call
 from workers.batchapi import BatchResult
 from workers.batches import record as rec
 from workers.batches.engine import MIN_POLL_S, TierBatchEngine, lost
-from workers.calls import Caller, Outcome, Row, Served
+from workers.calls import Outcome, Row, Served
 from workers.provider import Completion
 from workers.redact import redact_error
 from workers.runtime import Sink
@@ -129,9 +128,7 @@ class Collector:
         rows = self.e.rows(tier)  # built here, not on the I/O loop's thread
         settled, retry, realtime = io_loop().run(self._settle(batch, tier, round_, rows, results))
         if realtime:
-            served = Caller(self.e.policy, self.e.rt.settings, self.e.guards, self.e.ctx, tier).run(
-                [rows[ref] for ref in realtime]
-            )
+            served = self.e.caller(tier).run([rows[ref] for ref in realtime])
             for ref, s in zip(realtime, served, strict=True):
                 s.notes.append(f"batch {batch.batch_id} did not answer: served in realtime")
                 settled[ref] = s
@@ -184,6 +181,12 @@ class Collector:
         costs = await self.e.accounts.settle_many(answers, tier, model, at)
         for ref, (_, done), cost in zip(answered, answers, costs, strict=True):
             settled[ref] = self._answered(batch, tier, done, cost)
+        if tier.cascade is not None and answers:  # scored together: a verifier is vectorised
+            check = self.e.rt.answer_check(self.e.ctx, self.e.policy)
+            scores = check.scores(tier, [r.prompt for r, _ in answers], [d for _, d in answers])
+            source = check.source(tier)
+            for ref, score in zip(answered, scores, strict=True):
+                settled[ref].confidence, settled[ref].confidence_source = score, source
         return settled, retry, realtime
 
     def _custom_id(self, batch: rec.ProviderBatch, ref: str) -> str:
@@ -225,8 +228,6 @@ class Collector:
             batch_id=batch.batch_id,
             batch_saved=full - cost,
         )
-        if tier.cascade is not None:
-            served.confidence = confidence(done.text, done.finish_reason, done.logprobs)
         return served
 
     def _failed(
@@ -268,7 +269,7 @@ class Collector:
             and s.mode == "batch"
             and s.round == round_.round
             and s.confidence is not None
-            and s.confidence < tier.cascade.min_confidence
+            and s.confidence < tier.cascade.threshold
         ]
         groups: dict[str, list[str]] = {}
         for ref in unsure:
@@ -282,8 +283,7 @@ class Collector:
             if target.batched:
                 self.e.open_round([rows[r] for r in refs], round_.round + 1, target, prior)
                 continue
-            caller = Caller(self.e.policy, self.e.rt.settings, self.e.guards, self.e.ctx, target)
-            served = caller.run([rows[r] for r in refs])
+            served = self.e.caller(target).run([rows[r] for r in refs])
             merged = {r: self.e.merge(prior[r], s) for r, s in zip(refs, served, strict=True)}
             self.e.write_outcomes(round_.round + 1, f"{name}-now", merged)
         if groups:  # escalations were paid: a crash from here on must not pay them again

@@ -21,7 +21,8 @@ the ledger at the batch price and cached; an errored request is retried in a nex
 batch while the policy's retry rule and the job's retry budget allow (else it fails); a
 request the batch did not reach (expired, cancelled) follows ``on_expired`` — served now in
 realtime mode, sent in a new batch, or failed. A round whose tier has a ``cascade`` then
-sends its answers below ``min_confidence`` to the nearest dearer tier the row is allowed —
+scores its answers together (``workers/verifier.py``: logprob confidence or the job's
+verifier) and sends those below the threshold to the nearest dearer tier the row is allowed —
 round 2, as a provider batch when that tier is in batch mode, else in realtime; both calls
 are paid. When no round is open the result part is written, with the same schema as
 realtime (``mode``, ``batch_id``, ``round`` per row).
@@ -166,8 +167,8 @@ class TierBatchEngine:
         if prior is None:
             settled = dict(hits)
             if over:
-                caller = Caller(self.policy, self.rt.settings, self.guards, self.ctx, tier)
-                settled.update(zip((r.ref for r in over), caller.run(over), strict=True))
+                served = self.caller(tier).run(over)
+                settled.update(zip((r.ref for r in over), served, strict=True))
         else:  # an escalation: a hit is merged with the first answer; over budget keeps it
             settled = {ref: self.merge(prior[ref], s) for ref, s in hits.items()}
             for row in over:
@@ -288,11 +289,14 @@ class TierBatchEngine:
         provider = self.policy.tier(batch.tier).primary.provider
         rec.publish_summary(self.index, self.ctx.job_id, self.chunk, batch, provider)
 
+    def caller(self, tier: TierSpec) -> Caller:
+        """The realtime engine for rows of ``tier`` this tier batch serves now."""
+        check = self.rt.answer_check(self.ctx, self.policy)
+        return Caller(self.policy, self.rt.settings, self.guards, self.ctx, tier, check)
+
     def merge(self, first: Served, better: Served) -> Served:
         """A round-2 outcome merged with the round-1 answer it escalates (workers.calls)."""
-        cascade = first.tier.cascade
-        threshold = cascade.min_confidence if cascade is not None else 0.0
-        return escalated(first, better, first.confidence or 0.0, threshold)
+        return escalated(first, better)
 
 
 def _from_cache(hit: tuple[Completion, Decimal | None], tier: TierSpec) -> Served:

@@ -163,6 +163,7 @@ _OUTCOME_SCHEMA = pa.schema(
         ("fallback_from", pa.string()),
         ("escalated_from", pa.string()),
         ("confidence", pa.float64()),
+        ("confidence_source", pa.string()),
         ("cache_hit", pa.bool_()),
         ("notes", pa.list_(pa.string())),
         ("mode", pa.string()),
@@ -192,6 +193,7 @@ _FROM_SERVED = (  # the outcome's fields kept as they are
     "fallback_from",
     "escalated_from",
     "confidence",
+    "confidence_source",
     "cache_hit",
     "mode",
     "batch_id",
@@ -244,6 +246,7 @@ def _served(row: dict[str, Any], policy: Policy) -> Served:
         fallback_from=row["fallback_from"],
         escalated_from=row["escalated_from"],
         confidence=row["confidence"],
+        confidence_source=row.get("confidence_source"),  # outcomes written before it: none
         cache_hit=row["cache_hit"],
         notes=list(row["notes"] or []),
         mode=row["mode"],

@@ -16,6 +16,7 @@ from routing.validate import check_schema
 from workers import layout
 from workers.classifier import read_classifier
 from workers.storage import Storage
+from workers.verifier import copy_verifiers
 
 
 def new_job_id() -> str:
@@ -96,7 +97,8 @@ def build_plan(
     tenant: str | None = None,
 ) -> JobPlan:
     """Plan the job and write ``_job/plan.json``, ``_job/policy.yaml`` and, for a learned
-    classifier, ``_job/classifier.zip`` under its root.
+    classifier, ``_job/classifier.zip`` under its root (and each cascade verifier the
+    policy names, ``_job/verifier-<tier>.zip``).
 
     The job id and the tenant are checked first (routing.names), then the input's
     footers, then that every object key the job will write fits the store: whatever
@@ -113,6 +115,7 @@ def build_plan(
     if policy.classifier.kind == "learned":
         assert policy.classifier.path is not None  # the policy validator guarantees it
         model, _ = read_classifier(storage, policy.classifier.path)  # fails fast if unusable
+    verifiers = copy_verifiers(storage, policy, root)  # each checked before any spend
     ctx = JobContext(
         job_id=job_id,
         job_root=root,
@@ -134,6 +137,8 @@ def build_plan(
     )
     if model is not None:
         storage.write_bytes(layout.classifier(root), model)
+    for uri, data in verifiers:
+        storage.write_bytes(uri, data)
     storage.write_bytes(layout.policy(root), policy.to_yaml().encode())
     storage.write_bytes(layout.plan(root), json.dumps(plan.model_dump(mode="json")).encode())
     return plan
