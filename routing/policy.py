@@ -22,6 +22,7 @@ from pydantic import Field, ValidationError, model_validator
 from routing.batching import BatchSpec
 from routing.dedupe import DedupeSpec
 from routing.errors import PolicyError
+from routing.explore import REFERENCE, ExploreSpec
 from routing.frozen import Frozen
 from routing.gaming import GamingSpec
 from routing.minimise import MinimiseSpec
@@ -225,6 +226,7 @@ class Policy(Frozen):
     breaker: BreakerSpec = BreakerSpec()
     gaming: GamingSpec = GamingSpec()
     minimise: tuple[MinimiseSpec, ...] = ()
+    explore: ExploreSpec = ExploreSpec()
 
     @model_validator(mode="after")
     def _check(self) -> Policy:
@@ -264,6 +266,10 @@ class Policy(Frozen):
         unknown = sorted({t for m in self.minimise for t in m.tiers or ()} - set(names))
         if unknown:
             raise ValueError(f"minimise.tiers: unknown tiers {unknown}")
+        if self.explore.judge != REFERENCE and self.explore.judge not in names:
+            raise ValueError(
+                f"explore.judge: {self.explore.judge!r} is neither 'reference' nor a tier"
+            )
         return self
 
     @property

@@ -82,6 +82,7 @@ RESULT_FIELDS: list[pa.Field] = [
     pa.field("reasoning_tokens", pa.int64()),  # of output_tokens, spent thinking (null: unsaid)
     pa.field("cached_input_tokens", pa.int64()),  # of input_tokens, from the prompt cache
     pa.field("confidence_source", pa.string()),  # what scored `confidence`: logprobs | verifier:…
+    pa.field("explored", pa.string()),  # the tier that answered the prompt too (policy explore)
     pa.field("near_dup_of", pa.string()),  # prompt_id of a near-duplicate (routing.neardup)
     pa.field("input_file", pa.string()),
     pa.field("input_row", pa.int64()),

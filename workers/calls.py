@@ -122,6 +122,7 @@ class Served:
     batch_id: str | None = None  # the provider batch that answered, in batch mode
     round: int = 1  # the job round of the answer (2: an escalation, a cascade's second call)
     batch_saved: Decimal = ZERO  # realtime price − batch price of the row's batch calls
+    explored: str | None = None  # the tier that answered it too (policy explore: labels)
 
     @property
     def status(self) -> Status:
@@ -151,6 +152,8 @@ class Caller:
         ctx: JobContext,
         tier: TierSpec,
         check: AnswerCheck | None = None,
+        *,
+        cascade: bool = True,
     ) -> None:
         self.policy, self.settings, self.guards, self.ctx, self.tier = (
             policy,
@@ -161,6 +164,7 @@ class Caller:
         )
         # How cascade answers are scored (a verifier needs the job's copy: Runtime.answer_check)
         self.check = check or AnswerCheck(None, ctx)
+        self.cascade = cascade  # False: a tier's plain answers (exploration, judging)
         self.accounts = Accounting(policy, guards, ctx)
         retry_limit = max(1, math.ceil(policy.retry.job_budget * max(ctx.rows_total, 1)))
         self._attempts = Attempts(
@@ -197,7 +201,7 @@ class Caller:
                 return await self._serve(row)
 
         served = list(await asyncio.gather(*(one(r) for r in rows)))
-        unsure = self._score_cascades(rows, served)
+        unsure = self._score_cascades(rows, served) if self.cascade else []
 
         async def again(i: int) -> None:
             async with gate:

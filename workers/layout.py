@@ -31,6 +31,19 @@ def verifier(root: str, tier: str) -> str:
     return join(root, "_job", f"verifier-{tier}.zip")
 
 
+def labels_part(root: str, day: str, tenant: str, chunk: int, part: str) -> str:
+    """A tier batch's judged exploration labels, beside the jobs under the output root:
+    ``<output_root>/_labels/day=<YYYY-MM-DD>/tenant=<t>/<job id>-c<chunk>-<part>.parquet``
+    (``batch-router feedback`` collects them)."""
+    output_root, _, job_dir = root.rstrip("/").rpartition("/")
+    job_id = job_dir.removeprefix("job_id=")
+    name = f"{job_id}-c{chunk:06d}-{encoded(part)}.parquet"
+    return join(output_root, LABELS_DIR, f"day={day}", f"tenant={encoded(tenant)}", name)
+
+
+LABELS_DIR = "_labels"
+
+
 def chunk_parts(root: str, chunk: int) -> str:
     """The result parts a chunk will write, recorded by ingest before it dispatches: what
     ``reconcile`` checks when the job's Redis state is gone."""

@@ -25,6 +25,7 @@ from workers import dedupe, layout, prompt_ids
 from workers.batches import stage as batch_stage
 from workers.calls import Caller
 from workers.chunks import read_chunk
+from workers.explore import explore, write_labels
 from workers.runtime import Runtime, Sink
 from workers.tierbatch import (
     canonical_mask,
@@ -142,7 +143,9 @@ def dispatch(rt: Runtime, ctx: JobContext, batch: dict[str, Any], sink: Sink) ->
     rows = serving_rows(table, canonical, tier, chunk, tenant)
     check = rt.answer_check(ctx, policy)
     served = Caller(policy, rt.settings, rt.guards(policy), ctx, tier, check).run(rows)
+    labels = explore(rt, ctx, policy, table, canonical, rows, served)
     values = outcomes(table, canonical, served, policy, ctx)
+    write_labels(rt, ctx, policy, chunk, tier.name, labels)
     publish(rt, ctx, batch["chunk"], tier.name, results.assemble(table, values), sink)
     if batch.get("staged") and policy.minimise:  # the staged copy holds the prompt text
         rt.storage.delete(batch["staged"])

@@ -180,3 +180,31 @@ def train(
         label=label, tolerance=tolerance, embedding=embedding,
         responses=responses or [], verifier=verifier,
     )  # fmt: skip
+
+
+@app.command()
+def feedback(
+    ctx: typer.Context,
+    root: Annotated[
+        str,
+        typer.Argument(metavar="ROOT", help="an output root (local or s3://) whose jobs explored"),
+    ],
+    out: Annotated[Path, typer.Option("--out", help="the labels file to write (.parquet)")],
+    tenant: Annotated[
+        list[str] | None, typer.Option(help="only these tenants' labels (repeatable)")
+    ] = None,
+    since: Annotated[
+        str | None, typer.Option(help="only labels of this day or later (YYYY-MM-DD, UTC)")
+    ] = None,
+) -> None:
+    """Collect the judged labels exploration wrote under ROOT/_labels/ into one labels file
+    for `batch-router train --feedback` (docs/training.md).
+
+    Example: `batch-router feedback s3://acme-out --since 2026-12-01 --out fb.parquet`
+    """
+    from producer.commands.feedback import run_feedback
+    from producer.report.cmd import _day
+    from workers.storage import Storage
+
+    storage = Storage(_settings(ctx).s3)
+    run_feedback(storage, root, out, console, tenants=tenant or None, since=_day(since, "--since"))

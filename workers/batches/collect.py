@@ -27,6 +27,7 @@ from workers.batchapi import BatchResult
 from workers.batches import record as rec
 from workers.batches.engine import MIN_POLL_S, TierBatchEngine, lost
 from workers.calls import Outcome, Row, Served
+from workers.explore import explore, write_labels
 from workers.provider import Completion
 from workers.redact import redact_error
 from workers.runtime import Sink
@@ -301,8 +302,13 @@ class Collector:
         """Every round done: the result part, in the realtime schema; the record says so."""
         found = self.e.read_outcomes()
         table = self.e.staged_table()
-        served = [found.get(ref) or lost(self.e.tier, ref) for ref in self.e.rows(self.e.tier)]
-        values = outcomes(table, canonical_mask(table), served, self.e.policy, self.e.ctx)
+        rows = self.e.rows(self.e.tier)
+        served = [found.get(ref) or lost(self.e.tier, ref) for ref in rows]
+        canonical = canonical_mask(table)
+        e = self.e
+        labels = explore(e.rt, e.ctx, e.policy, table, canonical, list(rows.values()), served)
+        values = outcomes(table, canonical, served, self.e.policy, self.e.ctx)
+        write_labels(e.rt, e.ctx, e.policy, e.chunk, e.tier.name, labels)
         publish(
             self.e.rt, self.e.ctx, self.e.chunk, self.e.tier.name, assemble(table, values), sink
         )
