@@ -30,18 +30,15 @@ from workers.storage import Storage, join
 _PARTITION = re.compile(r"/day=(\d{4}-\d{2}-\d{2})/tenant=([^/]+)/[^/]+\.parquet$")
 
 
-def run_feedback(
+def collect_labels(
     storage: Storage,
     root: str,
-    out: Path,
-    console: Console,
     *,
     tenants: list[str] | None = None,
     since: date | None = None,
-) -> dict[str, Any]:
-    """Collect the labels under ``root`` into ``out``; return a summary."""
-    if out.suffix.lower() != ".parquet":
-        raise InputError(f"--out {out}: write the labels to a .parquet file")
+) -> tuple[pl.DataFrame, int, int]:
+    """The labels under ``root`` (newest per (prompt, model)), the files read and the rows
+    read; InputError when there are none."""
     wanted = {encoded(validate_tenant(t)) for t in tenants or []}
     folder = join(root, LABELS_DIR)
     files = []
@@ -65,14 +62,28 @@ def run_feedback(
     frame = pl.from_arrow(pa.concat_tables(tables, promote_options="default"))
     assert isinstance(frame, pl.DataFrame)
     rows = frame.height
-    frame = frame.sort("labelled_at").unique(
-        ["prompt_id", "model"], keep="last", maintain_order=True
-    )
+    newest = frame.sort("labelled_at").unique(["prompt_id", "model"], keep="last")
+    return newest.sort("prompt_id", "model"), len(files), rows
+
+
+def run_feedback(
+    storage: Storage,
+    root: str,
+    out: Path,
+    console: Console,
+    *,
+    tenants: list[str] | None = None,
+    since: date | None = None,
+) -> dict[str, Any]:
+    """Collect the labels under ``root`` into ``out``; return a summary."""
+    if out.suffix.lower() != ".parquet":
+        raise InputError(f"--out {out}: write the labels to a .parquet file")
+    frame, n_files, rows = collect_labels(storage, root, tenants=tenants, since=since)
     out.parent.mkdir(parents=True, exist_ok=True)
-    frame.sort("prompt_id", "model").write_parquet(out)
+    frame.write_parquet(out)
     models = dict(sorted(Counter(frame.get_column("model").to_list()).items()))
     summary: dict[str, Any] = {
-        "files": len(files),
+        "files": n_files,
         "label_rows_read": rows,
         "label_rows": frame.height,
         "prompts": frame.get_column("prompt_id").n_unique(),
@@ -82,7 +93,7 @@ def run_feedback(
     }
     console.print(
         f"{summary['prompts']:,} judged prompts ({summary['label_rows']:,} label rows from "
-        f"{len(files):,} files) → {out}; models: "
+        f"{n_files:,} files) → {out}; models: "
         + ", ".join(f"{m} {n:,}" for m, n in models.items()),
         highlight=False,
     )

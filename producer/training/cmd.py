@@ -208,3 +208,55 @@ def feedback(
 
     storage = Storage(_settings(ctx).s3)
     run_feedback(storage, root, out, console, tenants=tenant or None, since=_day(since, "--since"))
+
+
+@app.command()
+def retrain(
+    ctx: typer.Context,
+    root: Annotated[
+        str, typer.Argument(metavar="ROOT", help="the output root whose _labels/ feed it")
+    ],
+    specs: Annotated[
+        list[str], typer.Argument(metavar="SPEC...", help="base labels PATH:weak,strong")
+    ],
+    models: Annotated[
+        str,
+        typer.Option(help="weak,strong: the tiers' models in the labels (e.g. gpt-4o-mini,gpt-4o)"),
+    ],
+    champion: Annotated[
+        str, typer.Option(help="the router the policy uses (local or s3://); replaced on a win")
+    ],
+    holdout_days: Annotated[
+        int, typer.Option(help="the most recent days of labels held back to compare on")
+    ] = 1,
+    feedback_weight: Annotated[float, typer.Option(help="sample weight of the labels")] = 10.0,
+    min_gain: Annotated[
+        float, typer.Option(help="promote only when APGR beats the champion's by more")
+    ] = 0.0,
+    tenant: Annotated[
+        list[str] | None, typer.Option(help="only these tenants' labels (repeatable)")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print the audit record")] = False,
+) -> None:
+    """Champion / challenger: train a challenger on SPECs + the judged labels under ROOT,
+    compare it with the champion on the most recent held-back labels, promote it only if it
+    wins; every run is a hash-chained record in ROOT/_models/promotions/ (docs/training.md).
+
+    Example: `batch-router retrain s3://acme-out base.parquet:mixtral,gpt-4 --models
+    gpt-4o-mini,gpt-4o --champion s3://models/acme-router.zip`
+    """
+    import json
+
+    from producer.commands.retrain import run_retrain
+    from workers.storage import Storage
+
+    names = tuple(m.strip() for m in models.split(",") if m.strip())
+    if len(names) != 2:
+        raise typer.BadParameter("give two models: weak,strong", param_hint="--models")
+    record = run_retrain(
+        Storage(_settings(ctx).s3), root, specs, (names[0], names[1]), champion, console,
+        holdout_days=holdout_days, feedback_weight=feedback_weight, min_gain=min_gain,
+        tenants=tenant or None,
+    )  # fmt: skip
+    if as_json:
+        console.print_json(json.dumps(record))
