@@ -202,14 +202,35 @@ def sim_provider(
     batch_expire_rate: Annotated[
         float, typer.Option(help="share of batch requests not reached (the batch expires)")
     ] = 0.0,
+    replay: Annotated[
+        str | None,
+        typer.Option(
+            metavar="LABELS",
+            help="replay mode: answer with recorded answers; a labels Parquet (prompt_id, "
+            "prompt, model, quality) whose prompts and models are served",
+        ),
+    ] = None,
+    responses: Annotated[
+        list[str] | None,
+        typer.Option(
+            metavar="FILE",
+            help="with --replay: a responses Parquet (prompt_id, model, response); repeatable",
+        ),
+    ] = None,
 ) -> None:
     """Serve the simulated provider: OpenAI-compatible chat completions and Anthropic
     Messages (logprobs, latency and error injection), their batch APIs (OpenAI Files +
-    Batches, Anthropic Message Batches), counters at /_sim/stats.
+    Batches, Anthropic Message Batches), counters at /_sim/stats. It grades LLM-judge
+    requests itself; with --replay it answers a recorded prompt with that model's recorded
+    answer (404 replay_miss when there is none).
 
-    Example: `batch-router sim-provider --port 8000 --latency-ms 50 --rate-limit-rate 0.02`
+    Example: `batch-router sim-provider --port 8000 --latency-ms 50 --rate-limit-rate 0.02`;
+    `batch-router sim-provider --replay ../shared/data/labels/arena_bench_v1.parquet
+    --responses ../shared/data/labels/responses/arena_bench_v1.parquet`
     """
+    from routing.errors import InputError
     from workers.sim.config import SimConfig
+    from workers.sim.replay import Replay
     from workers.sim.server import serve
 
     try:
@@ -228,8 +249,21 @@ def sim_provider(
         )
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from exc
+    recorded = None
+    if (replay is None) != (not responses):
+        _fail("--replay LABELS and --responses FILE go together (replay mode needs both)")
+    if replay is not None and responses:
+        try:
+            recorded = Replay.load(replay, responses)  # before binding the port
+        except InputError as exc:
+            _fail(str(exc))
+            return
+        err.print(f"replay mode: {escape(recorded.describe())}", highlight=False)
     err.print(f"simulated provider on http://{host}:{port}/v1")
-    serve(host, port, config)
+    try:
+        serve(host, port, config, recorded)
+    except OSError as exc:  # the port is taken, or the address is not this machine's
+        _fail(f"cannot listen on {host}:{port}: {exc.strerror or exc}")
 
 
 def main() -> None:

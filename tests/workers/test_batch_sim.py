@@ -17,6 +17,7 @@ import anthropic
 import openai
 import pytest
 
+from tests.workers.sdk import anthropic_client, openai_client
 from workers.sim import openai_batch_lines
 from workers.sim.server import SimServer
 
@@ -25,13 +26,13 @@ HEADERS = {"x-api-key": "k", "anthropic-version": "2023-06-01"}
 
 @pytest.fixture
 def oai(sim: SimServer) -> Iterator[openai.OpenAI]:
-    with openai.OpenAI(base_url=sim.base_url, api_key="k", max_retries=0) as client:
+    with openai_client(sim) as client:
         yield client
 
 
 @pytest.fixture
 def claude(sim: SimServer) -> Iterator[anthropic.Anthropic]:
-    with anthropic.Anthropic(base_url=sim.url, api_key="k", max_retries=0) as client:
+    with anthropic_client(sim) as client:
         yield client
 
 

@@ -2,6 +2,10 @@
 Completions protocol (``POST /v1/chat/completions``) and of Anthropic's Messages protocol
 (``POST /v1/messages``), with configurable latency, errors, 429s, hangs and counters.
 
+It also answers the project's LLM-judge requests itself (workers/sim/judge.py), and with
+``--replay LABELS --responses FILE`` serves real models' recorded answers
+(workers/sim/replay.py).
+
 Demos, tests and benchmarks point an OpenAI-compatible client (``base_url=".../v1"``) or an
 Anthropic client (``base_url`` the server root) at it. It is never used silently in place of a
 configured provider. Run it with ``batch-router sim-provider`` or ``python -m workers.sim``.
@@ -12,8 +16,13 @@ Modules, one noun each; each imports only modules above it in this list:
 - :mod:`~workers.sim.errors` — a bad request, a simulated fault, each protocol's error body;
 - :mod:`~workers.sim.prompt` — ``Prompt``, a request as every protocol parses it, and its
   fingerprint;
-- :mod:`~workers.sim.answer` — the deterministic answer to a prompt, its o200k usage (counted
-  by :mod:`routing.tokens`) and logprobs;
+- :mod:`~workers.sim.judge` — the grade of a judge request (:mod:`routing.judge`): a
+  question's difficulty and an answer's draw, both from blake2b;
+- :mod:`~workers.sim.replay` — replay mode: recorded answers (a labels and a responses
+  Parquet) served by prompt text and model, their labels grading judge requests, and where
+  each answer comes from (``source``);
+- :mod:`~workers.sim.answer` — the deterministic answer to a prompt (generated, a judge's
+  grade or a recording), its o200k usage (counted by :mod:`routing.tokens`) and logprobs;
 - :mod:`~workers.sim.stats` — the counters of ``GET /_sim/stats``;
 - :mod:`~workers.sim.state` — one app's mutable state (config, random source, counters, ids);
 - :mod:`~workers.sim.faults` — the configured faults and delays, drawn per request;

@@ -5,6 +5,10 @@ digest seeds a small sentence generator; its length (~8..200 o200k tokens) depen
 digest and the prompt's length. A token limit below that length truncates it. Prompt tokens
 are the o200k counts (:func:`routing.tokens.count_long`) of the prompt's texts; completion
 tokens are the answer's tokens, which are the concatenation of pre-tokenized pieces.
+
+A judge request is answered with its grade, and in replay mode a prompt with its recorded
+answer (:func:`workers.sim.replay.source`); such a text's tokens are its o200k encoding, and a
+token limit cuts it the same way. A replay miss raises :class:`ReplayMiss`.
 """
 
 from __future__ import annotations
@@ -18,12 +22,17 @@ from typing import Any
 
 from routing import tokens
 from workers.sim.prompt import Prompt
+from workers.sim.replay import MISS, Replay, miss_message, source
 
-__all__ = ["Answer", "answer", "count_prompt", "logprobs"]
+__all__ = ["Answer", "ReplayMiss", "answer", "count_prompt", "logprobs"]
 
 _CACHE_SIZE = 65_536
 _COUNT_CACHE: dict[bytes, int] = {}
 _ENCODING = tokens.encoding()
+
+
+class ReplayMiss(Exception):
+    """Replay mode has no recorded answer of the prompt's model to it (answered 404)."""
 
 
 @dataclass(frozen=True)
@@ -180,10 +189,23 @@ def _full_answer(digest: bytes, prompt_tokens: int) -> _Piece:
     return tuple(ids), "".join(texts)
 
 
-def answer(prompt: Prompt) -> Answer:
-    """The answer to ``prompt``, cut to its ``max_tokens`` when that is shorter."""
+@functools.lru_cache(maxsize=4096)
+def _encode(text: str) -> tuple[int, ...]:
+    """The o200k token ids of a recorded answer or a judge's reply."""
+    return tuple(_ENCODING.encode_ordinary(text))
+
+
+def answer(prompt: Prompt, replay: Replay | None = None) -> Answer:
+    """The answer to ``prompt`` (a judge's grade, or ``replay``'s recording: see the module's
+    docstring), cut to its ``max_tokens`` when that is shorter; ReplayMiss without one."""
     prompt_tokens = sum(count_prompt(text) for text in prompt.contents)
-    token_ids, text = _full_answer(prompt.digest, prompt_tokens)
+    kind, scripted = source(prompt, replay)
+    if kind == MISS:
+        raise ReplayMiss(miss_message(prompt.model))
+    if scripted is None:
+        token_ids, text = _full_answer(prompt.digest, prompt_tokens)
+    else:
+        token_ids, text = _encode(scripted), scripted
     limit = prompt.max_tokens
     if limit is None or limit >= len(token_ids):
         return Answer(prompt_tokens, token_ids, text, truncated=False)

@@ -19,7 +19,9 @@
   request in an order shuffled with the app's random source: ``{custom_id, result: {type:
   "succeeded", message}}`` (the ``message`` as ``POST /v1/messages`` answers it), ``{type:
   "errored", error: {type: "error", error: {type, message}}}``, ``{type: "canceled"}`` or
-  ``{type: "expired"}``. Answers are computed when the results are read.
+  ``{type: "expired"}``. Answers are computed when the results are read. In replay mode
+  (workers/sim/replay.py) a request without a recording is ``errored`` with a
+  ``not_found_error``.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ from workers.sim.anthropic_messages import _header_error, message_body, parse
 from workers.sim.batch_core import BatchStore, Kind, SimBatch
 from workers.sim.errors import BadRequest, anthropic_error
 from workers.sim.prompt import Prompt
+from workers.sim.replay import MISS, Replay, miss_message, source
 from workers.sim.state import STATE, SimState
 
 __all__ = ["install"]
@@ -127,24 +130,28 @@ async def create_batch(request: web.Request) -> web.Response:
     for index, prompt in enumerate(_prompts(batch)):
         if prompt is None:  # refused when run: an invalid_request_error result
             batch.plan[index] = Kind.ERRORED
+    store.plan_misses(state, batch)
     return web.json_response(_batch_object(batch, _root(request)))
 
 
-def _result(batch: SimBatch, index: int) -> dict[str, Any]:
+def _failure(prompt: Prompt | None, replay: Replay | None) -> dict[str, str]:
+    """Why an errored request failed: invalid params, a replay miss, or a simulated 500."""
+    if prompt is None:
+        return {"type": "invalid_request_error", "message": "params: not a valid Messages request"}
+    if replay is not None and source(prompt, replay)[0] == MISS:
+        return {"type": "not_found_error", "message": miss_message(prompt.model)}
+    return {"type": "api_error", "message": "Internal server error (simulated)."}
+
+
+def _result(batch: SimBatch, index: int, replay: Replay | None) -> dict[str, Any]:
     kind = (batch.final or batch.plan)[index]
     if kind == Kind.SUCCEEDED:
         prompt = _prompt(batch.extra["params"][index])
         assert prompt is not None  # an invalid request is planned as errored
         tail = f"{batch.id.removeprefix('msgbatch_')}{index:06d}"
-        return {"type": "succeeded", "message": message_body(prompt, f"msg_{tail}")}
+        return {"type": "succeeded", "message": message_body(prompt, f"msg_{tail}", replay)}
     if kind == Kind.ERRORED:
-        invalid = _prompt(batch.extra["params"][index]) is None
-        error = {
-            "type": "invalid_request_error" if invalid else "api_error",
-            "message": "params: not a valid Messages request"
-            if invalid
-            else "Internal server error (simulated).",
-        }
+        error = _failure(_prompt(batch.extra["params"][index]), replay)
         return {"type": "errored", "error": {"type": "error", "error": error}}
     return {"type": "canceled" if kind == Kind.CANCELED else "expired"}
 
@@ -170,7 +177,8 @@ async def results(request: web.Request) -> web.StreamResponse:
     ids = batch.extra["custom_ids"]
     lines = (
         json.dumps(
-            {"custom_id": ids[i], "result": _result(batch, i)}, separators=(",", ":")
+            {"custom_id": ids[i], "result": _result(batch, i, state.replay)},
+            separators=(",", ":"),
         ).encode()
         + b"\n"
         for i in _order(state, batch)

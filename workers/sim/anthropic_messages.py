@@ -15,8 +15,12 @@ the chat completions endpoint; only the wire format differs, after Anthropic's A
   "text", text}], stop_reason: "end_turn" | "max_tokens", stop_sequence: null, usage:
   {input_tokens, output_tokens}}`` — no logprobs (Anthropic has none).
 - Errors: ``{"type": "error", "error": {"type", "message"}}``: 400
-  ``invalid_request_error``, 401 ``authentication_error``, 429 ``rate_limit_error``
-  (with ``retry-after``), 500 ``api_error``.
+  ``invalid_request_error``, 401 ``authentication_error``, 404 ``not_found_error`` (a
+  replay miss), 429 ``rate_limit_error`` (with ``retry-after``), 500 ``api_error``.
+
+A judge request (its ``system`` the judge's system prompt, one user message:
+workers/sim/judge.py) is answered with its grade; in replay mode (workers/sim/replay.py) a
+prompt with its recorded answer, or 404 when there is none.
 """
 
 from __future__ import annotations
@@ -29,7 +33,8 @@ from aiohttp import web
 from workers.sim.answer import answer
 from workers.sim.errors import BadRequest, anthropic_error
 from workers.sim.faults import simulate
-from workers.sim.prompt import Prompt, fingerprint, read_json
+from workers.sim.prompt import Prompt, conversation, fingerprint, read_json
+from workers.sim.replay import MISS, Replay, miss_message, source
 from workers.sim.state import STATE
 
 __all__ = ["install", "message_body", "parse"]
@@ -72,12 +77,15 @@ def parse(body: Any) -> Prompt:
         raise BadRequest("messages: at least one message is required", "messages", "")
     contents = _contents(body, messages)
     digest = fingerprint(model, [body.get("system"), messages])
-    return Prompt(model, contents, digest, limit, False)
+    roles = ["system"] * (len(contents) - len(messages)) + [m["role"] for m in messages]
+    judge, user = conversation(roles, contents)
+    return Prompt(model, contents, digest, limit, False, judge, user)
 
 
-def message_body(prompt: Prompt, message_id: str) -> dict[str, Any]:
-    """The ``message`` object answering ``prompt``."""
-    reply = answer(prompt)
+def message_body(prompt: Prompt, message_id: str, replay: Replay | None = None) -> dict[str, Any]:
+    """The ``message`` object answering ``prompt`` (``replay``: replay mode, ReplayMiss
+    without a recording)."""
+    reply = answer(prompt, replay)
     return {
         "id": message_id,
         "type": "message",
@@ -116,7 +124,12 @@ async def messages(request: web.Request) -> web.Response:
     fault = await simulate(state, prompt.model, request.headers)
     if fault is not None:
         return fault.anthropic()
-    body = message_body(prompt, f"msg_sim{next(state.ids):010d}{int(time.time())}")
+    kind = source(prompt, state.replay)[0]
+    state.tally(kind)
+    if kind == MISS:
+        return anthropic_error(404, miss_message(prompt.model))
+    message_id = f"msg_sim{next(state.ids):010d}{int(time.time())}"
+    body = message_body(prompt, message_id, state.replay)
     state.record_answer(request, prompt)
     return web.json_response(body)
 

@@ -16,6 +16,7 @@ from workers.sim import (
 )
 from workers.sim.config import SimConfig
 from workers.sim.prompt import MAX_BODY_BYTES
+from workers.sim.replay import Replay
 from workers.sim.state import STATE, SimState
 
 __all__ = ["ENDPOINTS", "make_app"]
@@ -31,10 +32,11 @@ ENDPOINTS: tuple[Callable[[web.Application], None], ...] = (
 )
 
 
-def make_app(config: SimConfig | None = None) -> web.Application:
-    """Build the aiohttp application (one independent state per app)."""
+def make_app(config: SimConfig | None = None, replay: Replay | None = None) -> web.Application:
+    """Build the aiohttp application (one independent state per app; ``replay``: serve
+    recorded answers, workers/sim/replay.py)."""
     app = web.Application(client_max_size=MAX_BODY_BYTES)
-    app[STATE] = SimState(config or SimConfig())
+    app[STATE] = SimState(config or SimConfig(), replay)
     for install in ENDPOINTS:
         install(app)
     return app

@@ -14,7 +14,10 @@ asked for ends at the next retrieve with every request canceled (requests are an
 once at the end, so none was answered before); ``POST /_sim/batches/{id}/expire`` ends it at
 once with every request expired. Ending counts the outcomes in the API's counters
 (``succeeded``, ``errored``, ``expired``, ``canceled``) and each answer as a completion of the
-shared counters.
+shared counters (with its source: judge, replay hit or miss; workers/sim/replay.py).
+
+Replay mode (:meth:`BatchStore.plan_misses`, at creation): a request without a recorded answer
+is planned as errored; its result is the realtime endpoint's 404 ``replay_miss`` error.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from aiohttp import web
 
 from workers.sim.errors import openai_error
 from workers.sim.prompt import Prompt
+from workers.sim.replay import MISS, source
 from workers.sim.state import STATE, SimState
 from workers.sim.stats import Stats
 
@@ -160,11 +164,29 @@ class BatchStore:
         counters = self.counters(state)
         for kind in Kind:
             counters[kind.name.lower()] += batch.final.count(kind)
-        if everyone is not None or not batch.count(Kind.SUCCEEDED):
+        if everyone is not None:
+            return
+        if state.replay is None and not batch.count(Kind.SUCCEEDED):
             return
         for prompt, outcome in zip(self.prompts(batch), batch.final, strict=True):
-            if outcome == Kind.SUCCEEDED and prompt is not None:
+            if prompt is None or outcome not in (Kind.SUCCEEDED, Kind.ERRORED):
+                continue
+            origin = source(prompt, state.replay)[0]
+            if outcome == Kind.SUCCEEDED:
                 state.stats.record_completion(prompt.model, prompt.digest)
+                state.tally(origin)
+            elif origin == MISS:
+                state.tally(origin)
+
+    def plan_misses(self, state: SimState, batch: SimBatch) -> None:
+        """Replay mode: plan each request without a recorded answer as errored (its result a
+        404 ``replay_miss`` error; decided at creation, like the other outcomes)."""
+        if state.replay is None:
+            return
+        for index, prompt in enumerate(self.prompts(batch)):
+            planned = batch.plan[index] == Kind.SUCCEEDED
+            if planned and prompt is not None and source(prompt, state.replay)[0] == MISS:
+                batch.plan[index] = Kind.ERRORED
 
     def _seen_of(self, state: SimState) -> set[int]:
         if self._stats is not state.stats:  # the counters were reset: forget with them

@@ -6,7 +6,9 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 
+from routing.errors import InputError
 from workers.sim.config import SimConfig
+from workers.sim.replay import Replay
 from workers.sim.server import serve
 
 __all__ = ["build_arg_parser", "config_from_args", "main"]
@@ -41,6 +43,10 @@ def build_arg_parser(parser: argparse.ArgumentParser | None = None) -> argparse.
     p.add_argument(
         "--batch-expire-rate", type=float, default=0.0, help="probability a batch request expires"
     )
+    p.add_argument("--replay", metavar="LABELS", help="serve recorded answers: a labels Parquet")
+    p.add_argument(
+        "--responses", metavar="FILE", action="append", help="recorded answers (repeatable)"
+    )
     return p
 
 
@@ -68,4 +74,12 @@ def main(argv: Sequence[str] | None = None) -> None:
         config = config_from_args(args)
     except ValueError as exc:
         parser.error(str(exc))
-    serve(args.host, args.port, config)
+    replay = None
+    if args.replay or args.responses:
+        if not (args.replay and args.responses):
+            parser.error("--replay LABELS and --responses FILE go together")
+        try:
+            replay = Replay.load(args.replay, args.responses)
+        except InputError as exc:
+            parser.error(str(exc))
+    serve(args.host, args.port, config, replay)

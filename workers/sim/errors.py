@@ -3,8 +3,8 @@ each provider it speaks for.
 
 OpenAI's shape is ``{"error": {message, type, param, code}}`` (also used by the ``/_sim``
 control endpoints); Anthropic's is ``{"type": "error", "error": {type, message}}`` with the
-type named by the status: 400 ``invalid_request_error``, 401 ``authentication_error``, 429
-``rate_limit_error``, any other ``api_error``.
+type named by the status: 400 ``invalid_request_error``, 401 ``authentication_error``, 404
+``not_found_error``, 429 ``rate_limit_error``, any other ``api_error``.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ __all__ = ["BadRequest", "Fault", "anthropic_error", "openai_error"]
 _ANTHROPIC_TYPES = {
     400: "invalid_request_error",
     401: "authentication_error",
+    404: "not_found_error",
     429: "rate_limit_error",
 }
 

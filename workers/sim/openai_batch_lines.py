@@ -11,8 +11,9 @@ from typing import Any
 
 from workers.sim.batch_core import Kind, SimBatch
 from workers.sim.errors import BadRequest
-from workers.sim.openai_chat import completion_body, parse
+from workers.sim.openai_chat import completion_body, parse, replay_miss
 from workers.sim.prompt import Prompt
+from workers.sim.replay import MISS, Replay, source
 
 __all__ = ["ENDPOINT", "MAX_REQUESTS", "file_lines", "lines", "prompts", "validate"]
 
@@ -86,7 +87,20 @@ def prompts(batch: SimBatch) -> Iterator[Prompt | None]:
         yield parse(json.loads(line)["body"])
 
 
-def _result_line(batch: SimBatch, index: int, line: bytes, kind: int) -> dict[str, Any]:
+def _error_response(request: dict[str, Any], replay: Replay | None) -> tuple[int, Any]:
+    """An errored request's status and body: a replay miss's 404, else a simulated 500."""
+    if replay is not None:
+        prompt = parse(request["body"])
+        if source(prompt, replay)[0] == MISS:
+            return 404, replay_miss(prompt.model)
+    message = "The server had an error while processing your request (simulated)."
+    error = {"message": message, "type": "server_error", "param": None, "code": "server_error"}
+    return 500, {"error": error}
+
+
+def _result_line(
+    batch: SimBatch, index: int, line: bytes, kind: int, replay: Replay | None
+) -> dict[str, Any]:
     request = json.loads(line)
     tail = f"{batch.id.removeprefix('batch_')}{index:06d}"
     result: dict[str, Any] = {"id": f"batch_req_{tail}", "custom_id": request["custom_id"]}
@@ -94,19 +108,18 @@ def _result_line(batch: SimBatch, index: int, line: bytes, kind: int) -> dict[st
         message = f"This request was not run: the batch {_CLOSED[kind].split('_')[1]}."
         return {**result, "response": None, "error": {"code": _CLOSED[kind], "message": message}}
     if kind == Kind.ERRORED:
-        message = "The server had an error while processing your request (simulated)."
-        error = {"message": message, "type": "server_error", "param": None, "code": "server_error"}
-        response = {"status_code": 500, "request_id": f"req_{tail}", "body": {"error": error}}
+        status, body = _error_response(request, replay)
     else:
-        body = completion_body(parse(request["body"]), f"chatcmpl-{tail}")
-        response = {"status_code": 200, "request_id": f"req_{tail}", "body": body}
+        status, body = 200, completion_body(parse(request["body"]), f"chatcmpl-{tail}", 0, replay)
+    response = {"status_code": status, "request_id": f"req_{tail}", "body": body}
     return {**result, "response": response, "error": None}
 
 
-def file_lines(batch: SimBatch, output: bool) -> Iterator[bytes]:
-    """The output (or error) file of an ended batch, line by line, in input order."""
+def file_lines(batch: SimBatch, output: bool, replay: Replay | None = None) -> Iterator[bytes]:
+    """The output (or error) file of an ended batch, line by line, in input order
+    (``replay``: the app's replay mode, workers/sim/replay.py)."""
     final = batch.final or bytearray()
     for index, ((_, line), kind) in enumerate(zip(lines(batch.extra["data"]), final, strict=True)):
         if (kind == Kind.SUCCEEDED) == output:
-            result = _result_line(batch, index, line, kind)
+            result = _result_line(batch, index, line, kind, replay)
             yield json.dumps(result, separators=(",", ":")).encode() + b"\n"

@@ -19,7 +19,8 @@
 - The output file (``file-out-<batch id>``, purpose ``batch_output``) holds a line per answered
   request ``{id: "batch_req_…", custom_id, response: {status_code: 200, request_id, body:
   <chat.completion>}, error: null}``; the error file (``file-err-<batch id>``) a line per other
-  request: ``response.status_code`` 500 with an error body for a failed one, ``response:
+  request: ``response.status_code`` 500 with an error body for a failed one (404
+  ``replay_miss`` for one replay mode has no recording of: workers/sim/replay.py), ``response:
   null`` and ``error: {code: "batch_expired" | "batch_cancelled", message}`` for one the batch
   did not reach. Either id is null when its file would be empty. Both are generated, in
   input order, when read; ``request_counts`` are ``{total, completed, failed}``.
@@ -176,12 +177,13 @@ def _file_view(request: web.Request) -> tuple[Any, Iterator[bytes] | bytes] | No
     if prefix not in (_OUT, _ERR) or batch is None or batch.ended_at is None:
         return None
     output = prefix == _OUT
+    replay = request.app[STATE].replay
     if "bytes" + prefix not in batch.extra:
-        batch.extra["bytes" + prefix] = sum(map(len, jsonl.file_lines(batch, output)))
+        batch.extra["bytes" + prefix] = sum(map(len, jsonl.file_lines(batch, output, replay)))
     name = f"{batch.id}_{'output' if output else 'error'}.jsonl"
     size, created = batch.extra["bytes" + prefix], int(batch.ended_at)
     return _file_object(file_id, size, name, created, "batch_output"), jsonl.file_lines(
-        batch, output
+        batch, output, replay
     )
 
 
@@ -250,6 +252,7 @@ async def create_batch(request: web.Request) -> web.Response:
     else:
         batch = store.create(state, batch_id, iter(ids))
         batch.extra.update(extra)
+        store.plan_misses(state, batch)
     return web.json_response(_batch_object(batch, "validating"))
 
 

@@ -22,6 +22,9 @@ contents for the prompt, the produced content for the completion. With ``logprob
 ``choices[0].logprobs.content`` holds one ``{token, logprob, bytes, top_logprobs: []}`` per
 output token (deterministic, -0.01..-2.0).
 
+A judge request (workers/sim/judge.py) is answered with its grade, ``SCORE: n``; in replay
+mode (workers/sim/replay.py) a prompt with its recorded answer, or 404 ``replay_miss``.
+
 Errors use OpenAI's shape (workers/sim/errors.py): 400 ``invalid_request_error`` for a bad
 request; the simulated faults (workers/sim/faults.py) as 500 ``server_error``, 429
 ``rate_limit_exceeded`` with ``Retry-After`` (seconds) and ``retry-after-ms``, 401
@@ -39,10 +42,11 @@ from aiohttp import web
 from workers.sim.answer import answer, count_prompt, logprobs
 from workers.sim.errors import BadRequest, openai_error
 from workers.sim.faults import simulate
-from workers.sim.prompt import Prompt, fingerprint, read_json
+from workers.sim.prompt import Prompt, conversation, fingerprint, read_json
+from workers.sim.replay import MISS, Replay, miss_message, source
 from workers.sim.state import STATE, SimState
 
-__all__ = ["REASONING_MODELS", "completion_body", "install", "parse"]
+__all__ = ["REASONING_MODELS", "completion_body", "install", "parse", "replay_miss"]
 
 # OpenAI's reasoning families: they take max_completion_tokens and think before answering.
 REASONING_MODELS = re.compile(r"^(o\d+|gpt-5)(-[a-z0-9.-]+)?$")
@@ -111,19 +115,30 @@ def parse(body: Any) -> Prompt:
             "max_tokens",
             "unsupported_parameter",
         )
+    judge, user = conversation([m["role"] for m in body["messages"]], contents)
     return Prompt(
         model=model,
         contents=contents,
         digest=fingerprint(model, body["messages"]),
         max_tokens=_parse_limit(body),
         logprobs=body.get("logprobs") is True,
+        judge=judge,
+        user=user,
     )
 
 
-def completion_body(prompt: Prompt, response_id: str, cached: int = 0) -> dict[str, Any]:
+def replay_miss(model: str) -> dict[str, Any]:
+    """The error body of a replay miss (its status: 404)."""
+    error = {"message": miss_message(model), "type": "invalid_request_error", "param": None}
+    return {"error": {**error, "code": "replay_miss"}}
+
+
+def completion_body(
+    prompt: Prompt, response_id: str, cached: int = 0, replay: Replay | None = None
+) -> dict[str, Any]:
     """The ``chat.completion`` object answering ``prompt`` (``cached`` of its prompt tokens
-    read from the prompt cache)."""
-    reply = answer(prompt)
+    read from the prompt cache; ``replay``: replay mode, ReplayMiss without a recording)."""
+    reply = answer(prompt, replay)
     choice = {
         "index": 0,
         "message": {"role": "assistant", "content": reply.text, "refusal": None},
@@ -182,9 +197,12 @@ async def chat_completions(request: web.Request) -> web.Response:
     fault = await simulate(state, prompt.model, request.headers)
     if fault is not None:
         return fault.openai()
-    body = completion_body(
-        prompt, f"chatcmpl-sim{next(state.ids):010d}", cached_tokens(state, prompt)
-    )
+    kind = source(prompt, state.replay)[0]
+    state.tally(kind)
+    if kind == MISS:
+        return web.json_response(replay_miss(prompt.model), status=404)
+    response_id = f"chatcmpl-sim{next(state.ids):010d}"
+    body = completion_body(prompt, response_id, cached_tokens(state, prompt), state.replay)
     state.record_answer(request, prompt)
     return web.json_response(body)
 

@@ -14,6 +14,7 @@ from aiohttp import web
 
 from workers.sim.app import make_app
 from workers.sim.config import SimConfig
+from workers.sim.replay import Replay
 from workers.sim.state import STATE, SimState
 
 __all__ = ["SimServer", "serve"]
@@ -34,14 +35,16 @@ async def _start_site(
     return runner, runner.addresses[0][1]
 
 
-async def _serve_until_signal(host: str, port: int, config: SimConfig) -> None:
+async def _serve_until_signal(
+    host: str, port: int, config: SimConfig, replay: Replay | None
+) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         # Not possible outside the main thread or on platforms without signal support.
         with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
             loop.add_signal_handler(sig, stop.set)
-    runner, bound = await _start_site(make_app(config), host, port, shutdown_timeout=5.0)
+    runner, bound = await _start_site(make_app(config, replay), host, port, shutdown_timeout=5.0)
     print(f"sim-provider listening on http://{host}:{bound}/v1", flush=True)
     try:
         await stop.wait()
@@ -49,10 +52,11 @@ async def _serve_until_signal(host: str, port: int, config: SimConfig) -> None:
         await runner.cleanup()
 
 
-def serve(host: str, port: int, config: SimConfig) -> None:
-    """Serve on ``host:port`` until SIGINT/SIGTERM (blocking); port 0 picks a free port."""
+def serve(host: str, port: int, config: SimConfig, replay: Replay | None = None) -> None:
+    """Serve on ``host:port`` until SIGINT/SIGTERM (blocking); port 0 picks a free port;
+    ``replay``: serve recorded answers (workers/sim/replay.py)."""
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(_serve_until_signal(host, port, config))
+        asyncio.run(_serve_until_signal(host, port, config, replay))
 
 
 class SimServer:
@@ -60,12 +64,19 @@ class SimServer:
 
     >>> with SimServer(SimConfig(latency_ms_mean=5)) as sim:
     ...     client = openai.OpenAI(base_url=sim.base_url, api_key="x", max_retries=0)
+
+    ``replay=Replay.load(labels, [responses])`` serves recorded answers instead.
     """
 
     def __init__(
-        self, config: SimConfig | None = None, port: int = 0, host: str = "127.0.0.1"
+        self,
+        config: SimConfig | None = None,
+        port: int = 0,
+        host: str = "127.0.0.1",
+        replay: Replay | None = None,
     ) -> None:
         self.config = config or SimConfig()
+        self.replay = replay
         self.host = host
         self.port = port
         self._app: web.Application | None = None
@@ -146,7 +157,7 @@ class SimServer:
 
     async def _main(self) -> None:
         self._stop = asyncio.Event()
-        self._app = make_app(self.config)
+        self._app = make_app(self.config, self.replay)
         runner, self.port = await _start_site(self._app, self.host, self.port, shutdown_timeout=1.0)
         self._ready.set()
         try:

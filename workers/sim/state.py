@@ -1,4 +1,5 @@
-"""One simulator app's mutable state: its config, random source, counters and response ids."""
+"""One simulator app's mutable state: its config, random source, counters and response ids,
+and the recorded answers of replay mode (fixed for the app's life)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from aiohttp import web
 
 from workers.sim.config import SimConfig
 from workers.sim.prompt import Prompt
+from workers.sim.replay import HIT, JUDGE_RECORDED, JUDGE_RULE, MISS, Replay
 from workers.sim.stats import Stats
 
 __all__ = ["STATE", "SimState"]
@@ -36,8 +38,9 @@ class Prefixes:
 class SimState:
     """Mutable per-app state; only touched from the server's event loop."""
 
-    def __init__(self, config: SimConfig) -> None:
+    def __init__(self, config: SimConfig, replay: Replay | None = None) -> None:
         self.config = config
+        self.replay = replay  # replay mode (workers/sim/replay.py) when set
         self.rng = random.Random(config.seed)
         self.stats = Stats()
         self.ids = itertools.count(1)
@@ -61,6 +64,16 @@ class SimState:
         cfg = self.config
         jitter = self.rng.uniform(-1.0, 1.0) * cfg.latency_ms_jitter if cfg.latency_ms_jitter else 0
         return max(0.0, cfg.latency_ms_mean + jitter) / 1000.0
+
+    def tally(self, kind: str) -> None:
+        """Count where an answer came from (workers/sim/replay.py's ``source``): the
+        ``judge`` and ``replay`` sections of the counters."""
+        if kind in (JUDGE_RECORDED, JUDGE_RULE):
+            judge = self.stats.section("judge")
+            judge["requests"] += 1
+            judge["recorded" if kind == JUDGE_RECORDED else "rule"] += 1
+        elif kind in (HIT, MISS):
+            self.stats.section("replay")["hits" if kind == HIT else "misses"] += 1
 
     def record_answer(self, request: web.BaseRequest, prompt: Prompt) -> None:
         """Count an answer as a completion, or as abandoned when the client has gone (its
