@@ -251,6 +251,10 @@ class Policy(Frozen):
                 raise ValueError(f"tier {tier.name}: fallback {unknown} is not another tier")
             if tier.cascade is not None and i == len(self.tiers) - 1:
                 raise ValueError(f"tier {tier.name}: the last tier has no next tier to cascade to")
+            if tier.cascade is not None and tier.cascade.judge not in (None, *names):
+                raise ValueError(
+                    f"tier {tier.name}: cascade judge {tier.cascade.judge!r} is not a tier"
+                )
             if tier.batched and not tier.primary.has_batch_prices:
                 raise ValueError(
                     f"tier {tier.name} is mode: batch but its model {tier.primary.name!r} has no "

@@ -91,23 +91,28 @@ class CascadeSpec(Frozen):
     - ``verifier`` + ``min_score``: P(this answer is as good as the next tier's) from a
       verifier trained by ``batch-router train --verifier`` (a local file — relative to the
       policy file — or an ``s3://`` URI, copied into the job when it is planned), with the
-      same zero for an empty, truncated or refused answer.
+      same zero for an empty, truncated or refused answer;
+    - ``judge`` + ``min_score``: the grade (0–1) the primary model of the tier named
+      ``judge`` gives the answer (``routing.judge``, AutoMix-style); its calls are paid and
+      attributed to the row.
     """
 
     min_confidence: float | None = Field(None, ge=0, le=1)
     verifier: str | None = None
+    judge: str | None = None
     min_score: float | None = Field(None, ge=0, le=1)
 
     @model_validator(mode="after")
     def _one_signal(self) -> CascadeSpec:
         if self.verifier is not None and not self.verifier.strip():
             raise ValueError("cascade.verifier is empty; give a file from train --verifier")
-        if (self.verifier is None) != (self.min_score is None):
-            raise ValueError("a cascade verifier needs min_score, and min_score a verifier")
-        if (self.min_confidence is None) == (self.verifier is None):
+        scored = [x for x in (self.verifier, self.judge) if x is not None]
+        if len(scored) > 1 or (self.min_confidence is not None) == bool(scored):
             raise ValueError(
-                "a cascade takes one signal: min_confidence, or verifier with min_score"
+                "a cascade takes one signal: min_confidence, or verifier or judge with min_score"
             )
+        if bool(scored) != (self.min_score is not None):
+            raise ValueError("min_score goes with a cascade verifier or judge, and they need it")
         return self
 
     @property

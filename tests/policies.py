@@ -75,3 +75,12 @@ def learned_classifier(model_path: str | Path) -> dict[str, Any]:
     """The default ``classifier`` section switched to the learned router at ``model_path``
     (relative paths resolve against the policy file's folder)."""
     return {**default_data()["classifier"], "kind": "learned", "path": str(model_path)}
+
+
+def in_mode(mode: str, tiers: TierChanges, batch: dict[str, Any], **sections: Any) -> Policy:
+    """The default policy with ``tiers`` changes, every tier in provider batch mode (with
+    ``batch`` settings) when ``mode`` is ``batch``, else realtime."""
+    changes = every_tier(mode="batch", batch=batch) if mode == "batch" else {}
+    for name, fields in tiers.items():
+        changes.setdefault(name, {}).update(fields)
+    return build(tiers=changes, **sections)

@@ -1,14 +1,15 @@
 """The serving engine: one round of one tier batch — budgets, breakers, rate limits,
 retries, fallback, cascade — and the seam where provider batch mode plugs in.
 
-**The seam.** A routed tier batch is executed by a :class:`TierEngine`: rows in, one
+**The seam.** A routed tier batch is executed by a ``TierEngine`` (``workers/served.py``,
+with :class:`Row`, :class:`Served` and the cascade merge ``escalated``): rows in, one
 :class:`Served` out per row, in order. ``dispatch`` (workers/stages.py) runs one per tier
-batch. :class:`Caller` is the realtime engine and today the only one. A provider-batch
-engine (issue 15: a tier with ``mode: batch`` executes its round as provider batches)
-implements the same Protocol; it shares the engine's accounting (``workers/accounting.py``:
-the request a row makes, the cache, the ledger key and estimate, settling at the reported
-usage) and replaces only the attempt loop (``workers/attempts.py``), which is realtime's
-alone.
+batch. :class:`Caller` is the realtime engine; the provider-batch engine
+(``workers/batches/``: a tier with ``mode: batch`` executes its rounds as provider
+batches) shares its accounting (``workers/accounting.py``: the request a row makes, the
+cache, the ledger key and estimate, settling at the reported usage) and its cascade scoring
+(:meth:`Caller.score`), and replaces only the attempt loop (``workers/attempts.py``), which
+is realtime's alone.
 
 **The realtime engine.** Per distinct prompt (``Caller.run``), on this process's I/O loop,
 at most the tier's ``concurrency`` at a time — every guard awaited there, none blocking it
@@ -31,7 +32,8 @@ at most the tier's ``concurrency`` at a time — every guard awaited there, none
 5. **Settle** the reservation with the reported usage (and cache the answer, at the same
    time), or release it on failure.
 6. **Cascade** — on a tier with ``cascade``, the batch's answers are scored together
-   (``workers/verifier.py``: logprob confidence, or the job's verifier); those below the
+   (``workers/verifier.py``: logprob confidence, or the job's verifier; or the grades of a
+   judge tier's model, its calls paid by the rows); those below the
    tier's threshold are asked again of the nearest dearer tier the prompt is allowed; the
    row keeps the better tier's answer, ``escalated_from``, the first answer's score
    (``confidence``) and its source (``confidence_source``); its cost is both calls.
@@ -42,100 +44,20 @@ from __future__ import annotations
 import asyncio
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from decimal import Decimal
-from enum import Enum, auto
-from typing import Protocol
 
-from routing.cost import ZERO
+from routing.judge import parse_reply
 from routing.plan import JobContext
 from routing.policy import ModelSpec, Policy, TierSpec
 from routing.rules import allowed_tiers
-from routing.schema import Status
 from workers.accounting import Accounting
 from workers.aio import io_loop
 from workers.attempts import Attempts, no_call
 from workers.guards.bundle import Guards
 from workers.provider import Client, Completion, client_for
+from workers.served import Outcome, Row, Served, escalated, judge_row, scored
 from workers.settings import Settings
 from workers.verifier import AnswerCheck
-
-# ---------------------------------------------------------------- rows in, rows out
-
-
-@dataclass(frozen=True)
-class Row:
-    """What serving needs of one distinct prompt."""
-
-    ref: str  # "c<chunk>/r<input row>", never the customer's prompt_id: ledger key, cache owner
-    prompt: str
-    system: str | None
-    max_output_tokens: int | None
-    tenant: str
-    input_tokens: int
-    allowed: int | None  # bit mask of the tiers the policy allows (None: any)
-
-
-class Outcome(Enum):
-    """How serving a prompt on one tier ended — internal to the engine, never written out.
-
-    Every outcome but ``UNAVAILABLE`` is already a row's final :class:`Status`.
-    ``UNAVAILABLE`` (every model of the tier down: breaker open, failing or no client) is
-    what fallback acts on; unresolved, it ends as ``failed`` (:func:`final_status`)."""
-
-    OK = auto()
-    FAILED = auto()  # a permanent error, or retries exhausted with nothing to fall back on
-    UNAVAILABLE = auto()  # every model of the tier down (breaker open / failing)
-    OVER_BUDGET = auto()
-
-
-_FINAL: dict[Outcome, Status] = {
-    Outcome.OK: Status.OK,
-    Outcome.FAILED: Status.FAILED,
-    Outcome.UNAVAILABLE: Status.FAILED,
-    Outcome.OVER_BUDGET: Status.OVER_BUDGET,
-}
-
-
-def final_status(outcome: Outcome) -> Status:
-    """The row status an engine outcome ends as (the one mapping between the two)."""
-    return _FINAL[outcome]
-
-
-@dataclass
-class Served:
-    """The outcome for one prompt: its final answer and everything that led to it."""
-
-    outcome: Outcome
-    done: Completion
-    tier: TierSpec
-    model: ModelSpec
-    cost: Decimal = ZERO
-    calls: int = 0
-    fallback_from: str | None = None
-    escalated_from: str | None = None
-    confidence: float | None = None  # the cascade's score of the tier's answer
-    confidence_source: str | None = None  # what scored it: logprobs | verifier:<version>
-    cache_hit: bool = False
-    notes: list[str] = field(default_factory=list)
-    mode: str = "realtime"  # how the answer was obtained: "realtime" or "batch"
-    batch_id: str | None = None  # the provider batch that answered, in batch mode
-    round: int = 1  # the job round of the answer (2: an escalation, a cascade's second call)
-    batch_saved: Decimal = ZERO  # realtime price − batch price of the row's batch calls
-    explored: str | None = None  # the tier that answered it too (policy explore: labels)
-
-    @property
-    def status(self) -> Status:
-        return final_status(self.outcome)
-
-
-class TierEngine(Protocol):
-    """Executes one round of one tier batch (the seam: see the module doc)."""
-
-    def run(self, rows: Sequence[Row]) -> list[Served]:
-        """One outcome per row, in the rows' order."""
-        ...
-
 
 # ---------------------------------------------------------------- the realtime engine
 
@@ -171,7 +93,8 @@ class Caller:
             guards.limiter, guards.breaker, guards.retries, policy.retry, ctx.job_id, retry_limit
         )
         self._clients: dict[tuple[str, str], Client | Exception] = {}
-        for t in self._reachable(tier):  # resolved here: the I/O loop cannot build clients
+        reachable = self._reachable(tier)
+        for t in reachable:  # resolved here: the I/O loop cannot build clients
             for model in t.models:
                 key = (model.provider, model.name)
                 if key not in self._clients:
@@ -179,6 +102,13 @@ class Caller:
                         self._clients[key] = client_for(policy, model, settings)
                     except Exception as exc:  # e.g. a fallback provider with no key
                         self._clients[key] = exc
+        # The judges of cascades that grade with a model (built here too, off the loop)
+        judges = {t.cascade.judge for t in reachable if t.cascade and t.cascade.judge}
+        self._judges = {
+            name: Caller(policy, settings, guards, ctx, policy.tier(name), check, cascade=False)
+            for name in sorted(judges)
+            if cascade
+        }
 
     def _reachable(self, tier: TierSpec) -> list[TierSpec]:
         """Tiers a prompt of ``tier`` may end on: fallbacks, cheaper (downgrade), next (cascade)."""
@@ -201,7 +131,7 @@ class Caller:
                 return await self._serve(row)
 
         served = list(await asyncio.gather(*(one(r) for r in rows)))
-        unsure = self._score_cascades(rows, served) if self.cascade else []
+        unsure = await self._score_cascades(rows, served) if self.cascade else []
 
         async def again(i: int) -> None:
             async with gate:
@@ -210,9 +140,14 @@ class Caller:
         await asyncio.gather(*(again(i) for i in unsure))
         return served
 
-    def _score_cascades(self, rows: Sequence[Row], served: list[Served]) -> list[int]:
-        """Score the answers of cascade tiers (one call per tier: a verifier scores them
-        together); the indexes of those below their tier's threshold."""
+    def score(self, rows: Sequence[Row], served: list[Served]) -> None:
+        """Score answers served elsewhere (a provider batch) as a cascade of their tier does:
+        ``confidence`` and ``confidence_source`` set, a judge's cost charged to the row."""
+        io_loop().run(self._score_cascades(rows, served))
+
+    async def _score_cascades(self, rows: Sequence[Row], served: list[Served]) -> list[int]:
+        """Score the answers of cascade tiers (per tier together: a verifier vectorised, a
+        judge's calls concurrent); the indexes of those below their tier's threshold."""
         by_tier: dict[str, list[int]] = {}
         for i, s in enumerate(served):
             if s.outcome is Outcome.OK and s.tier.cascade is not None:
@@ -220,16 +155,42 @@ class Caller:
         unsure = []
         for name, idx in by_tier.items():
             tier = self.policy.tier(name)
-            assert tier.cascade is not None
-            scores = self.check.scores(
-                tier, [rows[i].prompt for i in idx], [served[i].done for i in idx]
-            )
-            source = self.check.source(tier)
+            spec = tier.cascade
+            assert spec is not None
+            scores: Sequence[float | None]
+            if spec.judge is not None:
+                judge = self.policy.tier(spec.judge).primary.name
+                source = f"judge:{spec.judge}/{judge}"
+                scores = await self._judged(spec.judge, rows, served, idx)
+            else:
+                source = self.check.source(tier)
+                done = [served[i].done for i in idx]
+                scores = self.check.scores(tier, [rows[i].prompt for i in idx], done)
             for i, score in zip(idx, scores, strict=True):
                 served[i].confidence, served[i].confidence_source = score, source
-                if score < tier.cascade.threshold:
+                if score is not None and score < spec.threshold:
                     unsure.append(i)
         return unsure
+
+    async def _judged(
+        self, judge: str, rows: Sequence[Row], served: list[Served], idx: list[int]
+    ) -> list[float | None]:
+        """The judge tier's grade of each answer (``routing.judge``); its calls are paid by
+        the row. No grade (the judge failed or said no score): the answer is kept."""
+        if judge not in self._judges:  # a tier this engine cannot reach: not a cascade here
+            return [None] * len(idx)
+        asks = [judge_row(rows[i], served[i].done.text or "", 0) for i in idx]
+        verdicts = await self._judges[judge]._run(asks)
+        grades: list[float | None] = []
+        for i, verdict in zip(idx, verdicts, strict=True):
+            served[i].cost += verdict.cost
+            served[i].calls += verdict.calls
+            ok = verdict.outcome is Outcome.OK
+            grade = parse_reply(verdict.done.text) if ok else None
+            if grade is None:
+                served[i].notes.append(f"judge {judge} gave no grade: answer kept")
+            grades.append(grade)
+        return grades
 
     def _allowed(self, row: Row) -> list[str]:
         names = self.policy.tier_names
@@ -274,7 +235,7 @@ class Caller:
         allowed = self._allowed(row)
         dearer = [n for n in names[names.index(served.tier.name) + 1 :] if n in allowed]
         if not dearer:
-            served.notes.append(f"{_scored(served)}: no dearer tier allowed")
+            served.notes.append(f"{scored(served)}: no dearer tier allowed")
             return served
         better = await self._on_tier(row, self.policy.tier(dearer[0]))
         return escalated(served, better)
@@ -313,41 +274,6 @@ class Caller:
         last.fallback_from = skipped
         last.calls = calls
         return last
-
-
-def _scored(served: Served) -> str:
-    """``confidence 0.412`` or ``verifier:learned-1/… 0.412``: a cascade score for notes."""
-    source = served.confidence_source
-    name = "confidence" if source in (None, "logprobs") else source
-    return f"{name} {served.confidence or 0.0:.3f}"
-
-
-def escalated(first: Served, better: Served) -> Served:
-    """A row's outcome after a cascade asked a dearer tier again (``better``) because its
-    first answer's score (``first.confidence``, from ``first.confidence_source``) was below
-    the tier's threshold: the better answer with ``escalated_from``, the first score and
-    its source, both calls' cost and the rounds added — or, when the second call did not
-    succeed, the first answer with a note (and any cost)."""
-    assert first.tier.cascade is not None
-    threshold = first.tier.cascade.threshold
-    if better.outcome is not Outcome.OK:
-        first.notes.append(f"escalation to {better.tier.name} failed: {better.done.error}")
-        first.cost += better.cost
-        first.calls += better.calls
-        return first
-    better.escalated_from = first.tier.name
-    better.confidence, better.confidence_source = first.confidence, first.confidence_source
-    better.cost += first.cost
-    better.calls += first.calls
-    better.round += first.round
-    better.batch_saved += first.batch_saved
-    better.fallback_from = first.fallback_from or better.fallback_from
-    better.notes = [
-        *first.notes,
-        f"{_scored(first)} < {threshold:.2f}: {first.tier.name} → {better.tier.name}",
-        *better.notes,
-    ]
-    return better
 
 
 def _from_cache(

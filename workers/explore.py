@@ -30,17 +30,16 @@ import pyarrow as pa
 
 from routing.cost import ZERO, usd_text
 from routing.explore import REFERENCE, REFERENCE_COLUMN, partner, sampled
-from routing.judge import JUDGE_SYSTEM, judge_messages, parse_reply, reference_quality
+from routing.judge import parse_reply, reference_quality
 from routing.minimise import dropped
 from routing.plan import JobContext
 from routing.policy import Policy
 from routing.rules import allowed_tiers
-from routing.tokens import count_tokens
 from workers import layout
-from workers.calls import Caller, Outcome, Row, Served
+from workers.calls import Caller
 from workers.runtime import Runtime
+from workers.served import Outcome, Row, Served, judge_row
 
-JUDGE_MAX_TOKENS = 16  # "SCORE: 10" and a little room
 LABEL_SCHEMA = pa.schema(
     [
         ("dataset", pa.string()),  # "feedback"
@@ -158,7 +157,7 @@ def _grade(
             out.append((q1, q2, (ZERO, 0)))
         else:
             out.append((None, None, (ZERO, 0)))
-            asks += [_judge_row(rows[i], t or "", k) for k, t in enumerate(texts)]
+            asks += [judge_row(rows[i], t or "", k) for k, t in enumerate(texts)]
     if judge == REFERENCE or not asks:
         return out
     verdicts = iter(_caller(rt, ctx, policy, judge).run(asks))
@@ -171,21 +170,6 @@ def _grade(
         q = [parse_reply(v.done.text) if v.outcome is Outcome.OK else None for v in (a, b)]
         graded.append((q[0], q[1], (a.cost + b.cost, a.calls + b.calls)))
     return graded
-
-
-def _judge_row(row: Row, answer: str, k: int) -> Row:
-    (system, user) = judge_messages(row.prompt, answer)
-    assert system["content"] == JUDGE_SYSTEM
-    tokens = int(count_tokens([JUDGE_SYSTEM + user["content"]])[0])
-    return Row(
-        ref=f"{row.ref}/judge{k}",
-        prompt=user["content"],
-        system=JUDGE_SYSTEM,
-        max_output_tokens=JUDGE_MAX_TOKENS,
-        tenant=row.tenant,
-        input_tokens=tokens,
-        allowed=None,
-    )
 
 
 def _fold(

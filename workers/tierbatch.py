@@ -23,9 +23,9 @@ from routing.router import ALLOWED, EST_INPUT_TOKENS
 from routing.schema import DEFAULT_TENANT, Status
 from routing.tokens import count_tokens, truncate_tokens
 from workers import audit, layout
-from workers.calls import Row, Served
 from workers.chunks import part_counts
 from workers.runtime import Runtime, Sink
+from workers.served import Row, Served
 from workers.storage import Storage
 
 

@@ -45,7 +45,8 @@ import redis
 from routing.plan import JobContext
 from routing.policy import Policy
 from tests import policies, services
-from workers.calls import Caller, Guards, Row
+from workers.calls import Caller, Guards
+from workers.served import Row
 from workers.settings import ProviderOverride, Settings
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -29,9 +29,10 @@ from tests import policies
 from tests.workers.pipeline import make_settings, plan_job, results, write_input
 from workers import attempts, local
 from workers.aio import IoLoop
-from workers.calls import Caller, Guards, Row, Served
+from workers.calls import Caller, Guards
 from workers.jobstate import MemoryJobTracker
 from workers.runtime import Runtime
+from workers.served import Row, Served
 from workers.settings import ProviderOverride, S3Settings, Settings
 from workers.sim.server import SimServer
 from workers.storage import Storage

@@ -21,7 +21,7 @@ from routing.tokens import count_one
 from tests import policies
 from tests.cli import clean_env
 from tests.workers.serving import Handler, row, scripted, serve_one, unit_policy, unit_settings
-from workers.calls import Outcome, Served
+from workers.served import Outcome, Served
 from workers.sim.server import SimServer
 
 MODEL = "claude-x"

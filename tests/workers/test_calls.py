@@ -235,7 +235,7 @@ def test_every_engine_outcome_ends_as_one_row_status() -> None:
     """The engine's internal outcomes map to the row vocabulary in one place; a tier that
     stayed unavailable (no fallback took the row) ends as ``failed``."""
     from routing.schema import Status
-    from workers.calls import Outcome, final_status
+    from workers.served import Outcome, final_status
 
     assert {o: final_status(o) for o in Outcome} == {
         Outcome.OK: Status.OK,

@@ -30,7 +30,6 @@ from tests.workers.serving import (
     unit_policy,
     unit_settings,
 )
-from workers.calls import Outcome
 from workers.provider import (
     ChatRequest,
     Endpoint,
@@ -39,6 +38,7 @@ from workers.provider import (
     resolve_endpoint,
     retry_after_s,
 )
+from workers.served import Outcome
 from workers.settings import ProviderOverride, Settings
 from workers.sim.server import SimServer
 

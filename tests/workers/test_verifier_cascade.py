@@ -117,13 +117,7 @@ def run(tmp_path: Path, sim: SimServer, policy: Any, job_id: str) -> pl.DataFram
 def test_verifier_cascade_escalates_exactly_the_answers_below_min_score(
     tmp_path: Path, sim: SimServer, verifier: Path, mode: str
 ) -> None:
-    fast: dict[str, Any] = cascade(verifier)
-    if mode == "batch":
-        changes = policies.every_tier(mode="batch", batch=FAST_BATCH)
-        changes["fast"].update(fast)
-        policy = policies.build(tiers=changes)
-    else:
-        policy = policies.build(tiers={"fast": fast})
+    policy = policies.in_mode(mode, {"fast": cascade(verifier)}, FAST_BATCH)
     out = run(tmp_path, sim, policy, f"verified-{mode}")
     assert set(out["status"]) == {"ok"}
     started = out.filter((pl.col("tier") == "fast") | (pl.col("escalated_from") == "fast"))

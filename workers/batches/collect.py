@@ -26,11 +26,11 @@ from workers.attempts import no_call
 from workers.batchapi import BatchResult
 from workers.batches import record as rec
 from workers.batches.engine import MIN_POLL_S, TierBatchEngine, lost
-from workers.calls import Outcome, Row, Served
 from workers.explore import explore, write_labels
 from workers.provider import Completion
 from workers.redact import redact_error
 from workers.runtime import Sink
+from workers.served import Outcome, Row, Served
 from workers.tierbatch import canonical_mask, outcomes, publish
 
 
@@ -128,6 +128,9 @@ class Collector:
         )
         rows = self.e.rows(tier)  # built here, not on the I/O loop's thread
         settled, retry, realtime = io_loop().run(self._settle(batch, tier, round_, rows, results))
+        fresh = [ref for ref, s in settled.items() if s.outcome is Outcome.OK]
+        if tier.cascade is not None and fresh:  # scored together, as the realtime engine does
+            self.e.caller(tier).score([rows[r] for r in fresh], [settled[r] for r in fresh])
         if realtime:
             served = self.e.caller(tier).run([rows[ref] for ref in realtime])
             for ref, s in zip(realtime, served, strict=True):
@@ -182,12 +185,6 @@ class Collector:
         costs = await self.e.accounts.settle_many(answers, tier, model, at)
         for ref, (_, done), cost in zip(answered, answers, costs, strict=True):
             settled[ref] = self._answered(batch, tier, done, cost)
-        if tier.cascade is not None and answers:  # scored together: a verifier is vectorised
-            check = self.e.rt.answer_check(self.e.ctx, self.e.policy)
-            scores = check.scores(tier, [r.prompt for r, _ in answers], [d for _, d in answers])
-            source = check.source(tier)
-            for ref, score in zip(answered, scores, strict=True):
-                settled[ref].confidence, settled[ref].confidence_source = score, source
         return settled, retry, realtime
 
     def _custom_id(self, batch: rec.ProviderBatch, ref: str) -> str:

@@ -48,10 +48,11 @@ from workers.aio import io_loop
 from workers.attempts import no_call
 from workers.batchapi import BatchApi, batch_api
 from workers.batches import record as rec
-from workers.calls import Caller, Outcome, Row, Served, escalated
+from workers.calls import Caller
 from workers.provider import Completion
 from workers.redact import redact_error
 from workers.runtime import Runtime
+from workers.served import Outcome, Row, Served, escalated
 from workers.tierbatch import (
     canonical_mask,
     job_tenant,

@@ -34,8 +34,8 @@ from routing.cost import ZERO
 from routing.policy import Policy
 from routing.schema import MONEY
 from workers import connections, keys, layout
-from workers.calls import Outcome, Served
 from workers.provider import Completion
+from workers.served import Outcome, Served
 from workers.settings import Settings
 from workers.storage import Storage
 
