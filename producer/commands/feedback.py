@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 import polars as pl
-import pyarrow as pa
 from rich.console import Console
 
 from routing.errors import InputError
@@ -58,9 +57,8 @@ def collect_labels(
             + (" for these --tenant / --since" if wanted or since else "")
             + " (a policy with explore: {rate: …} writes them)"
         )
-    tables = [storage.read_parquet_file(uri) for uri in files]
-    frame = pl.from_arrow(pa.concat_tables(tables, promote_options="default"))
-    assert isinstance(frame, pl.DataFrame)
+    frames = [pl.DataFrame(pl.from_arrow(storage.read_parquet_file(uri))) for uri in files]
+    frame = pl.concat(frames, how="diagonal_relaxed")  # files of older / newer writers
     rows = frame.height
     newest = frame.sort("labelled_at").unique(["prompt_id", "model"], keep="last")
     return newest.sort("prompt_id", "model"), len(files), rows
