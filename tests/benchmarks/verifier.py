@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import time
 import warnings
@@ -45,6 +44,7 @@ from routing.evaluation.curve import frontier
 from routing.evaluation.labels import Pair
 from routing.evaluation.metrics import cpt
 from routing.learned.config import TrainConfig, levels
+from tests.benchmarks.common import git_rev
 
 ROOT = Path(__file__).resolve().parents[2]
 LABELS = ROOT.parent / "shared" / "data" / "labels"
@@ -181,11 +181,6 @@ def _cross(source: LabelSet, target: LabelSet) -> dict[str, Any]:
     return out
 
 
-def _git_rev() -> str:
-    cmd = ["git", "-C", str(ROOT), "describe", "--always", "--dirty", "--abbrev=12"]
-    return subprocess.run(cmd, capture_output=True, text=True).stdout.strip()
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=5, help="split seeds 0 … N-1")
@@ -194,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
     start = time.perf_counter()
     head = {
         "benchmark": "verifier",
-        "git_rev": _git_rev(),
+        "git_rev": git_rev(),
         "seeds": args.seeds,
         "folds": args.folds,
     }
