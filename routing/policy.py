@@ -22,6 +22,7 @@ from pydantic import Field, ValidationError, model_validator
 from routing.batching import BatchSpec
 from routing.dedupe import DedupeSpec
 from routing.errors import PolicyError
+from routing.experiments import ExperimentSpec, check_arms
 from routing.explore import REFERENCE, ExploreSpec
 from routing.frozen import Frozen
 from routing.gaming import GamingSpec
@@ -227,6 +228,7 @@ class Policy(Frozen):
     gaming: GamingSpec = GamingSpec()
     minimise: tuple[MinimiseSpec, ...] = ()
     explore: ExploreSpec = ExploreSpec()
+    experiment: ExperimentSpec | None = None
 
     @model_validator(mode="after")
     def _check(self) -> Policy:
@@ -270,6 +272,8 @@ class Policy(Frozen):
         unknown = sorted({t for m in self.minimise for t in m.tiers or ()} - set(names))
         if unknown:
             raise ValueError(f"minimise.tiers: unknown tiers {unknown}")
+        if self.experiment is not None:
+            check_arms(self.experiment, names, scores)  # each arm's thresholds are valid
         if self.explore.judge != REFERENCE and self.explore.judge not in names:
             raise ValueError(
                 f"explore.judge: {self.explore.judge!r} is neither 'reference' nor a tier"

@@ -83,6 +83,7 @@ RESULT_FIELDS: list[pa.Field] = [
     pa.field("cached_input_tokens", pa.int64()),  # of input_tokens, from the prompt cache
     pa.field("confidence_source", pa.string()),  # what scored `confidence`: logprobs | verifier:…
     pa.field("explored", pa.string()),  # the tier that answered the prompt too (policy explore)
+    pa.field("arm", pa.string()),  # the experiment arm that routed the row (policy experiment)
     pa.field("near_dup_of", pa.string()),  # prompt_id of a near-duplicate (routing.neardup)
     pa.field("input_file", pa.string()),
     pa.field("input_row", pa.int64()),
@@ -93,7 +94,7 @@ RESULT_COLUMNS: tuple[str, ...] = tuple(f.name for f in RESULT_FIELDS)
 # Output names an input column may not keep: such a column is carried through as src_<name>.
 RESERVED = frozenset(RESULT_COLUMNS) - set(REQUIRED_INPUT) - {"tenant"}
 
-# What every cost aggregate carries per group (tier, model, status, mode). ``mode`` is the
+# What every cost aggregate carries per group (tier, model, status, mode, arm). ``mode`` is the
 # rows' ``mode`` (realtime | batch; null: no call made); ``batch_saved_usd`` the exact sum
 # of their ``batch_saved_usd`` (0 when none). Files written before batch mode lack both.
 _COST_FIELDS = [
@@ -101,6 +102,7 @@ _COST_FIELDS = [
     pa.field("model", pa.string()),
     pa.field("status", pa.string()),
     pa.field("mode", pa.string()),
+    pa.field("arm", pa.string()),  # the experiment arm (null: no experiment)
     pa.field("rows", pa.int64()),
     pa.field("input_tokens", pa.int64()),
     pa.field("output_tokens", pa.int64()),

@@ -55,6 +55,8 @@ LABEL_SCHEMA = pa.schema(
         ("judge", pa.string()),  # reference | <tier>/<model>
         ("tenant", pa.string()),
         ("customer_tier", pa.string()),  # as in the input (minimise entries match it)
+        ("arm", pa.string()),  # the experiment arm that routed the prompt (policy experiment)
+        ("served", pa.bool_()),  # this answer is the row's (the other: the partner tier's)
         ("job_id", pa.string()),
         ("source_prompt_id", pa.string()),  # the input's prompt_id
         ("labelled_at", pa.string()),
@@ -98,6 +100,7 @@ def explore(
     context = {
         "source_prompt_id": _column(table, canonical, "prompt_id"),
         "customer_tier": _column(table, canonical, "customer_tier"),
+        "arm": _column(table, canonical, "arm"),
     }
     labels: list[dict[str, Any]] = []
     for name, idx in picks.items():
@@ -209,7 +212,7 @@ def _labels(
         judge = f"{judge}/{policy.tier(judge).primary.name}"
     now = datetime.now(UTC).isoformat(timespec="seconds")
     out = []
-    for s, q in (first, other):
+    for (s, q), served in ((first, True), (other, False)):
         done = s.done
         out.append(
             {
@@ -227,6 +230,7 @@ def _labels(
                 "tenant": row.tenant,
                 "job_id": ctx.job_id,
                 "labelled_at": now,
+                "served": served,
                 **extra,
             }
         )

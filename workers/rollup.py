@@ -1,5 +1,6 @@
-"""The job's cost rollup: result rows aggregated by tenant, tier, model, status and mode
-(``realtime`` | ``batch``; null when no call was made), written by the finalizer as
+"""The job's cost rollup: result rows aggregated by tenant, tier, model, status, mode
+(``realtime`` | ``batch``; null when no call was made) and experiment arm (null: none),
+written by the finalizer as
 hive-partitioned Parquet under ``cost/day=<YYYY-MM-DD>/tenant=<t>/``.
 
 The rollup carries everything the report needs so it never reads result rows: rows,
@@ -53,9 +54,10 @@ INPUTS = [  # the result columns the rollup reads
     "escalated_from",
     "mode",
     "batch_saved_usd",
+    "arm",
 ]
 ATTEMPTS = "attempts"  # read when the table has it: a row with 0 attempts made no call
-KEYS = ["tenant", "tier", "model", "status", "mode"]
+KEYS = ["tenant", "tier", "model", "status", "mode", "arm"]
 NO_CALL = "(no call)"  # the breakdown label of rows whose ``mode`` is null: no call made
 _SAVED = ("cache", "dedupe")
 

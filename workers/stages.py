@@ -16,9 +16,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from routing import carried, results
+from routing.arms import route_arms
 from routing.plan import ChunkRef, JobContext
 from routing.policy import Policy
-from routing.router import REJECTED_REASON, route_batch
+from routing.router import REJECTED_REASON
 from routing.schema import CELL_ERROR
 from routing.validate import row_rejections
 from workers import dedupe, layout, prompt_ids
@@ -70,7 +71,7 @@ def ingest(
     valid = pc.is_null(reasons)
     bad, bad_reasons = table.filter(pc.invert(valid)), reasons.filter(pc.invert(valid))
     memos, scorer = rt.memos, rt.scorer_for(ctx, policy)
-    routed = route_batch(
+    routed = route_arms(
         table.filter(valid), policy, scorer, memo=memos.text, decisions=memos.decisions
     )
     routable = pc.not_equal(routed.column("tier"), "")

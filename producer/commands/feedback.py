@@ -12,56 +12,16 @@ text has the same ``prompt_id`` every night — and writes one Parquet file.
 
 from __future__ import annotations
 
-import re
 from collections import Counter
 from datetime import date
 from pathlib import Path
 from typing import Any
 
-import polars as pl
 from rich.console import Console
 
 from routing.errors import InputError
-from routing.names import encoded, validate_tenant
-from workers.layout import LABELS_DIR
-from workers.storage import Storage, join
-
-_PARTITION = re.compile(r"/day=(\d{4}-\d{2}-\d{2})/tenant=([^/]+)/[^/]+\.parquet$")
-
-
-def collect_labels(
-    storage: Storage,
-    root: str,
-    *,
-    tenants: list[str] | None = None,
-    since: date | None = None,
-) -> tuple[pl.DataFrame, int, int]:
-    """The labels under ``root`` (newest per (prompt, model)), the files read and the rows
-    read; InputError when there are none."""
-    wanted = {encoded(validate_tenant(t)) for t in tenants or []}
-    folder = join(root, LABELS_DIR)
-    files = []
-    for uri in storage.list_files(folder, ".parquet"):
-        m = _PARTITION.search(uri)
-        if m is None:
-            continue
-        day, tenant = m.group(1), m.group(2)
-        if since is not None and day < since.isoformat():
-            continue
-        if wanted and tenant not in wanted:
-            continue
-        files.append(uri)
-    if not files:
-        raise InputError(
-            f"no labels under {folder}"
-            + (" for these --tenant / --since" if wanted or since else "")
-            + " (a policy with explore: {rate: …} writes them)"
-        )
-    frames = [pl.DataFrame(pl.from_arrow(storage.read_parquet_file(uri))) for uri in files]
-    frame = pl.concat(frames, how="diagonal_relaxed")  # files of older / newer writers
-    rows = frame.height
-    newest = frame.sort("labelled_at").unique(["prompt_id", "model"], keep="last")
-    return newest.sort("prompt_id", "model"), len(files), rows
+from workers.labels import collect_labels
+from workers.storage import Storage
 
 
 def run_feedback(

@@ -31,7 +31,6 @@ from typing import Any
 import polars as pl
 from rich.console import Console
 
-from producer.commands.feedback import collect_labels
 from producer.commands.train import DEFAULT_FEEDBACK_WEIGHT, fingerprint
 from producer.training.labels import LabelSet, Spec, load_labels, parse_spec
 from producer.training.validation import _score, fit_sets, metrics
@@ -40,6 +39,7 @@ from routing.learned.artifact import save_scorer
 from routing.learned.config import TrainConfig
 from routing.learned.scorer import LearnedScorer
 from workers.classifier import scorer_from_bytes
+from workers.labels import collect_labels
 from workers.storage import Storage, join
 
 MODELS_DIR = "_models"

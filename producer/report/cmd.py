@@ -69,6 +69,10 @@ def report(
         err.print(f"skipped {root}: finished before cost rollups (no cost/day=*/)")
     shown = {"tenant": tenant, "since": since, "until": until}
     result = report_data.build(frame, len(jobs.job_roots), shown)
+    if "arm" in frame.columns and frame["arm"].drop_nulls().len():
+        from producer.report.experiment import section
+
+        result["by_arm"] = section(storage, frame, jobs.job_roots)
     if html is not None:
         _write_html(storage, html, frame, result)
     _print_report(result, as_json)

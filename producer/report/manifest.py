@@ -166,6 +166,10 @@ def render_report(report: dict[str, Any]) -> Group:
     by_mode = report["by_mode"]
     if "batch" in by_mode:
         parts.append(_by_mode("by mode", by_mode, rows))
+    if report.get("by_arm"):
+        from producer.report.experiment import table
+
+        parts.append(table(report["by_arm"]))
     summary = Table.grid(padding=(0, 2))
     statuses = ", ".join(f"{k} {v['rows']:,}" for k, v in report["by_status"].items())
     summary.add_row("rows", f"{rows:,} ({statuses})")

@@ -15,6 +15,7 @@ from routing.policy import LimitsSpec, Policy
 from routing.validate import check_schema
 from workers import layout
 from workers.classifier import read_classifier
+from workers.labels import with_bandit_weights
 from workers.storage import Storage
 from workers.verifier import copy_verifiers
 
@@ -116,6 +117,7 @@ def build_plan(
         assert policy.classifier.path is not None  # the policy validator guarantees it
         model, _ = read_classifier(storage, policy.classifier.path)  # fails fast if unusable
     verifiers = copy_verifiers(storage, policy, root)  # each checked before any spend
+    policy = with_bandit_weights(storage, policy, output_root, job_id)  # this job's arm shares
     ctx = JobContext(
         job_id=job_id,
         job_root=root,
