@@ -21,8 +21,10 @@ from typing import Any
 
 import polars as pl
 import pytest
+import yaml
 
 from routing.explore import sampled
+from routing.policy import parse_policy
 from tests import data, policies, services
 from tests.e2e.fleet import Fleet, job_root, results, storage, upload, wait_success
 from tests.producer.labels import write_labels
@@ -164,3 +166,53 @@ def test_explore_judge_feedback_retrain_on_the_fleet(
     record2 = json.loads(second.stdout[second.stdout.index("{") :])
     assert record2["promoted"] is False and record2["prev"] == record["hash"]
     assert record2["champion"]["version"] == record["challenger"]["version"]
+
+
+def test_experiment_report_and_bandit_on_the_fleet(
+    replay: Replay, bucket: str, tmp_path: Path
+) -> None:
+    """Two threshold arms (all fast / all balanced), judged by the expert tier on recorded
+    qualities: ``report`` shows both arms' cost and judged quality; the next job's shares
+    come from the bandit, recorded in its policy copy."""
+    arms = [
+        {"name": "cheap"},
+        {"name": "strong", "max_score": {"fast": 0.0001, "balanced": 0.995}},
+    ]
+    experiment = {"name": "exp", "arms": arms, "bandit": {"enabled": True, "floor": 0.1}}
+    base = loop_policy(tmp_path)
+    data_ = yaml.safe_load(base.read_text())
+    data_["experiment"] = experiment
+    data_["explore"] = {"rate": 1.0, "judge": "expert"}
+    policy = tmp_path / "experiment.yaml"
+    policy.write_text(yaml.safe_dump(data_))
+    upload(replay.env, bucket, arena_prompts(60).to_arrow(), tmp_path)
+    st = storage(replay.env)
+    proc = services.submit(bucket, "exp-night-1", replay.env, "--policy", str(policy))
+    assert proc.returncode == 0, proc.stdout + proc.stderr + replay.fleet.logs()
+    out = results(st, job_root(bucket, "exp-night-1"))
+    assert set(out["arm"]) == {"exp:cheap", "exp:strong"}
+    tiers = out.group_by("arm").agg(pl.col("tier").unique())
+    assert dict(zip(tiers["arm"], tiers["tier"].to_list(), strict=True)) == {
+        "exp:cheap": ["fast"], "exp:strong": ["balanced"]
+    }  # fmt: skip
+
+    shown = cli(replay.env, "report", f"s3://{bucket}/out", "--json")
+    assert shown.returncode == 0, shown.stderr
+    by_arm = json.loads(shown.stdout)["by_arm"]
+    assert set(by_arm) == {"exp:cheap", "exp:strong"}
+    for arm, line in by_arm.items():
+        assert line["rows"] == out.filter(pl.col("arm") == arm).height
+        assert line["judged"] == line["rows"] and line["quality"] is not None
+    assert float(by_arm["exp:strong"]["cost_usd"]) > float(by_arm["exp:cheap"]["cost_usd"])
+
+    proc = services.submit(bucket, "exp-night-2", replay.env, "--policy", str(policy))
+    assert proc.returncode == 0, proc.stdout + proc.stderr + replay.fleet.logs()
+    copy = parse_policy(
+        st.read_bytes(f"{job_root(bucket, 'exp-night-2')}/_job/policy.yaml").decode()
+    )
+    assert copy.experiment is not None
+    weights = dict(
+        zip([a.name for a in copy.experiment.arms], copy.experiment.weights(), strict=True)
+    )
+    better = max(by_arm, key=lambda a: by_arm[a]["quality"]).split(":")[1]
+    assert weights[better] > 0.5 and min(weights.values()) >= 0.1 - 1e-9
