@@ -16,7 +16,7 @@ from routing.policy import load_policy
 from tests import policies
 from tests.cli import CliRunner
 from tests.producer.labels import WEAK, write_labels
-from tests.workers.test_batch_mode import prompts
+from tests.workers.pipeline import prompts
 
 pytestmark = pytest.mark.e2e
 

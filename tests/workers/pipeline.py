@@ -14,7 +14,7 @@ import pyarrow.parquet as pq
 from routing.plan import ChunkRef, JobContext, JobPlan
 from routing.policy import Policy
 from tests import policies
-from workers import layout, stages
+from workers import layout, local, stages
 from workers.finalize import finalize
 from workers.jobs.plan import build_plan
 from workers.jobstate import MemoryJobTracker
@@ -97,3 +97,43 @@ class LossySink:
     def ingest(self, ctx: JobContext, chunk: ChunkRef, only: list[str] | None) -> None:
         self.ingested.append((chunk.chunk, only))
         stages.ingest(self.rt, ctx, chunk, self, only)
+
+
+FAST_BATCH: dict[str, Any] = {"poll_s": 0.05, "deadline_s": 60}  # batch mode, quick
+
+
+def prompts(n: int, offset: int = 0) -> pa.Table:
+    """``n`` distinct prompts of mixed difficulty (every tier gets some)."""
+    texts = []
+    for i in range(offset, offset + n):
+        if i % 3 == 0:
+            texts.append(f"What is {i} plus {i + 1}?")
+        elif i % 3 == 1:
+            texts.append(f"Explain why case {i} of the sky looks blue, compare with sunsets.")
+        else:
+            texts.append(
+                f"Prove theorem {i}: derive a general result, analyse three proof styles and "
+                "design a step by step lesson plan in JSON with exactly 5 parts."
+            )
+    return pa.table({"prompt_id": [f"p{i}" for i in range(offset, offset + n)], "prompt": texts})
+
+
+def run_table(
+    tmp_path: Path, sim: SimServer, policy: Policy, table: pa.Table, job_id: str = "job-1"
+) -> tuple[Runtime, dict[str, Any], pl.DataFrame]:
+    """Plan and run ``table`` as one job (chunks of 40 rows) on the local executor: its
+    runtime, manifest and result rows."""
+    rt = runtime(make_settings(sim))
+    uri = write_input(tmp_path / job_id / "in.parquet", table)
+    plan = plan_job(
+        rt, uri, tmp_path / job_id / "out", rows_per_chunk=40, job_id=job_id, policy=policy
+    )
+    manifest = local.run_job(rt, plan)
+    return rt, manifest, results(rt, plan)
+
+
+def with_reference(n: int) -> pa.Table:
+    """:func:`prompts` with a ``reference`` column (some rows without one)."""
+    table = prompts(n)
+    refs = [str(i * 2 + 1) if i % 4 else None for i in range(n)]
+    return table.append_column("reference", pa.array(refs, pa.string()))

@@ -10,19 +10,24 @@ from pathlib import Path
 from typing import Any
 
 import polars as pl
-import pyarrow as pa
 import pytest
 
 from routing.cost import call_cost
 from routing.policy import Policy
 from tests import policies
-from tests.workers.pipeline import make_settings, plan_job, results, runtime, write_input
-from workers import layout, local, stages
+from tests.workers.pipeline import (
+    FAST_BATCH,
+    make_settings,
+    plan_job,
+    prompts,
+    runtime,
+    write_input,
+)
+from tests.workers.pipeline import run_table as run
+from workers import layout, stages
 from workers.batches import record as rec
 from workers.runtime import Runtime
 from workers.sim.server import SimServer
-
-FAST_BATCH: dict[str, Any] = {"poll_s": 0.05, "deadline_s": 60}
 
 
 @pytest.fixture(scope="module")
@@ -43,34 +48,6 @@ def batch_policy(
         "retry", {"max_attempts": 3, "base_delay_s": 0.001, "max_delay_s": 0.01, "job_budget": 1}
     )
     return policies.build(tiers=changes, **sections)
-
-
-def prompts(n: int, offset: int = 0) -> pa.Table:
-    """``n`` distinct prompts of mixed difficulty (every tier gets some)."""
-    texts = []
-    for i in range(offset, offset + n):
-        if i % 3 == 0:
-            texts.append(f"What is {i} plus {i + 1}?")
-        elif i % 3 == 1:
-            texts.append(f"Explain why case {i} of the sky looks blue, compare with sunsets.")
-        else:
-            texts.append(
-                f"Prove theorem {i}: derive a general result, analyse three proof styles and "
-                "design a step by step lesson plan in JSON with exactly 5 parts."
-            )
-    return pa.table({"prompt_id": [f"p{i}" for i in range(offset, offset + n)], "prompt": texts})
-
-
-def run(
-    tmp_path: Path, sim: SimServer, policy: Policy, table: pa.Table, job_id: str = "job-1"
-) -> tuple[Runtime, dict[str, Any], pl.DataFrame]:
-    rt = runtime(make_settings(sim))
-    uri = write_input(tmp_path / job_id / "in.parquet", table)
-    plan = plan_job(
-        rt, uri, tmp_path / job_id / "out", rows_per_chunk=40, job_id=job_id, policy=policy
-    )
-    manifest = local.run_job(rt, plan)
-    return rt, manifest, results(rt, plan)
 
 
 def batch_stats(sim: SimServer) -> dict[str, int]:

@@ -22,8 +22,14 @@ from producer.report.experiment import judged, section
 from producer.report.manifest import render_report
 from routing.policy import parse_policy
 from tests import policies
-from tests.workers.pipeline import make_settings, plan_job, results, runtime, write_input
-from tests.workers.test_explore import with_reference
+from tests.workers.pipeline import (
+    make_settings,
+    plan_job,
+    results,
+    runtime,
+    with_reference,
+    write_input,
+)
 from workers import layout, local
 from workers.explore import LABEL_SCHEMA
 from workers.sim.server import SimServer

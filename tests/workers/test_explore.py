@@ -21,18 +21,19 @@ from routing.errors import InputError
 from routing.explore import partner, sampled
 from routing.policy import Policy
 from tests import policies
-from tests.workers.pipeline import make_settings, plan_job, results, runtime, write_input
-from tests.workers.test_batch_mode import FAST_BATCH, prompts
+from tests.workers.pipeline import (
+    FAST_BATCH,
+    make_settings,
+    plan_job,
+    results,
+    runtime,
+    with_reference,
+    write_input,
+)
 from workers import local
 from workers.sim.server import SimServer
 
 RATE = 0.3
-
-
-def with_reference(n: int) -> pa.Table:
-    table = prompts(n)
-    refs = [str(i * 2 + 1) if i % 4 else None for i in range(n)]  # some rows have none
-    return table.append_column("reference", pa.array(refs, pa.string()))
 
 
 def explore_policy(mode: str = "realtime", **explore: Any) -> Policy:

@@ -13,7 +13,8 @@ import pytest
 from routing.cost import call_cost
 from routing.errors import PolicyError
 from tests import policies
-from tests.workers.test_batch_mode import FAST_BATCH, prompts, run
+from tests.workers.pipeline import FAST_BATCH, prompts
+from tests.workers.pipeline import run_table as run
 from workers.sim.judge import rule_quality
 from workers.sim.server import SimServer
 

@@ -21,8 +21,15 @@ from routing.learned.training import fit_scorer
 from routing.policy import load_policy
 from routing.resilience import CascadeSpec
 from tests import policies
-from tests.workers.pipeline import make_settings, plan_job, results, runtime, write_input
-from tests.workers.test_batch_mode import FAST_BATCH, prompts
+from tests.workers.pipeline import (
+    FAST_BATCH,
+    make_settings,
+    plan_job,
+    prompts,
+    results,
+    runtime,
+    write_input,
+)
 from workers import layout, local
 from workers.sim.server import SimServer
 
