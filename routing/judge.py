@@ -2,9 +2,10 @@
 
 **The judge** (AutoMix-style verification, pointwise): a policy-named model is sent
 :func:`judge_messages` — a system message carrying :data:`JUDGE_MARKER` and the grading
-instructions, and a user message with the question and the answer between tags — and
-replies ``SCORE: n`` with n from 0 to 10. :func:`parse_reply` turns the reply into a
-quality in [0, 1] (None when there is no score in it). The simulated and the replay
+instructions, and a user message with the question and the answer between tags (their own
+tags defused in the customer's text) — and replies ``SCORE: n`` with n from 0 to 10.
+:func:`parse_reply` turns the reply into a quality in [0, 1] (None unless the reply is
+exactly that line). The simulated and the replay
 provider recognise a judge request with :func:`parse_request` and answer it themselves
 (``workers/sim/``), so the whole path runs without a real model.
 
@@ -27,7 +28,8 @@ JUDGE_SYSTEM = (
     "useless) to 10 (correct and complete)."
 )
 MAX_JUDGED_CHARS = 24_000  # of the question and of the answer each: a judge call is bounded
-_SCORE = re.compile(r"SCORE:\s*(\d+(?:\.\d+)?)", re.IGNORECASE)
+_SCORE = re.compile(r"SCORE:\s*(\d+(?:\.\d+)?)\.?", re.IGNORECASE)
+_TAGS = re.compile(r"</?(question|answer)>", re.IGNORECASE)
 _BLOCK = re.compile(r"<question>\n(.*)\n</question>\n<answer>\n(.*)\n</answer>\Z", re.DOTALL)
 _NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?")
 _NOISE = re.compile(r"[^\w]+")
@@ -35,9 +37,15 @@ _NOISE = re.compile(r"[^\w]+")
 
 def judge_messages(question: str, answer: str) -> list[dict[str, str]]:
     """The chat messages that ask a judge to grade ``answer`` to ``question``."""
-    q, a = question[:MAX_JUDGED_CHARS], answer[:MAX_JUDGED_CHARS]
+    q, a = _inert(question[:MAX_JUDGED_CHARS]), _inert(answer[:MAX_JUDGED_CHARS])
     user = f"<question>\n{q}\n</question>\n<answer>\n{a}\n</answer>"
     return [{"role": "system", "content": JUDGE_SYSTEM}, {"role": "user", "content": user}]
+
+
+def _inert(text: str) -> str:
+    """The customer's text with the protocol's own tags defused (``<answer>`` → ``‹answer>``),
+    so a prompt or an answer cannot close its block and write the grader's instructions."""
+    return _TAGS.sub(lambda m: "‹" + m.group(0)[1:], text)
 
 
 def parse_request(messages: Any) -> tuple[str, str] | None:
@@ -57,8 +65,9 @@ def parse_request(messages: Any) -> tuple[str, str] | None:
 
 
 def parse_reply(text: str | None) -> float | None:
-    """The judge's ``SCORE: n`` as a quality in [0, 1]; None when the reply has none."""
-    m = _SCORE.search(text or "")
+    """The judge's ``SCORE: n`` as a quality in [0, 1]; None unless the reply is exactly that
+    line (a judge talked into writing more is not trusted: no grade, fail closed)."""
+    m = _SCORE.fullmatch((text or "").strip())
     if m is None:
         return None
     return min(max(float(m.group(1)) / 10.0, 0.0), 1.0)

@@ -103,6 +103,9 @@ class Caller:
                     except Exception as exc:  # e.g. a fallback provider with no key
                         self._clients[key] = exc
         # The judges of cascades that grade with a model (built here too, off the loop)
+        for t in reachable:  # a verifier is read from the store here, off the loop
+            if cascade and t.cascade and t.cascade.verifier:
+                self.check.preload(t)
         judges = {t.cascade.judge for t in reachable if t.cascade and t.cascade.judge}
         self._judges = {
             name: Caller(policy, settings, guards, ctx, policy.tier(name), check, cascade=False)
@@ -165,7 +168,8 @@ class Caller:
             else:
                 source = self.check.source(tier)
                 done = [served[i].done for i in idx]
-                scores = self.check.scores(tier, [rows[i].prompt for i in idx], done)
+                prompts = [rows[i].prompt for i in idx]  # a verifier is CPU work: off the loop
+                scores = await asyncio.to_thread(self.check.scores, tier, prompts, done)
             for i, score in zip(idx, scores, strict=True):
                 served[i].confidence, served[i].confidence_source = score, source
                 if score is not None and score < spec.threshold:
@@ -179,10 +183,25 @@ class Caller:
         the row. No grade (the judge failed or said no score): the answer is kept."""
         if judge not in self._judges:  # a tier this engine cannot reach: not a cascade here
             return [None] * len(idx)
-        asks = [judge_row(rows[i], served[i].done.text or "", 0) for i in idx]
-        verdicts = await self._judges[judge]._run(asks)
+        at = self.policy.tier_names.index(judge)
+        asks = {
+            i: ask
+            for i in idx
+            if (
+                ask := judge_row(
+                    rows[i], served[i].done.text or "", f"cascade-judge-r{served[i].round}", at
+                )
+            )
+            is not None
+        }
+        verdicts = dict(zip(asks, await self._judges[judge]._run(list(asks.values())), strict=True))
         grades: list[float | None] = []
-        for i, verdict in zip(idx, verdicts, strict=True):
+        for i in idx:
+            verdict = verdicts.get(i)
+            if verdict is None:  # the prompt may not go to the judge's tier
+                served[i].notes.append(f"judge {judge} not allowed for this prompt: answer kept")
+                grades.append(None)
+                continue
             served[i].cost += verdict.cost
             served[i].calls += verdict.calls
             ok = verdict.outcome is Outcome.OK

@@ -60,6 +60,7 @@ RECORD_COLUMNS = (
     "pii_kinds",
     "gaming_flags",
     "classifier_version",
+    "arm",  # the held row's own experiment arm (routing/arms.py)
 )
 HOLDER = "__br_dedupe_holder"  # decision record: the claimant that answers the row
 HELD_STATUS = "duplicate"  # tracker count of held rows until finalize fills them

@@ -85,18 +85,26 @@ def explore(
     if not spec.enabled or not rows:
         return []
     names = policy.tier_names
+    by_reference = spec.judge == REFERENCE
+    refs = _column(table, canonical, REFERENCE_COLUMN) if by_reference else [None] * len(rows)
+    judge = None if by_reference else names.index(spec.judge)
     picks: dict[str, list[int]] = {}
     for i, (row, s) in enumerate(zip(rows, served, strict=True)):
         if s.outcome is not Outcome.OK or not sampled(ctx.job_id, row.prompt, spec.rate):
+            continue
+        # Only what can be graded is explored: a reference to grade by, or a judge tier the
+        # prompt may go to (PII, entitlements and rules bind the judge too).
+        if by_reference and not (refs[i] or "").strip():
+            continue
+        if judge is not None and row.allowed is not None and not row.allowed >> judge & 1:
             continue
         allowed = names if row.allowed is None else allowed_tiers(row.allowed, names)
         mate = partner(s.tier.name, names, allowed, spec.direction)
         if mate is not None:
             picks.setdefault(mate, []).append(i)
     if spec.max_rows is not None:
-        kept = sorted(i for idx in picks.values() for i in idx)[: spec.max_rows]
-        picks = {t: [i for i in idx if i in set(kept)] for t, idx in picks.items()}
-    refs = _column(table, canonical, REFERENCE_COLUMN)
+        kept = set(sorted(i for idx in picks.values() for i in idx)[: spec.max_rows])
+        picks = {t: [i for i in idx if i in kept] for t, idx in picks.items()}
     context = {
         "source_prompt_id": _column(table, canonical, "prompt_id"),
         "customer_tier": _column(table, canonical, "customer_tier"),
@@ -128,10 +136,15 @@ def _caller(rt: Runtime, ctx: JobContext, policy: Policy, tier: str) -> Caller:
 
 
 def _column(table: pa.Table, canonical: Sequence[bool], name: str) -> list[str | None]:
-    """The canonical rows' values of a column, as text (None without the column)."""
+    """The canonical rows' values of a column, as text (None without the column, and for a
+    column of a type that is not text: a customer's ``reference`` of lists grades nothing
+    rather than failing a tier batch whose calls are paid)."""
     if name not in table.column_names:
         return [None] * sum(canonical)
-    values = table.column(name).cast(pa.string()).to_pylist()
+    try:
+        values = table.column(name).cast(pa.string()).to_pylist()
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
+        return [None] * sum(canonical)
     return [v for v, first in zip(values, canonical, strict=True) if first]
 
 
@@ -149,6 +162,7 @@ def _grade(
 ) -> list[Grade]:
     """(quality of the first answer, of the partner's, (judge cost, judge calls)) per pair."""
     judge = policy.explore.judge
+    at = policy.tier_names.index(judge) if judge != REFERENCE else 0
     out: list[Grade] = []
     asks: list[Row] = []
     for i, other in pairs:
@@ -160,7 +174,10 @@ def _grade(
             out.append((q1, q2, (ZERO, 0)))
         else:
             out.append((None, None, (ZERO, 0)))
-            asks += [judge_row(rows[i], t or "", k) for k, t in enumerate(texts)]
+            for k, text in enumerate(texts):
+                ask = judge_row(rows[i], text or "", f"explore-judge{k}", at)
+                assert ask is not None  # explore() picks only rows the judge may read
+                asks.append(ask)
     if judge == REFERENCE or not asks:
         return out
     verdicts = iter(_caller(rt, ctx, policy, judge).run(asks))

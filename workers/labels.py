@@ -62,18 +62,28 @@ def collect_labels(
     return frame.sort("prompt_id", "model"), len(files), rows
 
 
-def with_bandit_weights(storage: Storage, policy: Policy, output_root: str, job_id: str) -> Policy:
-    """``policy`` with its experiment's arm weights set by the bandit from the judged labels
-    of the last ``window_days`` under ``output_root`` (``routing/experiments.py``); the
-    policy unchanged when there is no bandit. Seeded by the job id: a re-plan of the same
-    job draws the same weights."""
+def with_bandit_weights(
+    storage: Storage, policy: Policy, output_root: str, job_id: str, tenant: str
+) -> Policy:
+    """``policy`` with its experiment's arm weights set by the bandit from the tenant's
+    judged labels of the last ``window_days`` under ``output_root``
+    (``routing/experiments.py``); the policy unchanged when there is no bandit. Seeded by
+    the job id: a re-plan of the same job draws the same weights. Labels that cannot be
+    read leave every arm on its prior (a warning), never stop the job."""
     spec = policy.experiment
     if spec is None or not spec.bandit.enabled:
         return policy
     since = datetime.now(UTC).date() - timedelta(days=spec.bandit.window_days - 1)
     try:
-        labels, _, _ = collect_labels(storage, output_root, since=since, newest=False)
+        labels, _, _ = collect_labels(
+            storage, output_root, tenants=[tenant], since=since, newest=False
+        )
     except InputError:  # no judged labels yet: every arm on the prior
+        labels = pl.DataFrame()
+    except Exception as exc:  # an unreadable file or store: the prior, and say so
+        log.warning(
+            "experiment %s: judged labels unreadable (%s); arms on the prior", spec.name, exc
+        )
         labels = pl.DataFrame()
     seed = int.from_bytes(hashlib.blake2b(job_id.encode(), digest_size=4).digest(), "big")
     weights = thompson_weights(

@@ -135,18 +135,24 @@ def escalated(first: Served, better: Served) -> Served:
 JUDGE_MAX_TOKENS = 16  # "SCORE: 10" and a little room
 
 
-def judge_row(row: Row, answer: str, k: int) -> Row:
-    """The request that asks a judge to grade ``answer`` to ``row`` (``routing.judge``): its
-    own ledger key (``<ref>/judge<k>``), a small output cap."""
+def judge_row(row: Row, answer: str, purpose: str, judge: int) -> Row | None:
+    """The request that asks the judge tier (index ``judge`` in the policy's order) to grade
+    ``answer`` to ``row`` (``routing.judge``), or None when the row may not go to that tier
+    (PII, entitlements, rules: the judge reads the prompt and the answer, so the row's
+    allowed tiers bind it too). Its own ledger key, ``<ref>/<purpose>`` (the cascade's and
+    exploration's judgings of one row never share one), only the judge tier allowed (no
+    fallback or downgrade to another model), a small output cap."""
+    if row.allowed is not None and not row.allowed >> judge & 1:
+        return None
     (system, user) = judge_messages(row.prompt, answer)
     assert system["content"] == JUDGE_SYSTEM
     tokens = int(count_tokens([JUDGE_SYSTEM + user["content"]])[0])
     return Row(
-        ref=f"{row.ref}/judge{k}",
+        ref=f"{row.ref}/{purpose}",
         prompt=user["content"],
         system=JUDGE_SYSTEM,
         max_output_tokens=JUDGE_MAX_TOKENS,
         tenant=row.tenant,
         input_tokens=tokens,
-        allowed=None,
+        allowed=1 << judge,
     )

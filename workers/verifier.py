@@ -69,6 +69,12 @@ class AnswerCheck:
             self._models[tier.name] = read_verifier(self._storage, uri)[1]
         return self._models[tier.name]
 
+    def preload(self, tier: TierSpec) -> None:
+        """Load the tier's verifier now (a Caller does, off its I/O loop), when there is a
+        store to read it from."""
+        if self._storage is not None:
+            self._model(tier)
+
     def source(self, tier: TierSpec) -> str:
         """What scored the tier's answers: ``logprobs`` or ``verifier:<version>``."""
         assert tier.cascade is not None

@@ -54,9 +54,20 @@ def _split(frame: pl.DataFrame, models: tuple[str, str], days: int) -> tuple[pl.
     last = date.fromisoformat(str(rows.select(day.max()).item()))
     first_held = (last - timedelta(days=days - 1)).isoformat()
     held_ids = rows.filter(day >= first_held).get_column("prompt_id").unique().to_list()
-    held = rows.filter(pl.col("prompt_id").is_in(held_ids))
-    train = rows.filter(~pl.col("prompt_id").is_in(held_ids))
+    held = _paired(rows.filter(pl.col("prompt_id").is_in(held_ids)))
+    train = _paired(rows.filter(~pl.col("prompt_id").is_in(held_ids)))
+    if held.height == 0:
+        raise InputError(
+            f"no prompt of the last {days} day(s) of labels (since {first_held}) is judged "
+            f"for both {list(models)}: explored pairs join neighbouring tiers — name two "
+            "neighbouring tiers' models in --models, or wait for more nights"
+        )
     return train, held, pl.DataFrame({"day": [first_held]})
+
+
+def _paired(rows: pl.DataFrame) -> pl.DataFrame:
+    """The rows of prompts labelled for both models."""
+    return rows.filter(pl.col("model").n_unique().over("prompt_id") == 2)
 
 
 def _as_labels(frame: pl.DataFrame, models: tuple[str, str], name: str, tmp: Path) -> LabelSet:
@@ -65,9 +76,18 @@ def _as_labels(frame: pl.DataFrame, models: tuple[str, str], name: str, tmp: Pat
     return load_labels(Spec(path, models))
 
 
-def _evaluate(model: LearnedScorer, held: LabelSet) -> dict[str, Any]:
-    m = metrics(held, *_score(model, held), model.metadata["config"].get("tolerance", 0.0))
+def _evaluate(model: LearnedScorer, held: LabelSet, tolerance: float) -> dict[str, Any]:
+    m = metrics(held, *_score(model, held), tolerance)
     return {"version": model.version, "apgr": m["apgr"], "auc": m["auc"]}
+
+
+def _champion(storage: Storage, uri: str) -> LearnedScorer | None:
+    if not storage.exists(uri):
+        return None
+    current = scorer_from_bytes(storage.read_bytes(uri), uri)
+    if not isinstance(current, LearnedScorer) or current.verifier:
+        raise InputError(f"--champion {uri}: not a learned router")
+    return current
 
 
 def run_retrain(
@@ -95,7 +115,16 @@ def run_retrain(
         raise InputError("retrain learns a weak/strong router: every SPEC names two models")
     labels, _, _ = collect_labels(storage, root, tenants=tenants)
     train_rows, held_rows, first = _split(labels, models, holdout_days)
-    config = replace(config or TrainConfig(), label="win_rate")
+    current = _champion(storage, champion)
+    # The challenger learns what the champion learned, the way it learned it (its config:
+    # an embedding, a tolerance…), unless told otherwise; both are scored alike.
+    inherited = None
+    if current is not None:
+        known = TrainConfig.__dataclass_fields__
+        inherited = TrainConfig(
+            **{k: v for k, v in current.metadata["config"].items() if k in known}
+        )
+    config = replace(config or inherited or TrainConfig(), label="win_rate")
     with tempfile.TemporaryDirectory(prefix="br-retrain-") as tmp:
         sets = [load_labels(p) for p in parsed]
         held = _as_labels(held_rows, models, "held", Path(tmp))
@@ -114,13 +143,8 @@ def run_retrain(
         artifact = Path(tmp) / "challenger.zip"
         save_scorer(challenger, artifact)
         data = artifact.read_bytes()
-    new = _evaluate(challenger, held)
-    old = None
-    if storage.exists(champion):
-        current = scorer_from_bytes(storage.read_bytes(champion), champion)
-        if not isinstance(current, LearnedScorer) or current.verifier:
-            raise InputError(f"--champion {champion}: not a learned router")
-        old = _evaluate(current, held)
+    new = _evaluate(challenger, held, config.tolerance)
+    old = None if current is None else _evaluate(current, held, config.tolerance)
     promoted, reason = _decide(old, new, min_gain)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
     kept = join(root, MODELS_DIR, "challengers", f"{stamp}-{new['version'].replace('/', '-')}.zip")

@@ -18,8 +18,10 @@ are never scored in the reported metrics. ``--label needs|win_rate`` (default ``
 two models, ``needs`` for more) and ``--tolerance`` set the target.
 
 ``--responses FILE`` (repeatable: ``prompt_id, model, response``) keeps the prompts the
-cheapest model answered, with that answer; ``--verifier`` trains on the answers too — a
-verifier for a cascade (``cascade: {verifier: PATH, min_score}``; ``docs/training.md``).
+cheapest model answered, with that answer (a labels file with its own ``response`` column —
+``batch-router feedback``'s — brings its answers itself); ``--verifier`` trains on the
+answers too — a verifier for a cascade (``cascade: {verifier: PATH, min_score}``;
+``docs/training.md``).
 
 Reported: k-fold cross-validated metrics per dataset (the pooled model, out-of-fold), and with
 two or more SPECs leave-one-dataset-out (train on the others, score the held-out one): ROC AUC
@@ -115,8 +117,6 @@ def run_train(
     parsed = [parse_spec(s) for s in specs]
     if len({len(s.models) for s in parsed}) > 1:
         raise InputError("every SPEC must list the same number of models (tier k = k-th model)")
-    if verifier and not responses:
-        raise InputError("--verifier learns from the cheapest model's answers: give --responses")
     config = _config(config, label, tolerance, len(parsed[0].models))
     if verifier:
         config = replace(config, answers=True)
@@ -130,7 +130,7 @@ def run_train(
     with console.status("reading labels…"):
         sets = [load_labels(s) for s in parsed]
         fb = [load_feedback(p, parsed) for p in feedback]
-        if responses:
+        if responses or verifier:  # answers from --responses, or a file's own `response`
             answers = load_responses(responses)
             sets = [with_answers(s, answers) for s in sets]
             fb = [with_answers(f, answers) for f in fb]

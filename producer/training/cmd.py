@@ -162,7 +162,8 @@ def train(
         typer.Option(
             "--verifier",
             help="learn a verifier: P(the strong answer is better | the prompt and the "
-            "cheapest model's answer); needs --responses (docs/training.md)",
+            "cheapest model's answer); the answers come from --responses, or from a labels "
+            "file's own response column (batch-router feedback's) (docs/training.md)",
         ),
     ] = False,
 ) -> None:

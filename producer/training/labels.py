@@ -169,16 +169,24 @@ def load_responses(paths: Sequence[Path | str]) -> pl.DataFrame:
 
 
 def with_answers(labels: LabelSet, responses: pl.DataFrame) -> LabelSet:
-    """``labels`` restricted to the prompts the cheapest model has an answer for, with it."""
+    """``labels`` restricted to the prompts the cheapest model has an answer for, with it:
+    from the labels file's own ``response`` column when it has one (exploration labels),
+    else from ``responses`` (``--responses``)."""
     weak = labels.models[0]
-    by_id = dict(
-        responses.filter(pl.col("model") == weak).select("prompt_id", "response").iter_rows()
-    )
+    own = labels.rows
+    if "response" in own.columns:
+        own = own.filter(pl.col("model") == weak).select("prompt_id", "response").drop_nulls()
+        responses = pl.concat(
+            [responses.filter(pl.col("model") == weak).select("prompt_id", "response"), own]
+        ).unique("prompt_id", keep="last")
+    else:
+        responses = responses.filter(pl.col("model") == weak).select("prompt_id", "response")
+    by_id = dict(responses.iter_rows())
     keep = np.array([i for i, p in enumerate(labels.prompt_ids) if p in by_id], dtype=np.int64)
     if len(keep) == 0:
         raise InputError(
-            f"{labels.name}: --responses hold no answer of {weak!r} for its prompts "
-            "(joined on prompt_id and model)"
+            f"{labels.name}: no answer of {weak!r} for its prompts — give --responses FILE "
+            "(prompt_id, model, response; joined on prompt_id and model)"
         )
     out = labels.take(keep)
     return replace(out, answers=[by_id[p] for p in out.prompt_ids])

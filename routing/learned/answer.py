@@ -134,6 +134,8 @@ _OPS = {
     ast.Div: operator.truediv,
 }
 _MAX_EQUATIONS = 50  # per answer: bounded work on hostile text
+_MAX_LINE = 400  # characters of a line searched for equations
+_MAX_SCANNED = 20_000  # characters of an answer searched
 
 
 def _value(node: ast.AST) -> float:
@@ -146,9 +148,13 @@ def _value(node: ast.AST) -> float:
 
 def arithmetic_check(text: str | None) -> tuple[int, int]:
     """(equations stated, equations wrong) in ``text``: each ``a op b … = c`` recomputed
-    (``+ - * / × x ÷``, usual precedence), wrong when off by more than rounding."""
+    (``+ - * / × x ÷``, usual precedence), wrong when off by more than rounding. Bounded
+    work on hostile text: lines of at most :data:`_MAX_LINE` characters (the pattern
+    backtracks quadratically on a long run of numbers and operators), the first
+    :data:`_MAX_SCANNED` characters, at most :data:`_MAX_EQUATIONS` equations."""
     checked = wrong = 0
-    for m in _EQUATION.finditer(text or ""):
+    lines = (line for line in (text or "")[:_MAX_SCANNED].splitlines() if len(line) <= _MAX_LINE)
+    for m in (m for line in lines for m in _EQUATION.finditer(line)):
         if checked >= _MAX_EQUATIONS:
             break
         expr = (

@@ -102,5 +102,7 @@ def test_errors(root: Path, tmp_path: Path) -> None:
     champion = str(tmp_path / "c.zip")
     with pytest.raises(InputError, match="no labels of"):
         run_retrain(storage, str(root), spec, ("x", "y"), champion, console)
+    with pytest.raises(InputError, match="judged for both"):  # a model no pair has
+        run_retrain(storage, str(root), spec, (FAST, "expert-model"), champion, console)
     with pytest.raises(InputError, match="no labels under"):
         run_retrain(storage, str(tmp_path / "empty"), spec, (FAST, BALANCED), champion, console)

@@ -176,3 +176,19 @@ def test_shared_labels_verifier_beats_prompt_only_in_cv(tmp_path: Path) -> None:
     assert result["cascade"] is True and result["prompts"] == 1_319
     assert np.isfinite(pl.read_parquet(out)["score"].to_numpy()).all()
     assert json.loads(json.dumps(result))["apgr"] == result["apgr"]
+
+
+def test_a_labels_file_with_its_own_answers_needs_no_responses(
+    answered: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """Exploration labels (``batch-router feedback``) carry ``response``: a verifier trains
+    on them as they are, as a SPEC or as feedback."""
+    labels, responses = answered
+    own = pl.read_parquet(labels).join(
+        pl.read_parquet(responses).select("prompt_id", "model", "response"),
+        on=["prompt_id", "model"],
+    )
+    own.write_parquet(tmp_path / "own.parquet")
+    meta = run_train([f"{tmp_path / 'own.parquet'}:{WEAK},strong-x"], tmp_path / "v.zip", [],
+                     1.0, 3, quiet(), verifier=True)  # fmt: skip
+    assert meta["verifier"] is True and meta["metrics"]["cv"]["toy"]["apgr"] > 0.75

@@ -25,6 +25,7 @@ from tests import policies
 from tests.workers.pipeline import (
     make_settings,
     plan_job,
+    prompts,
     results,
     runtime,
     with_reference,
@@ -122,3 +123,22 @@ def test_the_bandit_moves_traffic_to_the_judged_winner(
     assert share > 0.75  # most of the job's traffic went to the winner
     assert set(rows["policy_version"]) == {copy.version}
     assert layout.policy(str(out / f"job_id=bandit-{winner}")).endswith("policy.yaml")
+
+
+def test_job_wide_duplicates_keep_their_arm(tmp_path: Path, sim: SimServer) -> None:
+    """A prompt repeated in a later chunk is held and filled at finalize (workers/dedupe.py):
+    it keeps its own arm (the same as its first occurrence's: the arm is the text's)."""
+    policy = policies.build(experiment={"name": "thr-1", "arms": ARMS})
+    first = prompts(40)
+    again = first.set_column(0, "prompt_id", pa.array([f"again-{i}" for i in range(40)]))
+    rt = runtime(make_settings(sim))
+    uri = write_input(tmp_path / "in.parquet", pa.concat_tables([first, again]))
+    plan = plan_job(rt, uri, tmp_path / "out", rows_per_chunk=40, job_id="dups", policy=policy)
+    local.run_job(rt, plan)
+    rows = results(rt, plan)
+    assert rows.height == 80 and rows["arm"].null_count() == 0
+    held = rows.filter(pl.col("dedupe_of").is_not_null())
+    assert held.height > 0
+    arm_of = dict(zip(rows["prompt_id"], rows["arm"], strict=True))
+    for row in held.iter_rows(named=True):
+        assert row["arm"] == arm_of[row["dedupe_of"]]

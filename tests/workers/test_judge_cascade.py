@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 import polars as pl
+import pyarrow as pa
 import pytest
 
 from routing.cost import call_cost
@@ -55,3 +56,27 @@ def test_judged_cascade_escalates_the_answers_the_judge_fails(
         assert row["cost_usd"] > own  # + the judge's call (realtime, on the expert model)
         assert row["attempts"] == 2
     assert all("judge:expert" in r for r in failed["route_reason"])
+
+
+def test_the_judge_reads_only_prompts_its_tier_may_see(tmp_path: Any, sim: SimServer) -> None:
+    """A rule forbids the expert tier for some prompts (as PII or an entitlement would): the
+    cascade's expert judge never sees them — no grade, the answer kept, nothing paid for
+    it — and exploration does not pick them when expert judges."""
+    rules = [
+        {"id": "no-expert", "when": {"customer_tier": ["free"]}, "then": {"forbid": ["expert"]}}
+    ]
+    policy = policies.build(
+        tiers={"fast": JUDGE}, rules=rules, explore={"rate": 1.0, "judge": "expert"}
+    )
+    table = prompts(40)
+    tiers = ["free" if i % 2 else "pro" for i in range(40)]
+    table = table.append_column("customer_tier", pa.array(tiers, pa.string()))
+    _, _, out = run(tmp_path, sim, policy, table, "judge-forbidden")
+    free = out.filter((pl.col("customer_tier") == "free") & (pl.col("tier") == "fast"))
+    assert free.height > 0
+    assert free["confidence"].null_count() == free.height
+    assert all("judge expert not allowed" in r for r in free["route_reason"])
+    assert free["explored"].null_count() == free.height
+    judged = sim.stats()["judge"]["requests"]
+    pro = out.filter((pl.col("customer_tier") == "pro") & (pl.col("tier") == "fast"))
+    assert judged >= pro.height > 0  # the allowed rows were judged

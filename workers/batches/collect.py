@@ -129,7 +129,9 @@ class Collector:
         rows = self.e.rows(tier)  # built here, not on the I/O loop's thread
         settled, retry, realtime = io_loop().run(self._settle(batch, tier, round_, rows, results))
         fresh = [ref for ref, s in settled.items() if s.outcome is Outcome.OK]
-        if tier.cascade is not None and fresh:  # scored together, as the realtime engine does
+        if tier.cascade is not None and fresh and batch.round == 1:
+            # scored together, as the realtime engine does; an escalation's answer (round 2)
+            # is final — a cascade escalates once, in both modes
             self.e.caller(tier).score([rows[r] for r in fresh], [settled[r] for r in fresh])
         if realtime:
             served = self.e.caller(tier).run([rows[ref] for ref in realtime])
@@ -267,6 +269,7 @@ class Collector:
             and s.mode == "batch"
             and s.round == round_.round
             and s.confidence is not None
+            and s.escalated_from is None  # escalated once already: final, as in realtime
             and s.confidence < tier.cascade.threshold
         ]
         groups: dict[str, list[str]] = {}

@@ -12,6 +12,7 @@ from routing import carried, names
 from routing.errors import InputError
 from routing.plan import ChunkRef, FileInfo, JobContext, JobPlan, plan_chunks
 from routing.policy import LimitsSpec, Policy
+from routing.schema import DEFAULT_TENANT
 from routing.validate import check_schema
 from workers import layout
 from workers.classifier import read_classifier
@@ -117,7 +118,8 @@ def build_plan(
         assert policy.classifier.path is not None  # the policy validator guarantees it
         model, _ = read_classifier(storage, policy.classifier.path)  # fails fast if unusable
     verifiers = copy_verifiers(storage, policy, root)  # each checked before any spend
-    policy = with_bandit_weights(storage, policy, output_root, job_id)  # this job's arm shares
+    # this job's arm shares, from its tenant's judged labels (rows without one: the default)
+    policy = with_bandit_weights(storage, policy, output_root, job_id, tenant or DEFAULT_TENANT)
     ctx = JobContext(
         job_id=job_id,
         job_root=root,
