@@ -12,7 +12,13 @@ from typing import Any
 from celery import Celery
 
 from workers.celery_config import APP_NAME, celery_config
-from workers.queues import FINALIZE_QUEUE, INGEST_QUEUE, NIGHTLY_TICK_TASK, RECONCILE_STALLED_TASK
+from workers.queues import (
+    FINALIZE_QUEUE,
+    INGEST_QUEUE,
+    NIGHTLY_TICK_TASK,
+    RECONCILE_STALLED_TASK,
+    RETRAIN_TICK_TASK,
+)
 from workers.settings import Settings
 
 TASK_MODULES = ["workers.tasks"]  # imported by `celery worker` / `celery beat` at start
@@ -30,7 +36,8 @@ def make_app(settings: Settings) -> Celery:
 
 def beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
     """The stalled-job sweep, and the nightly tick when schedules are configured (beat
-    reads the file when it starts)."""
+    reads the file when it starts), and the retrain tick when the file lists ``retrain:``
+    rounds (``workers/retrain_beat.py``)."""
     schedule: dict[str, dict[str, Any]] = {
         "reconcile-stalled-jobs": {
             "task": RECONCILE_STALLED_TASK,
@@ -50,4 +57,14 @@ def beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
             # window claim starts each window once), so it may wait several periods
             "options": {"queue": FINALIZE_QUEUE, "expires": 10 * settings.nightly_tick_s},
         }
+        from workers.retrain_beat import retrain_args
+
+        rounds = retrain_args(settings.schedule)
+        if rounds:  # champion / challenger rounds: on ingest, they train for a while
+            schedule["retrain-tick"] = {
+                "task": RETRAIN_TICK_TASK,
+                "schedule": settings.nightly_tick_s,
+                "args": [rounds],
+                "options": {"queue": INGEST_QUEUE, "expires": 10 * settings.nightly_tick_s},
+            }
     return schedule

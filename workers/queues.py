@@ -24,6 +24,7 @@ FINALIZE_TASK = "finalize"
 RECONCILE_TASK = "reconcile"
 RECONCILE_STALLED_TASK = "reconcile_stalled"
 NIGHTLY_TICK_TASK = "nightly_tick"
+RETRAIN_TICK_TASK = "retrain_tick"  # beat: nightly champion / challenger rounds
 
 _QUEUE_OF = {INGEST_TASK: INGEST_QUEUE, FINALIZE_TASK: FINALIZE_QUEUE}
 

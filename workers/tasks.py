@@ -51,6 +51,7 @@ from workers.queues import (
     NIGHTLY_TICK_TASK,
     RECONCILE_STALLED_TASK,
     RECONCILE_TASK,
+    RETRAIN_TICK_TASK,
     tier_queue,
 )
 from workers.reconcile import reconcile as reconcile_job
@@ -302,3 +303,12 @@ def nightly_tick(schedules: list[dict[str, Any]]) -> list[str]:
     from workers import nightly
 
     return nightly.tick_task(settings(), schedules)
+
+
+@_task(name=RETRAIN_TICK_TASK)
+def retrain_tick(rounds: list[dict[str, Any]]) -> list[str]:
+    """Beat's retrain tick (``workers.retrain_beat``): run each retraining round whose
+    latest window is due and not claimed; returns the decisions."""
+    from workers import retrain_beat
+
+    return retrain_beat.tick_task(settings(), rounds)

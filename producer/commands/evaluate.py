@@ -123,7 +123,7 @@ def _answered(
     frame: pl.DataFrame, weak: str, responses: Sequence[Path]
 ) -> tuple[dict[str, str], pl.DataFrame]:
     """The weak model's answer per prompt id, and the labels of the prompts it answered."""
-    from producer.training.labels import load_responses
+    from routing.learned.labels import load_responses
 
     found = load_responses(responses).filter(pl.col("model") == weak)
     answers = dict(found.select("prompt_id", "response").iter_rows())

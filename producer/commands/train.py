@@ -38,8 +38,6 @@ Example::
 
 from __future__ import annotations
 
-import hashlib
-import json
 import time
 from collections.abc import Sequence
 from dataclasses import replace
@@ -50,7 +48,10 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from producer.training.labels import (
+from routing.errors import InputError
+from routing.learned.artifact import save_scorer
+from routing.learned.config import Label, TrainConfig
+from routing.learned.labels import (
     LabelSet,
     load_feedback,
     load_labels,
@@ -58,30 +59,15 @@ from producer.training.labels import (
     parse_spec,
     with_answers,
 )
-from producer.training.validation import cross_validate, fit_sets, leave_one_out, unseen
-from routing.errors import InputError
-from routing.learned.artifact import save_scorer
-from routing.learned.config import Label, TrainConfig
+from routing.learned.validation import (
+    cross_validate,
+    fingerprint,
+    fit_sets,
+    leave_one_out,
+    unseen,
+)
 
 LABELS: tuple[Label, ...] = ("needs", "win_rate")
-DEFAULT_FEEDBACK_WEIGHT = 10.0  # the measured plateau is 5–20 (docs/training.md)
-
-
-def fingerprint(sets: Sequence[LabelSet], feedback: Sequence[LabelSet], fb_weight: float) -> str:
-    """SHA-256 of the label rows used (dataset, prompt_id, model, quality, prompt) + weights."""
-    h = hashlib.sha256()
-    for role, group in (("train", sets), ("feedback", feedback)):
-        for s in group:
-            rows = s.rows.select("prompt_id", "model", "quality", "prompt").sort(
-                "prompt_id", "model"
-            )
-            h.update(json.dumps([role, s.name, list(s.models)]).encode())
-            for row in rows.iter_rows():
-                h.update(json.dumps(row, ensure_ascii=False).encode() + b"\n")
-            if s.answers is not None:  # a verifier's answers are training data too
-                h.update(json.dumps(["answers", *s.answers], ensure_ascii=False).encode())
-    h.update(json.dumps({"feedback_weight": fb_weight}).encode())
-    return h.hexdigest()
 
 
 def run_train(

@@ -1,3 +1,3 @@
-"""What ``batch-router train`` (:mod:`producer.commands.train`) works on: the labelled files it
-reads (:mod:`~producer.training.labels`) and the held-out metrics it reports
-(:mod:`~producer.training.validation`)."""
+"""The commands that learn and measure routers (``cmd.py``: eval, calibrate, train,
+feedback, retrain); the label sets and held-out metrics they use are
+:mod:`routing.learned.labels` and :mod:`routing.learned.validation`."""

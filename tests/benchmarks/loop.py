@@ -4,7 +4,7 @@
 A router trained on MMLU + GSM8K only (pair ``mixtral-8x7b-instruct-v0.1`` →
 ``gpt-4-1106-preview``) meets arena_bench_v1 traffic (``Mixtral-8x7B-Instruct-v0.1`` →
 ``gpt-4-0314``) for ``--nights`` nights with ``explore: {rate: --rate}`` and retrains every
-night. Everything is the production code: ``producer.training.validation.fit_sets`` /
+night. Everything is the production code: ``routing.learned.validation.fit_sets`` /
 ``_score`` / ``metrics`` / ``cross_validate`` and ``routing.explore.sampled``.
 
 Protocol, per night salt ``s`` (``--seeds``: ``s = 0 … N - 1``):
@@ -56,12 +56,17 @@ from typing import Any
 import numpy as np
 from sklearn.model_selection import StratifiedKFold
 
-from producer.commands.train import DEFAULT_FEEDBACK_WEIGHT
-from producer.training.labels import LabelSet, load_labels, load_responses, parse_spec, with_answers
-from producer.training.validation import _score, cross_validate, fit_sets, metrics
 from routing.explore import sampled
 from routing.learned.config import TrainConfig, levels
+from routing.learned.labels import LabelSet, load_labels, load_responses, parse_spec, with_answers
 from routing.learned.scorer import LearnedScorer
+from routing.learned.validation import (
+    DEFAULT_FEEDBACK_WEIGHT,
+    _score,
+    cross_validate,
+    fit_sets,
+    metrics,
+)
 from tests.benchmarks.common import git_rev
 
 ROOT = Path(__file__).resolve().parents[2]

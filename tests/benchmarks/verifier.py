@@ -1,10 +1,10 @@
 """The answer-aware verifier against the prompt-only learned router:
 ``python -m tests.benchmarks.verifier [--seeds 5] [--folds 5]``.
 
-Both are the production learned scorer (``producer.training.validation.fit_sets``):
+Both are the production learned scorer (``routing.learned.validation.fit_sets``):
 ``prompt_only`` is ``TrainConfig()``, ``verifier`` the same with ``answers=True`` (it also
 reads the weak model's answer, issue 16). Both see the SAME prompts: those of the shared
-labels the weak model answered (``producer.training.labels.with_answers``), for the pairs
+labels the weak model answered (``routing.learned.labels.with_answers``), for the pairs
 
 - ``gsm8k``: ``mixtral-8x7b-instruct-v0.1`` → ``gpt-4-1106-preview``;
 - ``arena_bench_v1``: ``Mixtral-8x7B-Instruct-v0.1`` → ``gpt-4-0314``.
@@ -38,12 +38,12 @@ from typing import Any
 import numpy as np
 from sklearn.model_selection import StratifiedKFold
 
-from producer.training.labels import LabelSet, load_labels, load_responses, parse_spec, with_answers
-from producer.training.validation import _score, fit_sets, metrics
 from routing.evaluation.curve import frontier
 from routing.evaluation.labels import Pair
 from routing.evaluation.metrics import cpt
 from routing.learned.config import TrainConfig, levels
+from routing.learned.labels import LabelSet, load_labels, load_responses, parse_spec, with_answers
+from routing.learned.validation import _score, fit_sets, metrics
 from tests.benchmarks.common import git_rev
 
 ROOT = Path(__file__).resolve().parents[2]

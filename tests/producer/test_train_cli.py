@@ -12,12 +12,13 @@ import polars as pl
 import pytest
 from rich.console import Console
 
-from producer.commands.train import DEFAULT_FEEDBACK_WEIGHT, length_warnings, run_train
-from producer.training.labels import load_feedback, parse_spec
+from producer.commands.train import length_warnings, run_train
 from routing.errors import InputError
 from routing.features import FEATURE_VERSION, compute_features
 from routing.learned.artifact import load_scorer
+from routing.learned.labels import load_feedback, parse_spec
 from routing.learned.scorer import classifier_version
+from routing.learned.validation import DEFAULT_FEEDBACK_WEIGHT
 from tests import data
 from tests.producer.labels import WEAK, write_labels
 

@@ -15,10 +15,10 @@ import pytest
 from rich.console import Console
 
 from producer.commands.feedback import run_feedback
-from producer.training.labels import load_feedback, parse_spec
 from routing.cost import call_cost
 from routing.errors import InputError
 from routing.explore import partner, sampled
+from routing.learned.labels import load_feedback, parse_spec
 from routing.policy import Policy
 from tests import policies
 from tests.workers.pipeline import (

@@ -3,6 +3,8 @@ leave-one-dataset-out (ROC AUC, APGR, length-only APGR, Brier), feedback always 
 
 from __future__ import annotations
 
+import hashlib
+import json
 import warnings
 from collections.abc import Sequence
 from typing import Any
@@ -12,13 +14,13 @@ import polars as pl
 from sklearn.metrics import brier_score_loss, roc_auc_score
 from sklearn.model_selection import StratifiedKFold
 
-from producer.training.labels import LabelSet
 from routing.evaluation.curve import frontier
 from routing.evaluation.labels import Pair
 from routing.evaluation.metrics import apgr
 from routing.features import compute_features
 from routing.learned.answer import answer_frame
 from routing.learned.config import TrainConfig, levels
+from routing.learned.labels import LabelSet
 from routing.learned.scorer import LearnedScorer
 from routing.learned.training import fit_scorer
 
@@ -147,3 +149,23 @@ def leave_one_out(
         target = unseen(held, feedback)
         out[held.name] = metrics(target, *_score(model, target), config.tolerance)
     return out
+
+
+DEFAULT_FEEDBACK_WEIGHT = 10.0  # the measured plateau is 5–20 (docs/training.md)
+
+
+def fingerprint(sets: Sequence[LabelSet], feedback: Sequence[LabelSet], fb_weight: float) -> str:
+    """SHA-256 of the label rows used (dataset, prompt_id, model, quality, prompt) + weights."""
+    h = hashlib.sha256()
+    for role, group in (("train", sets), ("feedback", feedback)):
+        for s in group:
+            rows = s.rows.select("prompt_id", "model", "quality", "prompt").sort(
+                "prompt_id", "model"
+            )
+            h.update(json.dumps([role, s.name, list(s.models)]).encode())
+            for row in rows.iter_rows():
+                h.update(json.dumps(row, ensure_ascii=False).encode() + b"\n")
+            if s.answers is not None:  # a verifier's answers are training data too
+                h.update(json.dumps(["answers", *s.answers], ensure_ascii=False).encode())
+    h.update(json.dumps({"feedback_weight": fb_weight}).encode())
+    return h.hexdigest()
