@@ -29,7 +29,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import redis
 import yaml
@@ -43,6 +43,7 @@ from workers.jobstate import RedisJobTracker
 from workers.settings import Settings
 
 log = logging.getLogger("batch_router.nightly")
+_Entry = TypeVar("_Entry", bound=BaseModel)
 
 
 # The scripts: workers/scripts/nightly_{claim,unclaim}.lua.
@@ -112,22 +113,28 @@ def stamp(window: datetime) -> str:
     return window.astimezone(UTC).strftime("%Y%m%dT%H%M%SZ")
 
 
-def load_schedules(path: Path) -> list[Schedule]:
-    """Read and check a schedules file; a clear ConfigError names what is wrong."""
+def load_entries(path: Path, key: str, model: type[_Entry], what: str) -> list[_Entry]:
+    """The ``key:`` list of a schedules file as ``model`` entries with unique names; a clear
+    ConfigError names what is wrong (``what``: how an entry is called in it)."""
     try:
         data = yaml.safe_load(path.read_text()) or {}
-        entries = data.get("schedules", []) if isinstance(data, dict) else None
+        entries = data.get(key, []) if isinstance(data, dict) else None
         if not isinstance(entries, list):
-            raise ConfigError(f"{path}: expected `schedules:` with a list of schedules")
-        schedules = [Schedule.model_validate(e) for e in entries]
+            raise ConfigError(f"{path}: expected `{key}:` with a list ({what} entries)")
+        parsed = [model.model_validate(e) for e in entries]
     except (OSError, yaml.YAMLError) as exc:
         raise ConfigError(f"{path}: cannot read the schedules: {exc}") from exc
     except ValidationError as exc:
-        raise ConfigError(f"{path}: invalid schedule: {exc}") from exc
-    names = [s.name for s in schedules]
+        raise ConfigError(f"{path}: invalid {what}: {exc}") from exc
+    names = [getattr(e, "name", None) for e in parsed]
     if len(set(names)) != len(names):
-        raise ConfigError(f"{path}: schedule names must be unique: {names}")
-    return schedules
+        raise ConfigError(f"{path}: {what} names must be unique: {names}")
+    return parsed
+
+
+def load_schedules(path: Path) -> list[Schedule]:
+    """Read and check a schedules file's job schedules."""
+    return load_entries(path, "schedules", Schedule, "schedule")
 
 
 def last_key(name: str) -> str:

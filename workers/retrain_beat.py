@@ -33,13 +33,12 @@ from pathlib import Path
 from typing import Any
 
 import redis
-import yaml
 from croniter import croniter
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from routing.errors import ConfigError, PermanentError
+from routing.errors import PermanentError
 from workers import connections, luasource
-from workers.nightly import last_key, stamp, window_key
+from workers.nightly import last_key, load_entries, stamp, window_key
 from workers.retrain import run_retrain
 from workers.settings import Settings
 from workers.storage import Storage
@@ -84,20 +83,7 @@ class RetrainSchedule(BaseModel):
 
 def load_retrains(path: Path) -> list[RetrainSchedule]:
     """The ``retrain:`` entries of a schedules file (none: an empty list)."""
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-        entries = data.get("retrain", []) if isinstance(data, dict) else None
-        if not isinstance(entries, list):
-            raise ConfigError(f"{path}: `retrain:` must be a list of retraining rounds")
-        rounds = [RetrainSchedule.model_validate(e) for e in entries]
-    except (OSError, yaml.YAMLError) as exc:
-        raise ConfigError(f"{path}: cannot read the schedules: {exc}") from exc
-    except ValidationError as exc:
-        raise ConfigError(f"{path}: invalid retrain entry: {exc}") from exc
-    names = [r.name for r in rounds]
-    if len(set(names)) != len(names):
-        raise ConfigError(f"{path}: retrain names must be unique: {names}")
-    return rounds
+    return load_entries(path, "retrain", RetrainSchedule, "retrain entry")
 
 
 def tick(
