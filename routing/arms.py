@@ -7,6 +7,7 @@ from collections.abc import Mapping
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 from pydantic import ValidationError
 
 from routing.classify import Scorer
@@ -53,8 +54,9 @@ def route_arms(
     decisions: DecisionMemo | None = None,
 ) -> pa.Table:
     """:func:`routing.router.route_batch`, per arm when the policy runs an experiment (the
-    rows in their input order, with ``arm`` = ``<experiment>:<arm>``); without one, exactly
-    ``route_batch``."""
+    rows in their input order, with ``arm`` = ``<experiment>:<arm>``, and ``; arm <label>``
+    at the end of ``route_reason`` — what the audit trail records of the decision); without
+    one, exactly ``route_batch``."""
     spec = policy.experiment
     if spec is None or table.num_rows == 0:
         return route_batch(table, policy, scorer, memo=memo, decisions=decisions)
@@ -68,6 +70,11 @@ def route_arms(
             table.take(idx), arm_policy(policy, arm), scorer, memo=memo, decisions=decisions
         )
         label = arm_label(spec, arm.name)
+        reason = routed.column("route_reason")  # the arm is part of the decision (and audit)
+        tagged = pc.binary_join_element_wise(reason, pa.scalar(f"arm {label}"), "; ")
+        routed = routed.set_column(
+            routed.column_names.index("route_reason"), "route_reason", tagged
+        )
         parts.append(routed.append_column(ARM, pa.array([label] * len(idx), pa.string())))
         order.append(idx)
     out = pa.concat_tables(parts, promote_options="permissive")

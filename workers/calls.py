@@ -174,6 +174,8 @@ class Caller:
                 served[i].confidence, served[i].confidence_source = score, source
                 if score is not None and score < spec.threshold:
                     unsure.append(i)
+                elif score is not None:  # the decision is in route_reason (and the audit)
+                    served[i].notes.append(f"{scored(served[i])} ≥ {spec.threshold:.2f}: kept")
         return unsure
 
     async def _judged(

@@ -6,6 +6,7 @@ job's arm shares from the judged labels when it is planned."""
 from __future__ import annotations
 
 import io
+import json
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,7 @@ from tests.workers.pipeline import (
     write_input,
 )
 from workers import layout, local
+from workers.audit import read_lines
 from workers.explore import LABEL_SCHEMA
 from workers.sim.server import SimServer
 
@@ -56,6 +58,16 @@ def test_arms_route_differently_and_are_reported_with_judged_quality(
     out = tmp_path / "out"
     rows = run(tmp_path, sim, policy, "exp-1", out)
     assert set(rows["arm"]) == {"thr-1:control", "thr-1:frugal"}
+    for row in rows.iter_rows(named=True):  # the decision names its arm, in the audit too
+        assert row["route_reason"].split("; ")[1] == f"arm {row['arm']}"
+    storage = runtime(make_settings(sim)).storage
+    audit = [
+        json.loads(line)
+        for uri in storage.list_files(str(out / "job_id=exp-1" / "_audit"), ".parquet")
+        for line in read_lines(storage, uri)
+        if line
+    ]
+    assert audit and all("; arm thr-1:" in record["rule"] for record in audit)
     fast_share = rows.group_by("arm").agg((pl.col("tier") == "fast").mean().alias("fast"))
     shares = dict(zip(fast_share["arm"], fast_share["fast"], strict=True))
     assert shares["thr-1:frugal"] > shares["thr-1:control"]  # higher thresholds: cheaper
@@ -67,7 +79,6 @@ def test_arms_route_differently_and_are_reported_with_judged_quality(
         lo, hi = line["quality_ci95"]
         assert lo <= line["quality"] <= hi and line["regret"] >= 0 and line["judged"] > 1
 
-    storage = runtime(make_settings(sim)).storage
     jobs, frame = query.load(storage, [str(out)], query.Filters(None, None, None))
     assert set(frame["arm"].drop_nulls()) == set(rows["arm"])  # the rollup groups by arm
     by_arm = section(storage, frame, jobs.job_roots)

@@ -137,6 +137,7 @@ def test_verifier_cascade_escalates_exactly_the_answers_below_min_score(
     assert set(unsure["round"]) == {2} and set(sure["round"]) == {1}
     assert sure["escalated_from"].null_count() == sure.height
     assert all(f"verifier:{version}" in r for r in unsure["route_reason"])
+    assert all(f"verifier:{version}" in r and ": kept" in r for r in sure["route_reason"])
     others = out.filter(pl.col("tier") != "fast").filter(pl.col("escalated_from").is_null())
     assert others["confidence_source"].null_count() == others.height  # no cascade there
     # The scores recorded are the verifier's on the fast tier's answers.
