@@ -16,6 +16,7 @@ from routing.errors import InputError
 from routing.experiments import rewards, thompson_weights
 from routing.names import encoded, validate_tenant
 from routing.policy import Policy
+from workers import layout
 from workers.layout import LABELS_DIR
 from workers.storage import Storage, join
 
@@ -91,3 +92,23 @@ def with_bandit_weights(
     )
     log.info("experiment %s: bandit weights %s for job %s", spec.name, weights, job_id)
     return with_weights(policy, weights)
+
+
+def write_explored(
+    storage: Storage, policy: Policy, output_root: str, root: str, tenant: str
+) -> None:
+    """For a job that explores: the (prompt_id, model) pairs the tenant's labels under
+    ``output_root`` already hold, written to ``_job/explored.parquet`` — exploration skips a
+    prompt whose pair of models is judged already (``workers/explore.py``). None yet, or
+    unreadable (a warning): nothing written, every sampled prompt is explored."""
+    if not policy.explore.enabled:
+        return
+    try:
+        labels, _, _ = collect_labels(storage, output_root, tenants=[tenant])
+    except InputError:
+        return
+    except Exception as exc:
+        log.warning("explore: judged labels unreadable (%s); nothing is skipped", exc)
+        return
+    known = labels.select("prompt_id", "model").unique().sort("prompt_id", "model")
+    storage.write_parquet(layout.explored(root), known.to_arrow())

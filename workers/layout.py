@@ -22,6 +22,12 @@ def policy(root: str) -> str:
     return join(root, "_job", "policy.yaml")
 
 
+def explored(root: str) -> str:
+    """The (prompt, model) pairs already judged when the job was planned (policy explore):
+    exploration does not pay for them again."""
+    return join(root, "_job", "explored.parquet")
+
+
 def classifier(root: str) -> str:
     return join(root, "_job", "classifier.zip")
 

@@ -5,6 +5,7 @@ land under the output root for ``batch-router feedback`` — in realtime and in 
 
 from __future__ import annotations
 
+import shutil
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -134,8 +135,12 @@ def test_feedback_collects_the_labels_for_training(tmp_path: Path, sim: SimServe
     # Another night, the same prompts: each (prompt, model) is kept once, the newest.
     run(tmp_path, sim, policy, with_reference(80), "explore-fb2", out=root)
     again = run_feedback_quiet(str(root), out)
-    assert again["files"] > summary["files"]
-    assert again["label_rows_read"] > again["label_rows"] > summary["label_rows"]
+    assert again["files"] > summary["files"] and again["label_rows"] > summary["label_rows"]
+    # The same labels written twice (a redelivery across midnight): each kept once.
+    first = sorted(root.glob("_labels/**/*.parquet"))[0]
+    shutil.copy(first, first.with_name("copy.parquet"))
+    third = run_feedback_quiet(str(root), out)
+    assert third["label_rows_read"] > third["label_rows"] == again["label_rows"]
     assert (
         pl.read_parquet(out).select(pl.struct("prompt_id", "model").is_duplicated().any()).item()
         is False
@@ -175,3 +180,19 @@ def test_max_rows_caps_exploration_spend(tmp_path: Path, sim: SimServer) -> None
     per_part = out.filter(pl.col("explored").is_not_null()).group_by("tier").len()
     assert per_part["len"].max() <= 3  # type: ignore[operator]
     assert out.filter(pl.col("explored").is_not_null()).height > 0
+
+
+def test_a_pair_judged_on_an_earlier_night_is_not_paid_for_again(
+    tmp_path: Path, sim: SimServer
+) -> None:
+    """The planner lists the tenant's judged (prompt, model) pairs; the next night's job
+    explores none of the prompts whose pair is judged already."""
+    policy = explore_policy(rate=1.0)
+    first, root = run(tmp_path, sim, policy, with_reference(40), "night-a")
+    judged = first.filter(pl.col("explored").is_not_null()).height
+    assert judged == 30  # every row with a reference
+    files = sorted(root.glob("_labels/**/*.parquet"))
+    second, _ = run(tmp_path, sim, policy, with_reference(40), "night-b", out=root)
+    assert second["explored"].null_count() == second.height  # all judged already
+    assert sorted(root.glob("_labels/**/*.parquet")) == files  # no new labels
+    assert (root / "job_id=night-b" / "_job" / "explored.parquet").is_file()

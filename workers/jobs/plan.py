@@ -16,7 +16,7 @@ from routing.schema import DEFAULT_TENANT
 from routing.validate import check_schema
 from workers import layout
 from workers.classifier import read_classifier
-from workers.labels import with_bandit_weights
+from workers.labels import with_bandit_weights, write_explored
 from workers.storage import Storage
 from workers.verifier import copy_verifiers
 
@@ -120,6 +120,7 @@ def build_plan(
     verifiers = copy_verifiers(storage, policy, root)  # each checked before any spend
     # this job's arm shares, from its tenant's judged labels (rows without one: the default)
     policy = with_bandit_weights(storage, policy, output_root, job_id, tenant or DEFAULT_TENANT)
+    write_explored(storage, policy, output_root, root, tenant or DEFAULT_TENANT)
     ctx = JobContext(
         job_id=job_id,
         job_root=root,
