@@ -49,17 +49,12 @@ _Entry = TypeVar("_Entry", bound=BaseModel)
 # The scripts: workers/scripts/nightly_{claim,unclaim}.lua.
 
 
-class Schedule(BaseModel):
-    """One nightly job definition."""
+class CronEntry(BaseModel):
+    """What every entry of the schedules file has: a cron (UTC) and its latest window."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
     cron: str
-    input: str
-    output: str
-    tenant: str | None = None
-    policy: Path | None = None
 
     @field_validator("cron")
     @classmethod
@@ -67,6 +62,24 @@ class Schedule(BaseModel):
         if not croniter.is_valid(value):
             raise ValueError(f"not a cron expression: {value!r}")
         return value
+
+    def latest_window(self, now: datetime) -> datetime:
+        """The last fire time at or before ``now`` (UTC): minute-aligned for a 5-field
+        cron, second-aligned with a seconds field — every tick inside one fire minute
+        (or second) gets the same window."""
+        start = now.astimezone(UTC).replace(microsecond=0) + timedelta(seconds=1)
+        prev: datetime = croniter(self.cron, start).get_prev(datetime)
+        return prev.astimezone(UTC)
+
+
+class Schedule(CronEntry):
+    """One nightly job definition."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    input: str
+    output: str
+    tenant: str | None = None
+    policy: Path | None = None
 
     @field_validator("tenant")
     @classmethod
@@ -96,14 +109,6 @@ class Schedule(BaseModel):
         except (KeyError, IndexError, ValueError) as exc:
             raise ValueError(f"{value!r}: only {{date}} and {{window}} may be used") from exc
         return value
-
-    def latest_window(self, now: datetime) -> datetime:
-        """The last fire time at or before ``now`` (UTC): minute-aligned for a 5-field
-        cron, second-aligned with a seconds field — every tick inside one fire minute
-        (or second) gets the same window."""
-        start = now.astimezone(UTC).replace(microsecond=0) + timedelta(seconds=1)
-        prev: datetime = croniter(self.cron, start).get_prev(datetime)
-        return prev.astimezone(UTC)
 
     def render(self, template: str, window: datetime) -> str:
         return template.format(date=window.date().isoformat(), window=stamp(window))

@@ -28,17 +28,16 @@ tick.
 from __future__ import annotations
 
 import logging
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import redis
-from croniter import croniter
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field
 
 from routing.errors import PermanentError
 from workers import connections, luasource
-from workers.nightly import last_key, load_entries, stamp, window_key
+from workers.nightly import CronEntry, last_key, load_entries, stamp, window_key
 from workers.retrain import run_retrain
 from workers.settings import Settings
 from workers.storage import Storage
@@ -46,13 +45,10 @@ from workers.storage import Storage
 log = logging.getLogger("batch_router.retrain")
 
 
-class RetrainSchedule(BaseModel):
+class RetrainSchedule(CronEntry):
     """One nightly retraining round (see the module doc)."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-    cron: str
     root: str
     specs: tuple[str, ...] = Field(min_length=1)
     models: tuple[str, str]
@@ -61,18 +57,6 @@ class RetrainSchedule(BaseModel):
     min_gain: float = Field(0.0, ge=0)
     feedback_weight: float = Field(10.0, gt=0)
     tenants: tuple[str, ...] | None = None
-
-    @field_validator("cron")
-    @classmethod
-    def _valid_cron(cls, value: str) -> str:
-        if not croniter.is_valid(value):
-            raise ValueError(f"not a cron expression: {value!r}")
-        return value
-
-    def latest_window(self, now: datetime) -> datetime:
-        start = now.astimezone(UTC).replace(microsecond=0) + timedelta(seconds=1)
-        prev: datetime = croniter(self.cron, start).get_prev(datetime)
-        return prev.astimezone(UTC)
 
     @property
     def key(self) -> str:
