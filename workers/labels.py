@@ -63,29 +63,35 @@ def collect_labels(
     return frame.sort("prompt_id", "model"), len(files), rows
 
 
-def with_bandit_weights(
-    storage: Storage, policy: Policy, output_root: str, job_id: str, tenant: str
-) -> Policy:
-    """``policy`` with its experiment's arm weights set by the bandit from the tenant's
-    judged labels of the last ``window_days`` under ``output_root``
+def tenant_labels(storage: Storage, policy: Policy, output_root: str, tenant: str) -> pl.DataFrame:
+    """Every judged outcome of ``tenant`` under ``output_root``, read once when a job is
+    planned and only when its policy learns from them (an experiment's bandit, exploration);
+    empty when there are none, or when they cannot be read (a warning: they never stop a
+    job)."""
+    spec = policy.experiment
+    if not (policy.explore.enabled or (spec is not None and spec.bandit.enabled)):
+        return pl.DataFrame()
+    try:
+        return collect_labels(storage, output_root, tenants=[tenant], newest=False)[0]
+    except InputError:  # none yet
+        return pl.DataFrame()
+    except Exception as exc:  # an unreadable file or store
+        log.warning("judged labels under %s unreadable (%s): not used", output_root, exc)
+        return pl.DataFrame()
+
+
+def with_bandit_weights(policy: Policy, labels: pl.DataFrame, job_id: str) -> Policy:
+    """``policy`` with its experiment's arm weights set by the bandit from the judged
+    ``labels`` (:func:`tenant_labels`) of the last ``window_days``
     (``routing/experiments.py``); the policy unchanged when there is no bandit. Seeded by
-    the job id: a re-plan of the same job draws the same weights. Labels that cannot be
-    read leave every arm on its prior (a warning), never stop the job."""
+    the job id: a re-plan of the same job draws the same weights. No labels: every arm on
+    its prior."""
     spec = policy.experiment
     if spec is None or not spec.bandit.enabled:
         return policy
     since = datetime.now(UTC).date() - timedelta(days=spec.bandit.window_days - 1)
-    try:
-        labels, _, _ = collect_labels(
-            storage, output_root, tenants=[tenant], since=since, newest=False
-        )
-    except InputError:  # no judged labels yet: every arm on the prior
-        labels = pl.DataFrame()
-    except Exception as exc:  # an unreadable file or store: the prior, and say so
-        log.warning(
-            "experiment %s: judged labels unreadable (%s); arms on the prior", spec.name, exc
-        )
-        labels = pl.DataFrame()
+    if labels.height:
+        labels = labels.filter(pl.col("labelled_at").str.slice(0, 10) >= since.isoformat())
     seed = int.from_bytes(hashlib.blake2b(job_id.encode(), digest_size=4).digest(), "big")
     weights = thompson_weights(
         rewards(labels, spec), spec.bandit.floor, spec.bandit.draws, seed=seed
@@ -94,21 +100,11 @@ def with_bandit_weights(
     return with_weights(policy, weights)
 
 
-def write_explored(
-    storage: Storage, policy: Policy, output_root: str, root: str, tenant: str
-) -> None:
-    """For a job that explores: the (prompt_id, model) pairs the tenant's labels under
-    ``output_root`` already hold, written to ``_job/explored.parquet`` — exploration skips a
-    prompt whose pair of models is judged already (``workers/explore.py``). None yet, or
-    unreadable (a warning): nothing written, every sampled prompt is explored."""
-    if not policy.explore.enabled:
-        return
-    try:
-        labels, _, _ = collect_labels(storage, output_root, tenants=[tenant])
-    except InputError:
-        return
-    except Exception as exc:
-        log.warning("explore: judged labels unreadable (%s); nothing is skipped", exc)
+def write_explored(storage: Storage, policy: Policy, labels: pl.DataFrame, root: str) -> None:
+    """For a job that explores: the (prompt_id, model) pairs the judged ``labels`` already
+    hold, written to ``_job/explored.parquet`` — exploration skips a prompt whose pair of
+    models is judged already (``workers/explore.py``). None: nothing written."""
+    if not policy.explore.enabled or labels.height == 0:
         return
     known = labels.select("prompt_id", "model").unique().sort("prompt_id", "model")
     storage.write_parquet(layout.explored(root), known.to_arrow())

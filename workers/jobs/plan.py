@@ -16,7 +16,7 @@ from routing.schema import DEFAULT_TENANT
 from routing.validate import check_schema
 from workers import layout
 from workers.classifier import read_classifier
-from workers.labels import with_bandit_weights, write_explored
+from workers.labels import tenant_labels, with_bandit_weights, write_explored
 from workers.storage import Storage
 from workers.verifier import copy_verifiers
 
@@ -118,9 +118,10 @@ def build_plan(
         assert policy.classifier.path is not None  # the policy validator guarantees it
         model, _ = read_classifier(storage, policy.classifier.path)  # fails fast if unusable
     verifiers = copy_verifiers(storage, policy, root)  # each checked before any spend
-    # this job's arm shares, from its tenant's judged labels (rows without one: the default)
-    policy = with_bandit_weights(storage, policy, output_root, job_id, tenant or DEFAULT_TENANT)
-    write_explored(storage, policy, output_root, root, tenant or DEFAULT_TENANT)
+    # from the tenant's judged labels (read once): this job's arm shares, the pairs judged
+    labels = tenant_labels(storage, policy, output_root, tenant or DEFAULT_TENANT)
+    policy = with_bandit_weights(policy, labels, job_id)
+    write_explored(storage, policy, labels, root)
     ctx = JobContext(
         job_id=job_id,
         job_root=root,
