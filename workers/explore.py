@@ -31,7 +31,6 @@ from decimal import Decimal
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from routing.cost import ZERO, usd_text
 from routing.explore import REFERENCE, REFERENCE_COLUMN, partner, sampled
@@ -93,7 +92,7 @@ def explore(
     by_reference = spec.judge == REFERENCE
     refs = _column(table, canonical, REFERENCE_COLUMN) if by_reference else [None] * len(rows)
     judge = None if by_reference else names.index(spec.judge)
-    known = _known(rt, ctx)
+    known = rt.judged_pairs(ctx)
     picks: dict[str, list[int]] = {}
     for i, (row, s) in enumerate(zip(rows, served, strict=True)):
         if s.outcome is not Outcome.OK or not sampled(ctx.job_id, row.prompt, spec.rate):
@@ -136,26 +135,6 @@ def explore(
                 extra = {k: v[i] for k, v in context.items()}
                 labels += _labels(ctx, rows[i], (first, q_first), (other, q_other), policy, extra)
     return labels
-
-
-_KNOWN: dict[str, frozenset[tuple[str, str]]] = {}  # per job root, the last few jobs'
-_KEPT = 8
-
-
-def _known(rt: Runtime, ctx: JobContext) -> frozenset[tuple[str, str]]:
-    """The (prompt_id, model) pairs judged before the job (``_job/explored.parquet``,
-    written by the planner), read once per process and job."""
-    if ctx.job_root not in _KNOWN:
-        data = rt.storage.read_bytes_if_any(layout.explored(ctx.job_root))
-        pairs: frozenset[tuple[str, str]] = frozenset()
-        if data is not None:
-            table = pq.read_table(pa.BufferReader(data))
-            ids, models = table.column("prompt_id").to_pylist(), table.column("model").to_pylist()
-            pairs = frozenset(zip(ids, models, strict=True))
-        while len(_KNOWN) >= _KEPT:
-            _KNOWN.pop(next(iter(_KNOWN)))
-        _KNOWN[ctx.job_root] = pairs
-    return _KNOWN[ctx.job_root]
 
 
 def _caller(rt: Runtime, ctx: JobContext, policy: Policy, tier: str) -> Caller:

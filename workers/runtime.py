@@ -14,16 +14,19 @@ Runtime and which a forked child resets in place.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 import redis
 
 from routing.classify import Scorer
 from routing.errors import PolicyError
 from routing.plan import JobContext
 from routing.policy import Policy, parse_policy
-from workers import connections
+from workers import connections, layout
 from workers.claims import (
     ClaimStore,
     IdClaims,
@@ -40,7 +43,18 @@ from workers.settings import Settings
 from workers.storage import Storage
 from workers.verifier import AnswerCheck
 
-_KEPT_CHECKS = 8  # jobs whose verifiers a process keeps loaded
+_KEPT_JOBS = 8  # jobs whose verifiers and judged pairs a process keeps loaded
+_K = TypeVar("_K")
+_V = TypeVar("_V")
+
+
+def _kept(cache: dict[_K, _V], key: _K, make: Callable[[], _V]) -> _V:
+    """``cache[key]``, made on first use; the oldest entry goes past :data:`_KEPT_JOBS`."""
+    if key not in cache:
+        while len(cache) >= _KEPT_JOBS:
+            cache.pop(next(iter(cache)))
+        cache[key] = make()
+    return cache[key]
 
 
 class Sink(Protocol):
@@ -65,6 +79,7 @@ class Runtime:
     _scorers: dict[str, Scorer] = field(default_factory=dict)
     _guards: dict[str, Guards] = field(default_factory=dict)
     _checks: dict[tuple[str, str], AnswerCheck] = field(default_factory=dict)
+    _pairs: dict[str, frozenset[tuple[str, str]]] = field(default_factory=dict)
     process: ProcessResources = field(default_factory=this_process, repr=False)
     _dedupe: ClaimStore | None = None
     _ids: IdClaims | None = None
@@ -121,11 +136,22 @@ class Runtime:
         the last few jobs' are kept per process."""
         key = (ctx.job_root, policy.version)
         with self._lock:
-            if key not in self._checks:
-                while len(self._checks) >= _KEPT_CHECKS:
-                    self._checks.pop(next(iter(self._checks)))
-                self._checks[key] = AnswerCheck(self.storage, ctx)
-            return self._checks[key]
+            return _kept(self._checks, key, lambda: AnswerCheck(self.storage, ctx))
+
+    def judged_pairs(self, ctx: JobContext) -> frozenset[tuple[str, str]]:
+        """The (prompt_id, model) pairs judged before the job (``_job/explored.parquet``,
+        written by the planner; ``workers/explore.py`` skips them), read once per process."""
+
+        def read() -> frozenset[tuple[str, str]]:
+            data = self.storage.read_bytes_if_any(layout.explored(ctx.job_root))
+            if data is None:
+                return frozenset()
+            table = pq.read_table(pa.BufferReader(data))
+            ids, models = table.column("prompt_id").to_pylist(), table.column("model").to_pylist()
+            return frozenset(zip(ids, models, strict=True))
+
+        with self._lock:
+            return _kept(self._pairs, ctx.job_root, read)
 
     def policy(self, ctx: JobContext) -> Policy:
         """The job's policy, read once per process from the copy stored with the job."""
