@@ -46,7 +46,6 @@ import math
 from collections.abc import Sequence
 from decimal import Decimal
 
-from routing.judge import parse_reply
 from routing.plan import JobContext
 from routing.policy import ModelSpec, Policy, TierSpec
 from routing.rules import allowed_tiers
@@ -55,7 +54,7 @@ from workers.aio import io_loop
 from workers.attempts import Attempts, no_call
 from workers.guards.bundle import Guards
 from workers.provider import Client, Completion, client_for
-from workers.served import Outcome, Row, Served, escalated, judge_row, scored
+from workers.served import Outcome, Row, Served, escalated, grade_of, judge_row, scored
 from workers.settings import Settings
 from workers.verifier import AnswerCheck
 
@@ -186,28 +185,24 @@ class Caller:
         if judge not in self._judges:  # a tier this engine cannot reach: not a cascade here
             return [None] * len(idx)
         at = self.policy.tier_names.index(judge)
-        asks = {
-            i: ask
-            for i in idx
-            if (
-                ask := judge_row(
-                    rows[i], served[i].done.text or "", f"cascade-judge-r{served[i].round}", at
-                )
-            )
-            is not None
-        }
-        verdicts = dict(zip(asks, await self._judges[judge]._run(list(asks.values())), strict=True))
+        asks: dict[int, Row] = {}
+        for i in idx:
+            purpose = f"cascade-judge-r{served[i].round}"
+            ask = judge_row(rows[i], served[i].done.text or "", purpose, at)
+            if ask is not None:  # None: the prompt may not go to the judge's tier
+                asks[i] = ask
+        found = await self._judges[judge]._run(list(asks.values()))
+        verdicts = dict(zip(asks, found, strict=True))
         grades: list[float | None] = []
         for i in idx:
             verdict = verdicts.get(i)
-            if verdict is None:  # the prompt may not go to the judge's tier
+            if verdict is None:
                 served[i].notes.append(f"judge {judge} not allowed for this prompt: answer kept")
                 grades.append(None)
                 continue
             served[i].cost += verdict.cost
             served[i].calls += verdict.calls
-            ok = verdict.outcome is Outcome.OK
-            grade = parse_reply(verdict.done.text) if ok else None
+            grade = grade_of(verdict)
             if grade is None:
                 served[i].notes.append(f"judge {judge} gave no grade: answer kept")
             grades.append(grade)

@@ -34,7 +34,7 @@ import pyarrow as pa
 
 from routing.cost import ZERO, usd_text
 from routing.explore import REFERENCE, REFERENCE_COLUMN, partner, sampled
-from routing.judge import parse_reply, reference_quality
+from routing.judge import reference_quality
 from routing.minimise import dropped
 from routing.plan import JobContext
 from routing.policy import Policy
@@ -42,7 +42,7 @@ from routing.rules import allowed_tiers
 from workers import layout
 from workers.calls import Caller
 from workers.runtime import Runtime
-from workers.served import Outcome, Row, Served, judge_row
+from workers.served import Outcome, Row, Served, grade_of, judge_row
 
 LABEL_SCHEMA = pa.schema(
     [
@@ -196,8 +196,7 @@ def _grade(
             graded.append(grade)
             continue
         a, b = next(verdicts), next(verdicts)
-        q = [parse_reply(v.done.text) if v.outcome is Outcome.OK else None for v in (a, b)]
-        graded.append((q[0], q[1], (a.cost + b.cost, a.calls + b.calls)))
+        graded.append((grade_of(a), grade_of(b), (a.cost + b.cost, a.calls + b.calls)))
     return graded
 
 

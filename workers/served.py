@@ -14,7 +14,7 @@ from enum import Enum, auto
 from typing import Protocol
 
 from routing.cost import ZERO
-from routing.judge import JUDGE_SYSTEM, judge_messages
+from routing.judge import JUDGE_SYSTEM, judge_messages, parse_reply
 from routing.policy import ModelSpec, TierSpec
 from routing.schema import Status
 from routing.tokens import count_tokens
@@ -156,3 +156,9 @@ def judge_row(row: Row, answer: str, purpose: str, judge: int) -> Row | None:
         input_tokens=tokens,
         allowed=1 << judge,
     )
+
+
+def grade_of(verdict: Served) -> float | None:
+    """The grade a judge call gave (``routing.judge.parse_reply``): None when the call
+    failed or the reply was not a score."""
+    return parse_reply(verdict.done.text) if verdict.outcome is Outcome.OK else None
