@@ -23,6 +23,10 @@ from typing import TYPE_CHECKING
 import numpy as np
 import polars as pl
 
+from routing.features import compute_features
+from routing.learned.answer import answer_frame
+from routing.tokens import count_tokens
+
 if TYPE_CHECKING:
     from routing.learned.scorer import LearnedScorer
 
@@ -58,10 +62,6 @@ def verifier_scores(
     """P(the answer is adequate) per (prompt, answer), in [0, 1] (see the module doc)."""
     if not prompts:
         return []
-    from routing.features import compute_features  # the verifier's own dependencies
-    from routing.learned.answer import answer_frame
-    from routing.tokens import count_tokens
-
     series = pl.Series("prompt", prompts, dtype=pl.String)
     answers = answer_frame(series, texts, finish_reasons=finish_reasons, logprobs=logprobs)
     tokens = count_tokens(prompts)
