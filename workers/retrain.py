@@ -1,5 +1,5 @@
 """Champion / challenger retraining on the job's own judged labels (issue 16;
-``docs/training.md``): ``batch-router retrain`` (``producer/commands/retrain.py``) and
+``docs/training.md``): ``batch-router retrain`` (``producer/training/cmd.py``) and
 beat's nightly retrain tick (:func:`tick`, schedules under ``retrain:`` in the nightly
 schedules file) run :func:`run_retrain`.
 

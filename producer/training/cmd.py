@@ -248,16 +248,18 @@ def retrain(
     """
     import json
 
-    from producer.commands.retrain import run_retrain
+    from workers.retrain import run_retrain
     from workers.storage import Storage
 
     names = tuple(m.strip() for m in models.split(",") if m.strip())
     if len(names) != 2:
         raise typer.BadParameter("give two models: weak,strong", param_hint="--models")
     record = run_retrain(
-        Storage(_settings(ctx).s3), root, specs, (names[0], names[1]), champion, console,
+        Storage(_settings(ctx).s3), root, specs, (names[0], names[1]), champion,
         holdout_days=holdout_days, feedback_weight=feedback_weight, min_gain=min_gain,
         tenants=tenant or None,
     )  # fmt: skip
+    verdict = "[green]promoted[/]" if record["promoted"] else "[yellow]kept the champion[/]"
+    console.print(f"{verdict}: {record['reason']}", highlight=False)
     if as_json:
         console.print_json(json.dumps(record))

@@ -4,20 +4,17 @@ champion there, and every run is a hash-chained record."""
 
 from __future__ import annotations
 
-import io
 import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from rich.console import Console
 
-from producer.commands.retrain import run_retrain
 from routing.errors import InputError
 from routing.learned.artifact import load_scorer
 from tests.producer.labels import WEAK, write_labels
 from tests.producer.retrain_labels import BALANCED, FAST, write_night
-from workers.retrain import verify_promotions
+from workers.retrain import run_retrain, verify_promotions
 from workers.settings import S3Settings
 from workers.storage import Storage
 
@@ -33,10 +30,9 @@ def root(tmp_path: Path) -> Path:
 
 def retrain(root: Path, tmp_path: Path, **kwargs: object) -> dict[str, object]:
     spec = f"{write_labels(tmp_path / 'base.parquet', 'base', n=40)}:{WEAK},strong-x"
-    console = Console(file=io.StringIO())
     storage = Storage(S3Settings())
     champion = str(tmp_path / "models" / "router.zip")
-    return run_retrain(storage, str(root), [spec], (FAST, BALANCED), champion, console, **kwargs)  # type: ignore[arg-type]
+    return run_retrain(storage, str(root), [spec], (FAST, BALANCED), champion, **kwargs)  # type: ignore[arg-type]
 
 
 def test_first_run_promotes_then_a_higher_bar_keeps_the_champion(
@@ -72,12 +68,12 @@ def test_first_run_promotes_then_a_higher_bar_keeps_the_champion(
 def test_errors(root: Path, tmp_path: Path) -> None:
     with pytest.raises(InputError, match="holdout-days"):
         retrain(root, tmp_path, holdout_days=0)
-    storage, console = Storage(S3Settings()), Console(file=io.StringIO())
+    storage = Storage(S3Settings())
     spec = [f"{write_labels(tmp_path / 'b.parquet', 'b')}:{WEAK},strong-x"]
     champion = str(tmp_path / "c.zip")
     with pytest.raises(InputError, match="no labels of"):
-        run_retrain(storage, str(root), spec, ("x", "y"), champion, console)
+        run_retrain(storage, str(root), spec, ("x", "y"), champion)
     with pytest.raises(InputError, match="judged for both"):  # a model no pair has
-        run_retrain(storage, str(root), spec, (FAST, "expert-model"), champion, console)
+        run_retrain(storage, str(root), spec, (FAST, "expert-model"), champion)
     with pytest.raises(InputError, match="no labels under"):
-        run_retrain(storage, str(tmp_path / "empty"), spec, (FAST, BALANCED), champion, console)
+        run_retrain(storage, str(tmp_path / "empty"), spec, (FAST, BALANCED), champion)
